@@ -1,0 +1,196 @@
+//! latch-api: the HTTP service for card readers and administrators.
+//!
+//! # Layout
+//!
+//! - [`readers`]: `POST /v1/unlock`, `/v1/check-ins`, `/v1/check-outs` — the hot path,
+//!   one SQL statement per request.
+//! - [`admin`]: doors, holders, readers and grants.
+//! - [`registry`]: the action log and the presence roll-call.
+//! - [`auth`], [`idempotency`], [`trace`]: what every request goes through.
+//! - [`error`]: the error policy and the JSON error body.
+//! - [`health`], [`openapi`]: operations endpoints and the generated API description.
+//!
+//! The API never talks to NATS: it commits actions and their outbox rows in PostgreSQL
+//! and the relay takes it from there.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod idempotency;
+pub mod openapi;
+pub mod readers;
+pub mod registry;
+pub mod trace;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use latch_core::config::HttpConfig;
+use latch_core::shutdown::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+
+/// How often the API creates upcoming registry partitions and prunes idempotency keys.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A bound, not yet running, API server.
+pub struct Application {
+    listener: TcpListener,
+    config: HttpConfig,
+    pool: Pool,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port, see [`Application::port`]).
+    pub fn build(config: HttpConfig, pool: Pool) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(config.addr)
+            .with_context(|| format!("cannot listen on {} (LATCH_HTTP_ADDR)", config.addr))?;
+        Ok(Application {
+            listener,
+            config,
+            pool,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets requests in flight finish.
+    pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = self.pool.clone();
+        let body_limit = self.config.body_limit_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(pool.clone()))
+                .configure(|cfg| routes(cfg, body_limit))
+        })
+        .workers(self.config.workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(self.listener)
+        .context("cannot start the HTTP server")?
+        .run();
+        let handle = server.handle();
+        tracing::info!(addr = %self.config.addr, "API listening");
+
+        let maintenance = tokio::spawn(maintain(self.pool.clone(), shutdown.clone()));
+        let stopper = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                handle.stop(true).await;
+            })
+        };
+        let result = server.await.context("HTTP server failed");
+        shutdown.cancel();
+        let _ = stopper.await;
+        let _ = maintenance.await;
+        tracing::info!("API stopped");
+        result
+    }
+}
+
+/// Every route, with the JSON/path/query error handling that turns bad input into 4xx.
+pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(json_error),
+    )
+    .app_data(web::PayloadConfig::default().limit(body_limit))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .service(readers::unlock)
+    .service(readers::check_in)
+    .service(readers::check_out)
+    .service(admin::create_door)
+    .service(admin::list_doors)
+    .service(admin::create_holder)
+    .service(admin::update_holder)
+    .service(admin::list_holders)
+    .service(admin::enrol_reader)
+    .service(admin::disable_reader)
+    .service(admin::list_readers)
+    .service(admin::create_grant)
+    .service(admin::revoke_grant)
+    .service(admin::list_grants)
+    .service(registry::list_actions)
+    .service(registry::presence)
+    .service(health::healthz)
+    .service(health::readyz)
+    .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::ApiDoc::openapi()))
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(
+        "not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api_error = match &error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON with Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(e) if e.to_string().contains("unknown field") => {
+            ApiError::bad_request("unknown_field", e.to_string())
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::bad_request("malformed_body", e.to_string()),
+        other => ApiError::bad_request("malformed_body", other.to_string()),
+    };
+    api_error.into()
+}
+
+fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_path", error.to_string()).into()
+}
+
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", error.to_string()).into()
+}
+
+/// Creates upcoming registry partitions and prunes expired idempotency keys, at start and
+/// then hourly. Failures are logged and retried at the next round.
+async fn maintain(pool: Pool, shutdown: CancellationToken) {
+    loop {
+        match pool.get().await {
+            Ok(client) => {
+                match latch_core::db::ensure_partitions(&client).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(created = n, "created registry partitions"),
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "partition upkeep failed")
+                    }
+                }
+                match idempotency::prune(&client).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "pruned expired idempotency keys"),
+                    Err(error) => tracing::warn!(%error, "idempotency pruning failed"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "maintenance could not get a connection"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! W3C trace context for requests.
+//!
+//! A request's `traceparent` (if valid) is continued: same trace id, a new span id for
+//! this server's work. Without one, a new trace starts. The resulting `traceparent` is
+//! stored with the action (and so in its outbox row and NATS headers) and returned in the
+//! response's `traceparent` header, so a caller can find its request downstream.
+
+use actix_web::HttpRequest;
+use rand::RngCore;
+
+pub const HEADER: &str = "traceparent";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: String,
+    pub span_id: String,
+    pub flags: String,
+}
+
+impl TraceParent {
+    /// Parses `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; rejects all-zero ids.
+    pub fn parse(value: &str) -> Option<TraceParent> {
+        let mut parts = value.trim().split('-');
+        let (version, trace_id, span_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let valid = parts.next().is_none()
+            && version == "00"
+            && hex(trace_id, 32)
+            && hex(span_id, 16)
+            && hex(flags, 2)
+            && trace_id.bytes().any(|b| b != b'0')
+            && span_id.bytes().any(|b| b != b'0');
+        valid.then(|| TraceParent {
+            trace_id: trace_id.to_owned(),
+            span_id: span_id.to_owned(),
+            flags: flags.to_owned(),
+        })
+    }
+
+    /// This server's span: a child of the caller's trace, or the root of a new one.
+    pub fn for_request(req: &HttpRequest) -> TraceParent {
+        let incoming = req
+            .headers()
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        match incoming {
+            Some(parent) => TraceParent {
+                span_id: random_hex::<8>(),
+                ..parent
+            },
+            None => TraceParent {
+                trace_id: random_hex::<16>(),
+                span_id: random_hex::<8>(),
+                flags: "01".to_owned(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_and_rejects_invalid() {
+        let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid");
+        assert_eq!(tp.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            tp.to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad}");
+        }
+    }
+}

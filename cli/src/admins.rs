@@ -1,0 +1,92 @@
+//! `latch admins`: administrators and their tokens, straight in the database.
+
+use clap::Subcommand;
+use latch_core::config::{DatabaseConfig, Source};
+use latch_core::credentials::{self, CredentialKind};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminsCommand {
+    /// Create an administrator and print their token (shown once).
+    ///
+    /// Example: latch admins add --name "Front desk"
+    Add {
+        #[arg(long)]
+        name: String,
+    },
+    /// List administrators (tokens are never shown again).
+    ///
+    /// Example: latch admins list
+    List,
+    /// Revoke an administrator's token at once.
+    ///
+    /// Example: latch admins revoke 0190f3c2-...
+    Revoke { id: Uuid },
+}
+
+pub async fn run(source: &Source, command: AdminsCommand) -> anyhow::Result<()> {
+    let client = latch_core::db::connect(&DatabaseConfig::from_source(source)?.url).await?;
+    match command {
+        AdminsCommand::Add { name } => {
+            let (id, token) = add(&client, &name).await?;
+            println!("admin {id} ({name})");
+            println!("token (shown once): {}", token.expose());
+        }
+        AdminsCommand::List => {
+            let rows = client
+                .query(
+                    "SELECT id, name, created_at, revoked_at FROM admins ORDER BY created_at",
+                    &[],
+                )
+                .await?;
+            println!("{:<36}  {:<24}  {:<20}  status", "id", "name", "created");
+            for row in rows {
+                let id: Uuid = row.get(0);
+                let name: String = row.get(1);
+                let created: OffsetDateTime = row.get(2);
+                let revoked: Option<OffsetDateTime> = row.get(3);
+                println!(
+                    "{id}  {name:<24}  {:<20}  {}",
+                    created.date().to_string(),
+                    if revoked.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+        AdminsCommand::Revoke { id } => {
+            let updated = client
+                .execute(
+                    "UPDATE admins SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id],
+                )
+                .await?;
+            anyhow::ensure!(updated == 1, "no active admin with id {id}");
+            println!("admin {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Creates an administrator; returns its id and plain token.
+pub async fn add(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> anyhow::Result<(Uuid, latch_core::config::Secret<String>)> {
+    anyhow::ensure!(
+        !name.trim().is_empty() && name.len() <= 200,
+        "--name must be 1 to 200 characters"
+    );
+    let token = credentials::generate(CredentialKind::AdminToken);
+    let id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO admins (id, name, token_hash) VALUES ($1, $2, $3)",
+            &[&id, &name, &token.hash],
+        )
+        .await?;
+    Ok((id, token.plain))
+}

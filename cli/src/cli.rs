@@ -1,0 +1,69 @@
+//! The command line: what each subcommand is and which settings it reads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use latch_core::config::{DatabaseConfig, Source};
+use latch_core::telemetry::{self, LogConfig};
+
+use crate::{admins, demo, roles};
+
+/// latch — the event backbone of building access control.
+///
+/// Settings come from LATCH_* environment variables or a TOML file (--config / LATCH_CONFIG);
+/// see the configuration reference in the README.
+#[derive(Debug, Parser)]
+#[command(name = "latch", version, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file (environment variables take precedence over it).
+    #[arg(long, global = true, env = "LATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API for card readers and administrators.
+    ///
+    /// Example: LATCH_DATABASE_URL=postgres://latch_api@db/latch latch api
+    Api,
+    /// Create or update the database schema (run before starting a new version).
+    ///
+    /// Uses LATCH_MIGRATION_DATABASE_URL (a login that owns the schema), or
+    /// LATCH_DATABASE_URL when that is not set.
+    ///
+    /// Example: latch migrate --app-login latch_api
+    Migrate {
+        /// Also make sure this login role exists and is a member of `latch_app` (the
+        /// application's least-privileged role). Needs the CREATEROLE right.
+        #[arg(long, value_name = "ROLE")]
+        app_login: Option<String>,
+    },
+    /// Manage administrators and their tokens.
+    #[command(subcommand)]
+    Admins(admins::AdminsCommand),
+    /// Demonstration data for a local stack.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let source = Source::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Api => {
+            telemetry::init(&LogConfig::from_source(&source)?)?;
+            roles::api(&source).await?;
+        }
+        Command::Migrate { app_login } => {
+            let url = DatabaseConfig::migration_url(&source)?;
+            let applied = latch_core::db::migrate(&url, app_login.as_deref()).await?;
+            println!("migrations applied: {applied}; schema is up to date");
+        }
+        Command::Admins(command) => admins::run(&source, command).await?,
+        Command::Demo(command) => demo::run(&source, command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,343 @@
+//! Typed configuration.
+//!
+//! Every setting has a dotted key (`database.url`) that is looked up first in the
+//! environment as `LATCH_` + the key upper-cased with dots turned into underscores
+//! (`LATCH_DATABASE_URL`), then in the optional TOML file named by `LATCH_CONFIG`
+//! (`[database] url = "..."`), then falls back to a default. Each role reads its settings
+//! once at start; a bad value is an error that names both the variable and the file key.
+//!
+//! Secrets (database URLs carry passwords) are wrapped in [`Secret`], whose `Debug` prints
+//! nothing of the value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself. Call this only where the value is used, never to log it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{var} (file key `{key}`) is invalid: {message}")]
+    Invalid {
+        var: String,
+        key: String,
+        message: String,
+    },
+    #[error("{var} (file key `{key}`) is required: {hint}")]
+    Missing {
+        var: String,
+        key: String,
+        hint: &'static str,
+    },
+}
+
+/// Where settings come from: a snapshot of the `LATCH_*` environment and the parsed file.
+#[derive(Debug, Default, Clone)]
+pub struct Source {
+    env: HashMap<String, String>,
+    file: Option<toml::Table>,
+}
+
+impl Source {
+    /// Reads the process environment and, when `LATCH_CONFIG` (or `file`) names one, the
+    /// TOML file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("LATCH_"))
+            .collect();
+        let path = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("LATCH_CONFIG").map(PathBuf::from));
+        let file = match path {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                let table = text
+                    .parse::<toml::Table>()
+                    .map_err(|source| ConfigError::Toml {
+                        path,
+                        source: Box::new(source),
+                    })?;
+                Some(table)
+            }
+        };
+        Ok(Source { env, file })
+    }
+
+    /// A source made of the given variables only (for tests and embedding).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Source {
+            env: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            file: None,
+        }
+    }
+
+    /// The environment variable that sets `key`.
+    pub fn var_name(key: &str) -> String {
+        format!("LATCH_{}", key.replace('.', "_").to_uppercase())
+    }
+
+    fn raw(&self, key: &str) -> Option<String> {
+        if let Some(value) = self.env.get(&Self::var_name(key)) {
+            return Some(value.clone());
+        }
+        let mut node: &toml::Value = self.file.as_ref()?.get(key.split('.').next()?)?;
+        for part in key.split('.').skip(1) {
+            node = node.get(part)?;
+        }
+        Some(match node {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    fn invalid(key: &str, message: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            var: Self::var_name(key),
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The parsed value of `key`, or `None` when it is set nowhere.
+    pub fn get<T>(&self, key: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse::<T>()
+                .map(Some)
+                .map_err(|e| Self::invalid(key, format!("{e} (got {raw:?})"))),
+        }
+    }
+
+    pub fn get_or<T>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    pub fn require<T>(&self, key: &str, hint: &'static str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        self.get(key)?.ok_or_else(|| ConfigError::Missing {
+            var: Self::var_name(key),
+            key: key.to_owned(),
+            hint,
+        })
+    }
+
+    /// A duration written as a number with a unit: `250ms`, `5s`, `10m`, `24h`.
+    pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(raw) => parse_duration(&raw).map_err(|e| Self::invalid(key, e)),
+        }
+    }
+
+    /// A positive count (`0` is rejected: every count here bounds something).
+    pub fn positive_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        let value: usize = self.get_or(key, default)?;
+        if value == 0 {
+            return Err(Self::invalid(key, "must be at least 1"));
+        }
+        Ok(value)
+    }
+}
+
+/// Parses `250ms`, `5s`, `10m`, `24h`, `7d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{raw:?} has no unit (use ms, s, m, h or d)"))?;
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} does not start with a whole number"))?;
+    let seconds = |factor: u64| Duration::from_secs(n.saturating_mul(factor));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
+        other => Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
+    }
+}
+
+/// How a role reaches PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db`, the least-privileged application login.
+    pub url: Secret<String>,
+    pub pool_size: usize,
+    /// Bounds waiting for a pooled connection and opening a new one.
+    pub connect_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(DatabaseConfig {
+            url: Secret::new(source.require(
+                "database.url",
+                "the PostgreSQL URL of latch's application login, e.g. postgres://latch_api@127.0.0.1:5432/latch",
+            )?),
+            pool_size: source.positive_or("database.pool_size", 16)?,
+            connect_timeout: source.duration_or("database.connect_timeout", Duration::from_secs(5))?,
+        })
+    }
+
+    /// The URL migrations run with: `LATCH_MIGRATION_DATABASE_URL` (a login that owns the
+    /// schema), or the application URL when that is not set.
+    pub fn migration_url(source: &Source) -> Result<Secret<String>, ConfigError> {
+        match source.get::<String>("migration.database_url")? {
+            Some(url) => Ok(Secret::new(url)),
+            None => Ok(Secret::new(source.require(
+                "database.url",
+                "the PostgreSQL URL to migrate (or set LATCH_MIGRATION_DATABASE_URL)",
+            )?)),
+        }
+    }
+}
+
+/// The API's HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// actix worker threads.
+    pub workers: usize,
+}
+
+impl HttpConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(HttpConfig {
+            addr: source.get_or("http.addr", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            body_limit_bytes: source.positive_or("http.body_limit_bytes", 64 * 1024)?,
+            workers: source.positive_or("http.workers", default_workers)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_keys() {
+        assert_eq!(Source::var_name("database.url"), "LATCH_DATABASE_URL");
+        assert_eq!(
+            Source::var_name("http.body_limit_bytes"),
+            "LATCH_HTTP_BODY_LIMIT_BYTES"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let mut source = Source::from_pairs([("LATCH_HTTP_ADDR", "127.0.0.1:9000")]);
+        source.file = Some(
+            "[http]\naddr = \"0.0.0.0:1\"\nworkers = 3\n"
+                .parse()
+                .expect("valid toml"),
+        );
+        let http = HttpConfig::from_source(&source).expect("valid");
+        assert_eq!(http.addr.port(), 9000);
+        assert_eq!(http.workers, 3);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let source = Source::from_pairs([("LATCH_HTTP_ADDR", "nowhere")]);
+        let err = HttpConfig::from_source(&source).expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("LATCH_HTTP_ADDR"), "{text}");
+        assert!(text.contains("http.addr"), "{text}");
+
+        let err = DatabaseConfig::from_source(&Source::default()).expect_err("missing");
+        assert!(err.to_string().contains("LATCH_DATABASE_URL"));
+    }
+
+    #[test]
+    fn zero_counts_are_rejected() {
+        let source = Source::from_pairs([("LATCH_DATABASE_POOL_SIZE", "0")]);
+        let source_with_url = Source {
+            env: source
+                .env
+                .into_iter()
+                .chain([("LATCH_DATABASE_URL".into(), "postgres://x@y/z".into())])
+                .collect(),
+            file: None,
+        };
+        assert!(DatabaseConfig::from_source(&source_with_url).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let source = Source::from_pairs([("LATCH_DATABASE_URL", "postgres://u:hunter2@h/db")]);
+        let db = DatabaseConfig::from_source(&source).expect("valid");
+        assert!(!format!("{db:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! PostgreSQL: the connection pool and the embedded migrations.
+//!
+//! Roles connect through a `deadpool-postgres` pool built from a URL. Statements are
+//! prepared once per connection (`prepare_cached`). Migrations are embedded in the binary
+//! with refinery and run by `latch migrate` with a login that owns the schema; the roles
+//! themselves never change the schema (they only call `latch_ensure_action_partitions`,
+//! which runs with its owner's rights).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{DatabaseConfig, Secret};
+
+pub use deadpool_postgres::{GenericClient, Object as PooledClient};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// How many months of registry partitions exist ahead of the current one.
+pub const PARTITION_MONTHS_AHEAD: i32 = 3;
+
+/// Builds a pool; no connection is opened until the first use.
+pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
+    let pg: tokio_postgres::Config = config
+        .url
+        .expose()
+        .parse()
+        .context("LATCH_DATABASE_URL is not a valid PostgreSQL URL")?;
+    let mut pg = pg;
+    pg.connect_timeout(config.connect_timeout);
+    pg.application_name("latch");
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.connect_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .context("cannot build the PostgreSQL pool")
+}
+
+/// Opens one connection outside any pool (migrations, the relay's LISTEN connection).
+pub async fn connect(url: &Secret<String>) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url.expose(), NoTls)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection closed with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the embedded migrations and makes sure the registry has its partitions.
+/// With `app_login`, also makes sure that login role exists and is a member of
+/// `latch_app` (needs the CREATEROLE right; meant for development stacks).
+pub async fn migrate(url: &Secret<String>, app_login: Option<&str>) -> anyhow::Result<usize> {
+    let mut client = connect(url).await?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .context("migration failed")?;
+    client
+        .execute(
+            "SELECT latch_ensure_action_partitions($1)",
+            &[&PARTITION_MONTHS_AHEAD],
+        )
+        .await
+        .context("cannot create the registry's partitions")?;
+    if let Some(login) = app_login {
+        ensure_app_login(&client, login).await?;
+    }
+    Ok(report.applied_migrations().len())
+}
+
+async fn ensure_app_login(client: &tokio_postgres::Client, login: &str) -> anyhow::Result<()> {
+    if login.is_empty() || !login.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        anyhow::bail!("--app-login must be letters, digits and underscores, got {login:?}");
+    }
+    // Role names cannot be bound as parameters; the name was checked above and is quoted.
+    let sql = format!(
+        r#"DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN
+                CREATE ROLE "{login}" LOGIN;
+            END IF;
+            GRANT latch_app TO "{login}";
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            GRANT latch_app TO "{login}";
+        END
+        $$"#
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .with_context(|| format!("cannot create or grant the application login {login}"))
+}
+
+/// Creates the partitions the next months need; the API calls this at start and hourly.
+pub async fn ensure_partitions(client: &impl GenericClient) -> anyhow::Result<i32> {
+    let row = client
+        .query_one(
+            "SELECT latch_ensure_action_partitions($1)",
+            &[&PARTITION_MONTHS_AHEAD],
+        )
+        .await
+        .context("cannot create the registry's partitions")?;
+    Ok(row.get(0))
+}

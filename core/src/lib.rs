@@ -1,0 +1,22 @@
+//! latch-core: what every latch role shares.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed settings read once at start from `LATCH_*` environment variables
+//!   and an optional TOML file; secrets are wrapped so they never reach a log.
+//! - [`db`]: the PostgreSQL pool and the embedded migrations.
+//! - [`credentials`]: reader keys and admin tokens — generation and hashing.
+//! - [`event`]: the event kinds and the versioned envelope that travels from the outbox
+//!   to the sinks.
+//! - [`shutdown`]: the shutdown token every long-running loop takes.
+//! - [`telemetry`]: log set-up (JSON in production, readable in a terminal).
+//!
+//! This crate knows nothing about HTTP, NATS or any sink: it holds the vocabulary and the
+//! plumbing the roles are built from.
+
+pub mod config;
+pub mod credentials;
+pub mod db;
+pub mod event;
+pub mod shutdown;
+pub mod telemetry;

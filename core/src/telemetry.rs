@@ -1,0 +1,62 @@
+//! Logging set-up.
+//!
+//! JSON lines by default (what a log shipper wants), readable text when
+//! `LATCH_LOG_FORMAT=pretty`. The filter comes from `LATCH_LOG` (`RUST_LOG` syntax,
+//! default `info`).
+
+use std::str::FromStr;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            other => Err(format!("unknown log format {other:?} (use json or pretty)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl LogConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(LogConfig {
+            format: source.get_or("log.format", LogFormat::Json)?,
+            filter: source.get_or("log", "info".to_owned())?,
+        })
+    }
+}
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(config: &LogConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.filter)
+        .map_err(|e| anyhow::anyhow!("LATCH_LOG is not a valid filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}

@@ -1,0 +1,129 @@
+use std::path::Path;
+
+use latch_core::config::Secret;
+use sha2::{Digest, Sha256};
+use tokio_postgres::config::Host;
+
+/// The login the roles use in tests: a member of `latch_app`, not the schema's owner, so
+/// tests see the same privileges as production.
+pub const APP_LOGIN: &str = "latch_api";
+
+/// A fresh database, migrated, for one test. Left behind when the test ends: the whole
+/// cluster belongs to the test run and is removed with it.
+pub struct TestDb {
+    pub name: String,
+    host: String,
+    port: u16,
+    superuser: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let url = std::env::var("LATCH_TEST_PG_URL").unwrap_or_else(|_| {
+            panic!(
+                "LATCH_TEST_PG_URL is not set: run the tests with ./deploy/local/test.sh, \
+                 which starts a private PostgreSQL cluster for them"
+            )
+        });
+        let config: tokio_postgres::Config = url.parse().expect("LATCH_TEST_PG_URL is a URL");
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            other => panic!("LATCH_TEST_PG_URL must name a TCP host, got {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let superuser = config.get_user().unwrap_or("postgres").to_owned();
+        let mut db = TestDb {
+            name: String::new(),
+            host,
+            port,
+            superuser,
+        };
+        let template = db.ensure_template().await;
+        db.name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let admin = db.connect_as(&db.superuser.clone(), "postgres").await;
+        // Templates cannot be copied while another CREATE DATABASE reads them: serialise.
+        admin
+            .batch_execute(&format!(
+                "SELECT pg_advisory_lock(7414); \
+                 CREATE DATABASE {} TEMPLATE {template}; \
+                 SELECT pg_advisory_unlock(7414);",
+                db.name
+            ))
+            .await
+            .expect("create the test database");
+        db
+    }
+
+    /// Migrates a template named after the migrations' content, once per cluster.
+    async fn ensure_template(&self) -> String {
+        let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut files: Vec<_> = std::fs::read_dir(&migrations)
+            .expect("read migrations/")
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let mut digest = Sha256::new();
+        for file in files {
+            digest.update(std::fs::read(file).unwrap());
+        }
+        let template = format!("latch_tpl_{}", &hex::encode(digest.finalize())[..16]);
+
+        let admin = self.connect_as(&self.superuser, "postgres").await;
+        admin
+            .execute("SELECT pg_advisory_lock(7414)", &[])
+            .await
+            .unwrap();
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+            .await
+            .unwrap()
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {template}"))
+                .await
+                .unwrap();
+            latch_core::db::migrate(
+                &Secret::new(self.url_for(&self.superuser, &template)),
+                Some(APP_LOGIN),
+            )
+            .await
+            .expect("migrate the template database");
+        }
+        admin
+            .execute("SELECT pg_advisory_unlock(7414)", &[])
+            .await
+            .unwrap();
+        template
+    }
+
+    fn url_for(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}@{}:{}/{database}", self.host, self.port)
+    }
+
+    /// The application login's URL (what `LATCH_DATABASE_URL` holds in production).
+    pub fn app_url(&self) -> Secret<String> {
+        Secret::new(self.url_for(APP_LOGIN, &self.name))
+    }
+
+    /// The schema owner's URL (what `latch migrate` uses).
+    pub fn owner_url(&self) -> Secret<String> {
+        Secret::new(self.url_for(&self.superuser, &self.name))
+    }
+
+    /// A connection with the owner's rights, for inspecting and arranging state.
+    pub async fn owner(&self) -> tokio_postgres::Client {
+        self.connect_as(&self.superuser, &self.name).await
+    }
+
+    /// A connection as the application login.
+    pub async fn app(&self) -> tokio_postgres::Client {
+        self.connect_as(APP_LOGIN, &self.name).await
+    }
+
+    async fn connect_as(&self, user: &str, database: &str) -> tokio_postgres::Client {
+        latch_core::db::connect(&Secret::new(self.url_for(user, database)))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {database} as {user}: {e:#}"))
+    }
+}

@@ -1,0 +1,20 @@
+//! Test support for latch's integration tests.
+//!
+//! - [`TestDb`]: a fresh, migrated database per test, cloned from a template database
+//!   that is migrated once per test run. The cluster itself is private to the test run:
+//!   `deploy/local/test.sh` starts it and exports `LATCH_TEST_PG_URL` (a superuser URL).
+//! - [`NatsServer`]: a private nats-server per test (JetStream, `sync_interval: always`),
+//!   on a port the server picks itself, stopped when dropped. The binary comes from
+//!   `LATCH_NATS_SERVER`.
+//! - [`wait_until`]: poll a condition until it holds or a deadline passes — the only way
+//!   tests wait for something to happen.
+
+#![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
+
+mod db;
+mod nats;
+mod wait;
+
+pub use db::TestDb;
+pub use nats::NatsServer;
+pub use wait::wait_until;

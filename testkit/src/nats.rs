@@ -1,0 +1,112 @@
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private nats-server with JetStream and an fsync on every write, like production.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a port it picks itself.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("latch-nats-")
+            .tempdir()
+            .expect("temp dir for nats-server");
+        let mut server = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+        };
+        server.spawn(None);
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: nothing gets flushed that was not already synced).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(Some(self.port));
+    }
+
+    fn spawn(&mut self, port: Option<u16>) {
+        let binary = std::env::var("LATCH_NATS_SERVER").unwrap_or_else(|_| {
+            panic!(
+                "LATCH_NATS_SERVER is not set: run the tests with ./deploy/local/test.sh, \
+                 which installs a current nats-server and points this variable at it"
+            )
+        });
+        let config = self.dir.path().join("nats.conf");
+        let store = self.dir.path().join("store");
+        std::fs::write(
+            &config,
+            format!(
+                "jetstream {{ store_dir: {store:?}, sync_interval: always }}\n",
+                store = store.display().to_string()
+            ),
+        )
+        .expect("write nats.conf");
+        let ports_dir = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let child = Command::new(&binary)
+            .args(["-c"])
+            .arg(&config)
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "--ports_file_dir"])
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        self.child = Some(child);
+        self.port = wait_for_port(&ports_dir);
+    }
+}
+
+/// nats-server writes `<name>_<pid>.ports` once it listens.
+fn wait_for_port(dir: &std::path::Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let file: Option<PathBuf> = std::fs::read_dir(dir)
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        let port = file
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| {
+                let url = json["nats"][0].as_str()?.to_owned();
+                url.rsplit(':').next()?.parse().ok()
+            });
+        if let Some(port) = port {
+            return port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not report its port within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
