@@ -43,14 +43,17 @@ impl TestDb {
         let admin = db.connect_as(&db.superuser.clone(), "postgres").await;
         // Templates cannot be copied while another CREATE DATABASE reads them: serialise.
         admin
-            .batch_execute(&format!(
-                "SELECT pg_advisory_lock(7414); \
-                 CREATE DATABASE {} TEMPLATE {template}; \
-                 SELECT pg_advisory_unlock(7414);",
-                db.name
-            ))
+            .execute("SELECT pg_advisory_lock(7414)", &[])
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {template}", db.name))
             .await
             .expect("create the test database");
+        admin
+            .execute("SELECT pg_advisory_unlock(7414)", &[])
+            .await
+            .unwrap();
         db
     }
 

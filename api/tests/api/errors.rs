@@ -1,0 +1,163 @@
+//! Bad input gets a clear error and changes nothing.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn malformed_bodies_are_rejected_with_codes_and_write_nothing() {
+    let app = spawn_app_with(1024).await;
+    let door = app.create_door("hq", "Main").await;
+    let holder = app.create_holder("CARD-1").await;
+    app.grant(holder, door.id).await;
+    let (actions, outbox) = app.counts().await;
+
+    for path in ["/v1/unlock", "/v1/check-ins", "/v1/check-outs"] {
+        let send = |body: &'static str, content_type: &'static str| {
+            app.request(Method::POST, path, &door.reader_key)
+                .header("Content-Type", content_type)
+                .body(body)
+                .send()
+        };
+        expect_error(
+            send("{\"card_id\":", "application/json").await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        )
+        .await;
+        expect_error(
+            send("{}", "application/json").await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        )
+        .await;
+        expect_error(
+            send("{\"card_id\": 42}", "application/json").await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        )
+        .await;
+        expect_error(
+            send("{\"card_id\":\"CARD-1\",\"x\":1}", "application/json")
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+        )
+        .await;
+        expect_error(
+            send("card_id=CARD-1", "application/x-www-form-urlencoded")
+                .await
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        )
+        .await;
+        expect_error(
+            send("{\"card_id\":\"\"}", "application/json")
+                .await
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_card_id",
+        )
+        .await;
+        let huge = format!("{{\"card_id\":\"{}\"}}", "A".repeat(4096));
+        let response = app
+            .request(Method::POST, path, &door.reader_key)
+            .header("Content-Type", "application/json")
+            .body(huge)
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    }
+    let bad_time = app
+        .post(
+            "/v1/check-ins",
+            &door.reader_key,
+            &json!({"card_id": "CARD-1", "occurred_at": "yesterday"}),
+        )
+        .await;
+    expect_error(bad_time, StatusCode::BAD_REQUEST, "malformed_body").await;
+    assert_eq!(app.counts().await, (actions, outbox));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_bad_paths_get_json_errors() {
+    let app = spawn_app().await;
+    expect_error(
+        app.get("/v1/nowhere", &app.admin_token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let bad = app
+        .request(Method::DELETE, "/v1/grants/not-a-uuid", &app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad, StatusCode::BAD_REQUEST, "invalid_path").await;
+    expect_error(
+        app.get("/v1/actions?limit=many", &app.admin_token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    expect_error(
+        app.get("/v1/actions?surprise=1", &app.admin_token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn internal_failures_roll_back_everything_and_reveal_nothing() {
+    let app = spawn_app().await;
+    let door = app.create_door("hq", "Main").await;
+    app.create_holder("CARD-1").await;
+    let (actions, outbox) = app.counts().await;
+
+    // Inject a failure after the action insert: the outbox insert (made by the action's
+    // trigger, in the same transaction) raises.
+    app.db
+        .owner()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION fail_outbox() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'injected failure: secret detail'; END $$;
+             CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox
+                 FOR EACH ROW EXECUTE FUNCTION fail_outbox();",
+        )
+        .await
+        .unwrap();
+
+    let response = app
+        .post(
+            "/v1/check-ins",
+            &door.reader_key,
+            &json!({"card_id": "CARD-1"}),
+        )
+        .await;
+    let body = expect_error(response, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    assert!(!body.to_string().contains("secret detail"), "{body}");
+    expect_error(
+        app.unlock(&door.reader_key, "CARD-1").await,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+    )
+    .await;
+
+    // Neither the action, nor its outbox row, nor the presence change was committed.
+    assert_eq!(app.counts().await, (actions, outbox));
+    let presence: i64 = app
+        .db
+        .owner()
+        .await
+        .query_one("SELECT count(*) FROM presence", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(presence, 0);
+}
