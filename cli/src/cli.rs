@@ -30,6 +30,18 @@ enum Command {
     ///
     /// Example: LATCH_DATABASE_URL=postgres://latch_api@db/latch latch api
     Api,
+    /// Publish committed outbox rows into the NATS JetStream stream LATCH_EVENTS.
+    ///
+    /// Run one or more; one leads and the others stand by.
+    ///
+    /// Example: LATCH_DATABASE_URL=postgres://latch_api@db/latch LATCH_NATS_URL=nats://nats:4222 latch relay
+    Relay,
+    /// Deliver events to the legacy attendance system and to webhooks.
+    ///
+    /// A sink is enabled by its URL (LATCH_SINKS_LEGACY_URL, LATCH_SINKS_WEBHOOKS_URL).
+    ///
+    /// Example: LATCH_SINKS_WEBHOOKS_URL=https://hooks.example/latch LATCH_SINKS_WEBHOOKS_SECRET=whsec latch worker
+    Worker,
     /// Create or update the database schema (run before starting a new version).
     ///
     /// Uses LATCH_MIGRATION_DATABASE_URL (a login that owns the schema), or
@@ -56,6 +68,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Api => {
             telemetry::init(&LogConfig::from_source(&source)?)?;
             roles::api(&source).await?;
+        }
+        Command::Worker => {
+            telemetry::init(&LogConfig::from_source(&source)?)?;
+            roles::worker(&source).await?;
+        }
+        Command::Relay => {
+            telemetry::init(&LogConfig::from_source(&source)?)?;
+            roles::relay(&source).await?;
         }
         Command::Migrate { app_login } => {
             let url = DatabaseConfig::migration_url(&source)?;

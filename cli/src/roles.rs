@@ -12,3 +12,17 @@ pub async fn api(source: &Source) -> anyhow::Result<()> {
     shutdown::on_signal(token.clone());
     app.run_until(token).await
 }
+
+pub async fn relay(source: &Source) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    shutdown::on_signal(token.clone());
+    let relay = latch_relay::from_source(source, &token).await?;
+    relay.run(token).await
+}
+
+pub async fn worker(source: &Source) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    shutdown::on_signal(token.clone());
+    let worker = latch_worker::from_source(source).await?;
+    worker.run(token).await
+}

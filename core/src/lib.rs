@@ -6,8 +6,10 @@
 //!   and an optional TOML file; secrets are wrapped so they never reach a log.
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`credentials`]: reader keys and admin tokens — generation and hashing.
+//! - [`nats`]: the NATS connection and the event stream.
 //! - [`event`]: the event kinds and the versioned envelope that travels from the outbox
 //!   to the sinks.
+//! - [`signature`]: the webhook signature (`Latch-Signature`), signed and checked.
 //! - [`shutdown`]: the shutdown token every long-running loop takes.
 //! - [`telemetry`]: log set-up (JSON in production, readable in a terminal).
 //!
@@ -18,5 +20,7 @@ pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod event;
+pub mod nats;
 pub mod shutdown;
+pub mod signature;
 pub mod telemetry;

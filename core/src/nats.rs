@@ -1,0 +1,142 @@
+//! NATS: the connection and the streams latch owns.
+//!
+//! `LATCH_EVENTS` holds every event (`latch.events.<kind>`), file-backed, with a duplicate
+//! window so that a republish of the same outbox row (`Nats-Msg-Id`) after a relay crash
+//! is stored once, and atomic batch publishing enabled for the relay. Whoever starts first
+//! (relay or worker) creates or updates it with the same configuration.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, stream};
+
+use crate::config::{ConfigError, Source};
+
+pub const EVENTS_STREAM: &str = "LATCH_EVENTS";
+pub const EVENTS_SUBJECTS: &str = "latch.events.>";
+/// Replays of dead letters, one subject per sink, in the events stream.
+pub const REPLAY_SUBJECTS: &str = "latch.replay.>";
+pub const DLQ_STREAM: &str = "LATCH_DLQ";
+pub const DLQ_SUBJECTS: &str = "latch.dlq.>";
+
+/// `latch.replay.<sink>`: consumed only by that sink.
+pub fn replay_subject(sink: &str) -> String {
+    format!("latch.replay.{sink}")
+}
+
+/// `latch.dlq.<sink>`.
+pub fn dlq_subject(sink: &str) -> String {
+    format!("latch.dlq.{sink}")
+}
+
+/// How latch reaches NATS and what its event stream keeps.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    /// Stream name, `LATCH_EVENTS` unless several latch installations share one server.
+    pub events_stream: String,
+    /// How long the stream remembers a message id; a republish inside it is a no-op.
+    pub duplicate_window: Duration,
+    /// How long events stay in the stream (replay horizon for sinks).
+    pub max_age: Duration,
+    /// Bounds every request to the server (publish acks included).
+    pub request_timeout: Duration,
+}
+
+impl NatsConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let duplicate_window =
+            source.duration_or("nats.duplicate_window", Duration::from_secs(20 * 60))?;
+        if duplicate_window < Duration::from_secs(10 * 60) {
+            return Err(ConfigError::Invalid {
+                var: Source::var_name("nats.duplicate_window"),
+                key: "nats.duplicate_window".into(),
+                message:
+                    "must be at least 10m: it is what makes a republish after a crash harmless"
+                        .into(),
+            });
+        }
+        Ok(NatsConfig {
+            url: source.get_or("nats.url", "nats://127.0.0.1:4222".to_owned())?,
+            events_stream: source.get_or("nats.events_stream", EVENTS_STREAM.to_owned())?,
+            duplicate_window,
+            max_age: source.duration_or("nats.max_age", Duration::from_secs(7 * 86_400))?,
+            request_timeout: source.duration_or("nats.request_timeout", Duration::from_secs(5))?,
+        })
+    }
+
+    /// A configuration for tests and tools: this URL, defaults for the rest.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        NatsConfig {
+            url: url.into(),
+            events_stream: EVENTS_STREAM.to_owned(),
+            duplicate_window: Duration::from_secs(20 * 60),
+            max_age: Duration::from_secs(7 * 86_400),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connects, retrying in the background if the server is not up yet: roles start and keep
+/// running while NATS is down, and log when the connection changes state.
+pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
+    let role = name.to_owned();
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .request_timeout(Some(config.request_timeout))
+        .event_callback(move |event| {
+            let role = role.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!(role, "connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(role, "disconnected from NATS; reconnecting")
+                    }
+                    other => tracing::info!(role, event = %other, "NATS event"),
+                }
+            }
+        })
+        .connect(&config.url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {} (LATCH_NATS_URL)", config.url))
+}
+
+pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
+    stream::Config {
+        name: config.events_stream.clone(),
+        subjects: vec![EVENTS_SUBJECTS.to_owned(), REPLAY_SUBJECTS.to_owned()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: config.duplicate_window,
+        max_age: config.max_age,
+        allow_atomic_publish: true,
+        ..Default::default()
+    }
+}
+
+/// The dead-letter stream: what a sink could not take, kept until an operator replays or
+/// purges it (30 days at most). Its duplicate window makes a dead letter written twice
+/// (a worker crash between writing it and settling the original) one entry.
+pub fn dlq_stream_config(config: &NatsConfig) -> stream::Config {
+    stream::Config {
+        name: DLQ_STREAM.to_owned(),
+        subjects: vec![DLQ_SUBJECTS.to_owned()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: config.duplicate_window,
+        max_age: Duration::from_secs(30 * 86_400),
+        ..Default::default()
+    }
+}
+
+/// Creates the events stream, or brings an existing one to this configuration.
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> anyhow::Result<stream::Info> {
+    js.create_or_update_stream(events_stream_config(config))
+        .await
+        .with_context(|| format!("cannot create or update stream {}", config.events_stream))
+}

@@ -1,0 +1,326 @@
+//! latch-relay: moves committed outbox rows into the `LATCH_EVENTS` stream.
+//!
+//! # Layout
+//!
+//! - [`leader`]: one relay leads (advisory lock) and LISTENs for new rows; others wait.
+//! - [`outbox`]: claim a batch (`FOR UPDATE SKIP LOCKED`), delete what was published.
+//! - [`publish`]: one atomic JetStream batch per claim, with the single-publish fallback
+//!   for batches holding already-stored ids.
+//! - this file: the loop — drain while there is work, then wait for a NOTIFY or the poll
+//!   interval; back off (capped, exponential) while NATS or PostgreSQL is unavailable,
+//!   logging once per change of state.
+//!
+//! # Guarantees
+//!
+//! A row is deleted only in the transaction that claimed it and only after the server
+//! acknowledged it, so every committed row reaches the stream at least once; a republish
+//! after a crash carries the same `Nats-Msg-Id` and is dropped by the stream's duplicate
+//! window. One holder's events enter the stream in commit order: the outbox trigger takes
+//! a per-holder transaction lock before it allocates the row id (so ids follow commit order
+//! per holder), a single leader publishes in id order, one batch at a time, and a batch is
+//! stored contiguously.
+
+pub mod leader;
+pub mod outbox;
+pub mod publish;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use latch_core::config::{ConfigError, Secret, Source};
+use latch_core::nats::NatsConfig;
+use latch_core::shutdown::CancellationToken;
+
+use crate::leader::Leadership;
+use crate::publish::{MAX_BATCH, PublishError, Publisher};
+
+/// The relay's own settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows per claim and per atomic batch (1–1000).
+    pub batch_size: usize,
+    /// How often to look for rows without a NOTIFY, and how often a standby relay tries
+    /// to take over.
+    pub poll_interval: Duration,
+    /// The longest wait between retries while a dependency is down.
+    pub max_backoff: Duration,
+}
+
+impl RelayConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let batch_size = source.positive_or("relay.batch_size", 500)?;
+        if batch_size > MAX_BATCH {
+            return Err(ConfigError::Invalid {
+                var: Source::var_name("relay.batch_size"),
+                key: "relay.batch_size".into(),
+                message: format!("at most {MAX_BATCH} (the server's atomic batch limit)"),
+            });
+        }
+        Ok(RelayConfig {
+            batch_size,
+            poll_interval: source.duration_or("relay.poll_interval", Duration::from_secs(1))?,
+            max_backoff: source.duration_or("relay.max_backoff", Duration::from_secs(30))?,
+        })
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a drain round failed.
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl DrainError {
+    fn state(&self) -> &'static str {
+        match self {
+            DrainError::Database(_) => "postgres unavailable",
+            DrainError::Publish(e) => match e.kind() {
+                "refused" => "nats refused publish",
+                _ => "nats unavailable",
+            },
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DrainError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DrainError::Database(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DrainError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DrainError::Database(e.to_string())
+    }
+}
+
+/// Counts what the relay did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DrainReport {
+    pub published: usize,
+    pub duplicates: usize,
+}
+
+pub struct Relay {
+    config: RelayConfig,
+    database_url: Secret<String>,
+    pool: Pool,
+    publisher: Publisher,
+}
+
+impl Relay {
+    /// Connects to NATS and makes sure the stream exists (retrying until it can, or until
+    /// `shutdown`).
+    pub async fn build(
+        config: RelayConfig,
+        nats: &NatsConfig,
+        database_url: Secret<String>,
+        pool: Pool,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Relay> {
+        let client = latch_core::nats::connect(nats, "latch-relay").await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let mut backoff = Backoff::new(config.max_backoff);
+        loop {
+            match latch_core::nats::ensure_events_stream(&js, nats).await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot set up the event stream yet; retrying"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => anyhow::bail!("shut down before the stream was ready"),
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                    }
+                }
+            }
+        }
+        Ok(Relay {
+            publisher: Publisher::new(client, nats.request_timeout),
+            config,
+            database_url,
+            pool,
+        })
+    }
+
+    /// Runs until `shutdown`, leading when it can and standing by otherwise.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(self.config.max_backoff);
+        let mut standing_by = false;
+        while !shutdown.is_cancelled() {
+            let wait = match Leadership::try_acquire(&self.database_url).await {
+                Ok(Some(leadership)) => {
+                    tracing::info!("this relay leads: publishing the outbox");
+                    standing_by = false;
+                    backoff.reset();
+                    self.lead(&leadership, &shutdown).await;
+                    Duration::ZERO
+                }
+                Ok(None) => {
+                    if !standing_by {
+                        tracing::info!("another relay leads; standing by");
+                        standing_by = true;
+                    }
+                    self.config.poll_interval
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot reach PostgreSQL for leadership"
+                    );
+                    backoff.next()
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("relay stopped");
+        Ok(())
+    }
+
+    async fn lead(&self, leadership: &Leadership, shutdown: &CancellationToken) {
+        let mut backoff = Backoff::new(self.config.max_backoff);
+        let mut failing: Option<&'static str> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if leadership.lost.is_cancelled() {
+                tracing::warn!("lost the leadership connection; re-electing");
+                return;
+            }
+            let wait = match self.drain_once().await {
+                Ok(report) => {
+                    if let Some(state) = failing.take() {
+                        tracing::info!(recovered_from = state, "relay publishing again");
+                    }
+                    backoff.reset();
+                    if report.published + report.duplicates >= self.config.batch_size {
+                        continue;
+                    }
+                    None
+                }
+                Err(error) => {
+                    if failing != Some(error.state()) {
+                        tracing::warn!(%error, state = error.state(), "relay cannot publish; rows stay pending and will be retried");
+                        failing = Some(error.state());
+                    }
+                    Some(backoff.next())
+                }
+            };
+            match wait {
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = leadership.wake.notified() => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                },
+                Some(delay) => tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                },
+            }
+        }
+    }
+
+    /// Claims one batch, publishes it and deletes what the stream acknowledged.
+    async fn drain_once(&self) -> Result<DrainReport, DrainError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = outbox::claim(&tx, self.config.batch_size).await?;
+        if rows.is_empty() {
+            return Ok(DrainReport::default());
+        }
+        let started = Instant::now();
+        let published = self.publisher.publish(&rows).await?;
+        outbox::delete(&tx, &published.acked).await?;
+        tx.commit().await?;
+        tracing::debug!(
+            rows = rows.len(),
+            duplicates = published.duplicates,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "published batch"
+        );
+        if let Some(failure) = published.failure {
+            return Err(failure.into());
+        }
+        Ok(DrainReport {
+            published: published.acked.len() - published.duplicates,
+            duplicates: published.duplicates,
+        })
+    }
+
+    /// The publisher, for tools and tests that publish claimed rows themselves.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+}
+
+/// Capped exponential backoff: 100 ms, 200 ms, ... up to `max`.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+            max,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let current = self.next.min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        current
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
+/// Connects the relay's pieces from settings, for `latch relay`.
+pub async fn from_source(source: &Source, shutdown: &CancellationToken) -> anyhow::Result<Relay> {
+    let db = latch_core::config::DatabaseConfig::from_source(source)?;
+    let pool = latch_core::db::pool(&db).context("relay database pool")?;
+    Relay::build(
+        RelayConfig::from_source(source)?,
+        &NatsConfig::from_source(source)?,
+        db.url.clone(),
+        pool,
+        shutdown,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(500));
+        let steps: Vec<u128> = (0..5).map(|_| backoff.next().as_millis()).collect();
+        assert_eq!(steps, [100, 200, 400, 500, 500]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,341 @@
+//! The relay against a real PostgreSQL database and a private nats-server per test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use latch_core::config::DatabaseConfig;
+use latch_core::nats::NatsConfig;
+use latch_core::shutdown::CancellationToken;
+use latch_relay::{Relay, RelayConfig};
+use latch_testkit::{NatsServer, TestDb, wait_until};
+use serde_json::Value;
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Setup {
+    db: TestDb,
+    nats: NatsServer,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        Setup {
+            db: TestDb::new().await,
+            nats: NatsServer::start(),
+        }
+    }
+
+    async fn relay(&self, batch_size: usize) -> Relay {
+        let pool = latch_core::db::pool(&DatabaseConfig {
+            url: self.db.app_url(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let config = RelayConfig {
+            batch_size,
+            poll_interval: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(500),
+        };
+        let mut nats = NatsConfig::for_url(self.nats.url());
+        nats.request_timeout = Duration::from_secs(2);
+        Relay::build(
+            config,
+            &nats,
+            self.db.app_url(),
+            pool,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn spawn(&self, relay: Relay) -> CancellationToken {
+        let token = CancellationToken::new();
+        tokio::spawn(relay.run(token.clone()));
+        token
+    }
+
+    async fn stream(&self) -> jetstream::stream::Stream {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        jetstream::new(client)
+            .get_stream(latch_core::nats::EVENTS_STREAM)
+            .await
+            .unwrap()
+    }
+
+    async fn pending(&self) -> i64 {
+        self.db
+            .owner()
+            .await
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until the stream holds `n` messages and the outbox is empty.
+    async fn wait_for_messages(&self, n: u64) {
+        let stream = self.stream().await;
+        wait_until("the stream to hold every event", DEADLINE, || async {
+            let count = stream.get_info().await.ok()?.state.messages;
+            assert!(
+                count <= n,
+                "the stream holds {count} messages, expected {n}"
+            );
+            (count == n && self.pending().await == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Every message in the stream, in stream order.
+    async fn messages(&self) -> Vec<Message> {
+        let stream = self.stream().await;
+        let last = stream.get_info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let raw = stream.get_raw_message(seq).await.unwrap();
+            let header = |name: &str| {
+                raw.headers
+                    .get(name)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            out.push(Message {
+                msg_id: header("Nats-Msg-Id"),
+                event_id: header("Latch-Event-Id"),
+                traceparent: header("traceparent"),
+                subject: raw.subject.to_string(),
+                payload: serde_json::from_slice(&raw.payload).unwrap(),
+            });
+        }
+        out
+    }
+}
+
+struct Message {
+    msg_id: String,
+    event_id: String,
+    traceparent: String,
+    subject: String,
+    payload: Value,
+}
+
+/// Records one action the way the API does (as the application role); its trigger writes
+/// the outbox row.
+async fn record(client: &tokio_postgres::Client, holder: Uuid, seq: i64) -> Uuid {
+    let id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO actions (id, kind, site, holder_id, reader_seq, occurred_at, trace_parent)
+             VALUES ($1, 'check_in', 'hq', $2, $3, now(),
+                     '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')",
+            &[&id, &holder, &seq],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// `writers` tasks each record `per_writer` actions for their own holder, in sequence.
+async fn write_concurrently(db: &TestDb, writers: usize, per_writer: i64) -> Vec<Uuid> {
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let client = db.app().await;
+        tasks.push(tokio::spawn(async move {
+            let holder = Uuid::now_v7();
+            for seq in 0..per_writer {
+                record(&client, holder, seq).await;
+            }
+            holder
+        }));
+    }
+    let mut holders = Vec::new();
+    for task in tasks {
+        holders.push(task.await.unwrap());
+    }
+    holders
+}
+
+fn assert_once_and_in_holder_order(messages: &[Message]) {
+    let ids: HashSet<&str> = messages.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), messages.len(), "a Nats-Msg-Id appears twice");
+    let events: HashSet<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(events.len(), messages.len(), "an event appears twice");
+    let mut last_seq: HashMap<String, i64> = HashMap::new();
+    for message in messages {
+        let holder = message.payload["holder_id"].as_str().unwrap().to_owned();
+        let seq = message.payload["reader_seq"].as_i64().unwrap();
+        if let Some(previous) = last_seq.insert(holder.clone(), seq) {
+            assert!(
+                seq > previous,
+                "holder {holder}: event {seq} after {previous}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_committed_row_reaches_the_stream_once_as_committed() {
+    let setup = Setup::new().await;
+    let token = setup.spawn(setup.relay(64).await);
+    write_concurrently(&setup.db, 8, 40).await;
+    setup.wait_for_messages(320).await;
+
+    let messages = setup.messages().await;
+    assert_once_and_in_holder_order(&messages);
+    let committed: HashMap<String, Value> = setup
+        .db
+        .owner()
+        .await
+        .query(
+            "SELECT id::text, latch_event_envelope(to_jsonb(a)) FROM actions a",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(committed.len(), 320);
+    for message in &messages {
+        assert_eq!(message.subject, "latch.events.check_in");
+        assert_eq!(
+            message.traceparent,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(
+            message.payload["id"].as_str(),
+            Some(message.event_id.as_str())
+        );
+        assert_eq!(Some(&message.payload), committed.get(&message.event_id));
+        let envelope: latch_core::event::Envelope =
+            serde_json::from_value(message.payload.clone()).unwrap();
+        assert_eq!(envelope.kind, latch_core::event::EventKind::CheckIn);
+    }
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_crash_after_publishing_and_before_deleting_leaves_no_duplicate() {
+    let setup = Setup::new().await;
+    write_concurrently(&setup.db, 5, 10).await;
+
+    // A relay publishes a batch and dies before its DELETE commits.
+    let relay = setup.relay(500).await;
+    let pool = latch_core::db::pool(&DatabaseConfig {
+        url: setup.db.app_url(),
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    {
+        let mut client = pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let rows = latch_relay::outbox::claim(&tx, 500).await.unwrap();
+        assert_eq!(rows.len(), 50);
+        let published = relay.publisher().publish(&rows).await.unwrap();
+        assert_eq!(published.acked.len(), 50);
+        // Dropped without commit: the rows are unlocked and still pending.
+    }
+    assert_eq!(setup.pending().await, 50);
+
+    // More events arrive; the next relay republishes the 50 (deduplicated) with the new 20.
+    write_concurrently(&setup.db, 2, 10).await;
+    let token = setup.spawn(relay);
+    setup.wait_for_messages(70).await;
+    let messages = setup.messages().await;
+    assert_eq!(messages.len(), 70);
+    assert_once_and_in_holder_order(&messages);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_row_that_commits_late_is_still_published() {
+    let setup = Setup::new().await;
+    let token = setup.spawn(setup.relay(100).await);
+
+    // A transaction takes an outbox id and stays open...
+    let mut slow = setup.db.app().await;
+    let slow_tx = slow.transaction().await.unwrap();
+    let late = record_in(&slow_tx, Uuid::now_v7()).await;
+    // ...while later rows (higher ids) commit and are relayed.
+    write_concurrently(&setup.db, 3, 5).await;
+    setup.wait_for_messages(15).await;
+
+    slow_tx.commit().await.unwrap();
+    setup.wait_for_messages(16).await;
+    let messages = setup.messages().await;
+    assert_eq!(messages.last().unwrap().event_id, late.to_string());
+    token.cancel();
+}
+
+async fn record_in(tx: &tokio_postgres::Transaction<'_>, holder: Uuid) -> Uuid {
+    let id = Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO actions (id, kind, site, holder_id, reader_seq, occurred_at)
+         VALUES ($1, 'check_in', 'hq', $2, 0, now())",
+        &[&id, &holder],
+    )
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn several_relays_publish_each_row_once_in_holder_order() {
+    let setup = Setup::new().await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(setup.spawn(setup.relay(50).await));
+    }
+    let writers = write_concurrently(&setup.db, 6, 30);
+    let handover = async {
+        // Stop relays one after the other while writes go on: leadership moves.
+        for token in tokens.iter().take(2) {
+            wait_until("some events to be relayed", DEADLINE, || async {
+                let stream = setup.stream().await;
+                (stream.get_info().await.ok()?.state.messages > 0).then_some(())
+            })
+            .await;
+            token.cancel();
+        }
+    };
+    tokio::join!(writers, handover);
+    setup.wait_for_messages(180).await;
+    assert_once_and_in_holder_order(&setup.messages().await);
+    tokens[2].cancel();
+}
+
+#[tokio::test]
+async fn events_written_while_nats_is_down_arrive_after_it_returns() {
+    let mut setup = Setup::new().await;
+    let token = setup.spawn(setup.relay(100).await);
+    write_concurrently(&setup.db, 2, 10).await;
+    setup.wait_for_messages(20).await;
+
+    setup.nats.kill();
+    // Writes keep succeeding: they only touch PostgreSQL.
+    write_concurrently(&setup.db, 4, 10).await;
+    assert!(setup.pending().await > 0);
+
+    setup.nats.restart();
+    setup.wait_for_messages(60).await;
+    assert_once_and_in_holder_order(&setup.messages().await);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn the_stream_is_created_with_the_durable_settings() {
+    let setup = Setup::new().await;
+    let _relay = setup.relay(10).await;
+    let info = setup.stream().await.get_info().await.unwrap();
+    assert_eq!(info.config.subjects, ["latch.events.>", "latch.replay.>"]);
+    assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
+    assert!(info.config.duplicate_window >= Duration::from_secs(600));
+    assert!(info.config.allow_atomic_publish);
+}

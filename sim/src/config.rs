@@ -1,0 +1,49 @@
+//! The simulator's settings: where it listens, the credentials its sinks expect, and the
+//! faults it starts with. The CLI builds one from flags; tests take the `Default`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use latch_core::config::Secret;
+
+use crate::faults::Faults;
+
+/// The `X-TNA-Key` a default simulator expects.
+pub const DEFAULT_TNA_KEY: &str = "sim-tna-key";
+/// The webhook signing secret of a default simulator.
+pub const DEFAULT_WEBHOOK_SECRET: &str = "sim-webhook-secret";
+/// How far a webhook signature's timestamp may be from the simulator's clock.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The main listener (both sinks). Port 0 lets the OS pick one.
+    pub addr: SocketAddr,
+    /// The admin listener (faults, stats, reset), which stays up while the main one is
+    /// down. Port 0 lets the OS pick one.
+    pub admin_addr: SocketAddr,
+    /// The `X-TNA-Key` the legacy endpoint accepts.
+    pub tna_key: Secret<String>,
+    /// The secret webhook signatures are checked with.
+    pub webhook_secret: Secret<String>,
+    /// Largest accepted distance between a signature's timestamp and now.
+    pub tolerance: Duration,
+    /// The faults in force from the start.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    /// Both listeners on 127.0.0.1 with OS-picked ports, the default credentials, no
+    /// faults: what a test wants.
+    fn default() -> Self {
+        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        SimConfig {
+            addr: loopback,
+            admin_addr: loopback,
+            tna_key: Secret::new(DEFAULT_TNA_KEY.to_owned()),
+            webhook_secret: Secret::new(DEFAULT_WEBHOOK_SECRET.to_owned()),
+            tolerance: DEFAULT_TOLERANCE,
+            faults: Faults::none(),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The fault knobs: what can go wrong with the simulated sinks, as plain data.
+//!
+//! [`Faults`] is what `PUT /faults` takes and `GET /faults` shows, and what the CLI flags
+//! build at start. `down` concerns the whole main listener; every other knob is set per
+//! sink endpoint (`legacy`, `webhooks`), so a test can break one sink and keep the other
+//! healthy. A JSON document replaces the knobs as a whole; a field left out is "no
+//! fault", so `{}` clears everything.
+//!
+//! This module owns the shapes, their validation and the random draws (latency, error
+//! rate); applying them to a request is the gate's job ([`crate::gate`]).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Endpoint;
+
+/// All fault knobs. `Default` is a healthy sink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// The main listener is closed, so connections are refused; `false` listens again on
+    /// the same port. The admin listener keeps answering.
+    pub down: bool,
+    pub legacy: SinkFaults,
+    pub webhooks: SinkFaults,
+}
+
+/// The knobs of one sink endpoint, applied in this order to each request: latency, hang,
+/// rate limit, error rate; then, once the request is understood, the reject list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkFaults {
+    /// Share of requests (0.0–1.0) answered 503 with no effect.
+    pub error_rate: f64,
+    /// Delay before answering (every answer, success or not).
+    pub latency: Option<Latency>,
+    /// Accept requests and never answer while set; a waiting request carries on normally
+    /// once the knob is cleared, if its client is still there.
+    pub hang: bool,
+    /// Inputs answered 422 (permanent) with no effect.
+    pub reject: Reject,
+    /// Requests beyond a rate are answered 429 with `Retry-After`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A latency distribution, in milliseconds. JSON: `{"kind":"fixed","ms":200}`,
+/// `{"kind":"uniform","min_ms":50,"max_ms":300}`, `{"kind":"exponential","mean_ms":100}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Latency {
+    Fixed { ms: u64 },
+    Uniform { min_ms: u64, max_ms: u64 },
+    Exponential { mean_ms: u64 },
+}
+
+/// Longest exponential draw: the tail is cut so that one unlucky request cannot stall a
+/// test for minutes.
+const EXPONENTIAL_CAP_FACTOR: f64 = 10.0;
+
+/// Permanent refusals (422) for chosen inputs. An entry matches exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Reject {
+    /// Holder ids: the legacy `EMP_ID`, the webhook envelope's `holder_id`.
+    pub holders: Vec<String>,
+    /// Webhooks: envelope `kind`s (`check_in`, ...). Legacy: `PUNCH_TYPE`s (`IN`, `OUT`),
+    /// the only "kind" a punch has.
+    pub kinds: Vec<String>,
+    /// Event ids: the legacy `REF`, the webhook envelope's `id`.
+    pub events: Vec<String>,
+}
+
+/// Rate limiting, answered `429 Too Many Requests` with `Retry-After: <retry_after_secs>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests accepted per wall-clock second (a fixed one-second window per endpoint);
+    /// the rest of that second gets 429. `0` answers 429 to every request.
+    #[serde(default)]
+    pub per_second: u32,
+    #[serde(default = "RateLimit::default_retry_after")]
+    pub retry_after_secs: u64,
+}
+
+/// A fault setting that makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultsError {
+    #[error("{endpoint}.error_rate must be between 0.0 and 1.0")]
+    ErrorRate { endpoint: Endpoint },
+    #[error("{endpoint}.latency: {message}")]
+    Latency {
+        endpoint: Endpoint,
+        message: &'static str,
+    },
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Self {
+        Faults::default()
+    }
+
+    /// The same knobs on both sink endpoints.
+    pub fn both(sink: SinkFaults) -> Self {
+        Faults {
+            down: false,
+            legacy: sink.clone(),
+            webhooks: sink,
+        }
+    }
+
+    /// Knobs on one endpoint, the other healthy.
+    pub fn only(endpoint: Endpoint, sink: SinkFaults) -> Self {
+        let mut faults = Faults::default();
+        *faults.sink_mut(endpoint) = sink;
+        faults
+    }
+
+    /// The main listener closed.
+    pub fn down() -> Self {
+        Faults {
+            down: true,
+            ..Faults::default()
+        }
+    }
+
+    pub fn sink(&self, endpoint: Endpoint) -> &SinkFaults {
+        match endpoint {
+            Endpoint::Legacy => &self.legacy,
+            Endpoint::Webhooks => &self.webhooks,
+        }
+    }
+
+    pub fn sink_mut(&mut self, endpoint: Endpoint) -> &mut SinkFaults {
+        match endpoint {
+            Endpoint::Legacy => &mut self.legacy,
+            Endpoint::Webhooks => &mut self.webhooks,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), FaultsError> {
+        for endpoint in Endpoint::ALL {
+            self.sink(endpoint).validate(endpoint)?;
+        }
+        Ok(())
+    }
+}
+
+impl SinkFaults {
+    /// `rate` of the requests answer 503.
+    pub fn failing(rate: f64) -> Self {
+        SinkFaults {
+            error_rate: rate,
+            ..SinkFaults::default()
+        }
+    }
+
+    /// Every answer is delayed by a draw from `latency`.
+    pub fn slow(latency: Latency) -> Self {
+        SinkFaults {
+            latency: Some(latency),
+            ..SinkFaults::default()
+        }
+    }
+
+    /// No request is answered.
+    pub fn hanging() -> Self {
+        SinkFaults {
+            hang: true,
+            ..SinkFaults::default()
+        }
+    }
+
+    /// The inputs in `reject` are refused with 422.
+    pub fn rejecting(reject: Reject) -> Self {
+        SinkFaults {
+            reject,
+            ..SinkFaults::default()
+        }
+    }
+
+    /// At most `per_second` requests a second (0: none), the rest 429.
+    pub fn rate_limited(per_second: u32, retry_after_secs: u64) -> Self {
+        SinkFaults {
+            rate_limit: Some(RateLimit {
+                per_second,
+                retry_after_secs,
+            }),
+            ..SinkFaults::default()
+        }
+    }
+
+    fn validate(&self, endpoint: Endpoint) -> Result<(), FaultsError> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(FaultsError::ErrorRate { endpoint });
+        }
+        if let Some(latency) = self.latency {
+            latency
+                .validate()
+                .map_err(|message| FaultsError::Latency { endpoint, message })?;
+        }
+        Ok(())
+    }
+
+    /// Draws whether this request is one of the `error_rate` that fail.
+    pub(crate) fn draw_error(&self) -> bool {
+        self.error_rate >= 1.0
+            || (self.error_rate > 0.0 && rand::rng().random_bool(self.error_rate))
+    }
+}
+
+impl Latency {
+    /// One draw from the distribution.
+    pub fn sample(&self) -> Duration {
+        let ms = match *self {
+            Latency::Fixed { ms } => ms,
+            Latency::Uniform { min_ms, max_ms } => rand::rng().random_range(min_ms..=max_ms),
+            Latency::Exponential { mean_ms } => {
+                let u: f64 = rand::rng().random();
+                // Inverse transform: -mean * ln(1 - u), with u in [0, 1).
+                let draw = -(mean_ms as f64) * (1.0 - u).ln();
+                draw.min(mean_ms as f64 * EXPONENTIAL_CAP_FACTOR) as u64
+            }
+        };
+        Duration::from_millis(ms)
+    }
+
+    fn validate(&self) -> Result<(), &'static str> {
+        match *self {
+            Latency::Uniform { min_ms, max_ms } if min_ms > max_ms => {
+                Err("uniform min_ms is greater than max_ms")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The command-line form: `200` or `fixed:200`, `uniform:50-300`, `exp:100`.
+impl FromStr for Latency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ms = |v: &str| {
+            v.trim()
+                .trim_end_matches("ms")
+                .parse::<u64>()
+                .map_err(|_| format!("{v:?} is not a number of milliseconds"))
+        };
+        let (kind, value) = s.split_once(':').unwrap_or(("fixed", s));
+        let latency = match kind {
+            "fixed" => Latency::Fixed { ms: ms(value)? },
+            "uniform" => {
+                let (min, max) = value
+                    .split_once('-')
+                    .ok_or_else(|| format!("uniform latency is MIN-MAX, got {value:?}"))?;
+                Latency::Uniform {
+                    min_ms: ms(min)?,
+                    max_ms: ms(max)?,
+                }
+            }
+            "exp" | "exponential" => Latency::Exponential {
+                mean_ms: ms(value)?,
+            },
+            other => {
+                return Err(format!(
+                    "unknown latency kind {other:?} (use fixed:MS, uniform:MIN-MAX or exp:MEAN)"
+                ));
+            }
+        };
+        latency.validate()?;
+        Ok(latency)
+    }
+}
+
+impl Reject {
+    /// Why this input is refused, if it is. Absent values match nothing.
+    pub(crate) fn refusal(
+        &self,
+        holder: Option<&str>,
+        kind: Option<&str>,
+        event: Option<&str>,
+    ) -> Option<String> {
+        fn listed<'a>(list: &[String], value: Option<&'a str>) -> Option<&'a str> {
+            value.filter(|v| list.iter().any(|entry| entry == v))
+        }
+        if let Some(holder) = listed(&self.holders, holder) {
+            return Some(format!("holder {holder} is not accepted by this system"));
+        }
+        if let Some(kind) = listed(&self.kinds, kind) {
+            return Some(format!("{kind} is not accepted by this system"));
+        }
+        if let Some(event) = listed(&self.events, event) {
+            return Some(format!("event {event} is not accepted by this system"));
+        }
+        None
+    }
+}
+
+impl RateLimit {
+    fn default_retry_after() -> u64 {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_document_is_no_fault() {
+        let faults: Faults = serde_json::from_str("{}").expect("parses");
+        assert_eq!(faults, Faults::none());
+    }
+
+    #[test]
+    fn the_json_shape_reads_as_documented() {
+        let faults: Faults = serde_json::from_str(
+            r#"{"down": false,
+                "legacy": {"error_rate": 0.5, "latency": {"kind": "uniform", "min_ms": 1, "max_ms": 5},
+                           "reject": {"holders": ["h1"]}, "rate_limit": {"per_second": 3}},
+                "webhooks": {"hang": true}}"#,
+        )
+        .expect("parses");
+        assert_eq!(faults.legacy.error_rate, 0.5);
+        assert_eq!(
+            faults.legacy.rate_limit,
+            Some(RateLimit {
+                per_second: 3,
+                retry_after_secs: 1
+            })
+        );
+        assert!(faults.webhooks.hang);
+        assert!(faults.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_knobs_are_refused() {
+        assert!(serde_json::from_str::<Faults>(r#"{"eror_rate": 1}"#).is_err());
+    }
+
+    #[test]
+    fn nonsense_values_fail_validation() {
+        assert!(Faults::both(SinkFaults::failing(1.5)).validate().is_err());
+        let backwards = SinkFaults::slow(Latency::Uniform {
+            min_ms: 9,
+            max_ms: 1,
+        });
+        assert!(
+            Faults::only(Endpoint::Webhooks, backwards)
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn latency_reads_its_command_line_forms() {
+        assert_eq!("200".parse(), Ok(Latency::Fixed { ms: 200 }));
+        assert_eq!("fixed:200ms".parse(), Ok(Latency::Fixed { ms: 200 }));
+        assert_eq!(
+            "uniform:50-300".parse(),
+            Ok(Latency::Uniform {
+                min_ms: 50,
+                max_ms: 300
+            })
+        );
+        assert_eq!("exp:100".parse(), Ok(Latency::Exponential { mean_ms: 100 }));
+        assert!("uniform:300-50".parse::<Latency>().is_err());
+        assert!("gauss:1".parse::<Latency>().is_err());
+    }
+
+    #[test]
+    fn latency_draws_stay_in_range() {
+        for _ in 0..200 {
+            let d = Latency::Uniform {
+                min_ms: 10,
+                max_ms: 20,
+            }
+            .sample();
+            assert!((10..=20).contains(&(d.as_millis() as u64)));
+            let e = Latency::Exponential { mean_ms: 10 }.sample();
+            assert!(e <= Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn reject_matches_exact_entries_only() {
+        let reject = Reject {
+            holders: vec!["h1".into()],
+            kinds: vec!["OUT".into()],
+            events: vec![],
+        };
+        assert!(reject.refusal(Some("h1"), Some("IN"), None).is_some());
+        assert!(reject.refusal(Some("h2"), Some("OUT"), None).is_some());
+        assert!(reject.refusal(Some("h10"), Some("IN"), Some("e")).is_none());
+        assert!(reject.refusal(None, None, None).is_none());
+    }
+
+    #[test]
+    fn error_rate_extremes_are_certain() {
+        assert!(SinkFaults::failing(1.0).draw_error());
+        assert!(!SinkFaults::failing(0.0).draw_error());
+    }
+}

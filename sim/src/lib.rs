@@ -1,0 +1,59 @@
+//! latch-sim: the world outside latch, simulated over real HTTP.
+//!
+//! The systems latch delivers to do not exist in tests or on a developer's machine. This
+//! crate stands in for them faithfully enough that the worker's retries, breakers,
+//! idempotency and ordering can be tested against something that misbehaves on demand:
+//! a legacy time-and-attendance API (form posts, XML answers, an API key) and a
+//! third-party webhook receiver (JSON, signed), both applying each `Idempotency-Key`
+//! once and counting what they received.
+//!
+//! # Layout
+//!
+//! - [`Simulator`] ([`simulator`]): start one in process, read its [`Stats`], set its
+//!   [`Faults`], reset it, stop it. The binary `latch-sim legacy` runs the same thing.
+//! - [`config`]: [`SimConfig`], with a `Default` that suits tests.
+//! - [`faults`]: the fault knobs as data. The gate (`gate`) applies them to each request;
+//!   the listener supervisor (`listener`) makes `down` close the port for real.
+//! - [`legacy`]: `POST /tna/v2/punches` and, in [`legacy::punch`], the form's field names
+//!   and strict parsing, shared with the worker.
+//! - [`webhooks`]: `POST /webhooks/latch`; [`signature`]: the `Latch-Signature` scheme,
+//!   one definition for signer and checker.
+//! - [`stats`]: the `GET /stats` document; the ledger (`ledger`) fills it in and keeps
+//!   the keys already applied.
+//! - [`cli`]: the `latch-sim legacy` flags.
+//!
+//! # HTTP surface
+//!
+//! Main listener: `POST /tna/v2/punches`, `POST /webhooks/latch`, `GET /stats`,
+//! `POST /admin/reset`, `GET /healthz`. Admin listener: `GET /faults`, `PUT /faults`,
+//! `GET /stats`, `POST /admin/reset`, `GET /healthz`.
+
+pub mod cli;
+pub mod config;
+pub mod endpoint;
+pub mod faults;
+mod gate;
+mod headers;
+mod ledger;
+pub mod legacy;
+mod listener;
+mod reply;
+mod request;
+mod routes;
+pub mod signature;
+mod simulator;
+mod state;
+pub mod stats;
+pub mod webhooks;
+
+pub use config::{DEFAULT_TNA_KEY, DEFAULT_TOLERANCE, DEFAULT_WEBHOOK_SECRET, SimConfig};
+pub use endpoint::Endpoint;
+pub use faults::{Faults, Latency, RateLimit, Reject, SinkFaults};
+pub use headers::{IDEMPOTENCY_KEY_HEADER, TRACEPARENT_HEADER};
+pub use legacy::punch::{PUNCH_PATH, Punch, PunchType, TNA_KEY_HEADER, fields};
+pub use routes::{FAULTS_PATH, HEALTH_PATH, RESET_PATH, STATS_PATH};
+pub use signature::{SIGNATURE_HEADER, sign};
+pub use simulator::Simulator;
+pub use state::SetFaultsError;
+pub use stats::{EndpointStats, EventRecord, Stats};
+pub use webhooks::WEBHOOK_PATH;

@@ -1,0 +1,46 @@
+//! `latch-sim`: the world outside latch, for the local stack. Each simulated system is a
+//! subcommand; everything it does lives in the `latch_sim` library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use latch_core::config::Source;
+use latch_core::telemetry::{self, LogConfig};
+
+/// latch-sim — simulated systems around latch: the legacy time-and-attendance API and a
+/// webhook receiver, with fault knobs.
+///
+/// Logs go to stderr (LATCH_LOG sets the filter, LATCH_LOG_FORMAT=pretty for a terminal).
+///
+/// Example: latch-sim legacy --addr 127.0.0.1:8090 --admin-addr 127.0.0.1:8091
+#[derive(Debug, Parser)]
+#[command(name = "latch-sim", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Legacy(latch_sim::cli::LegacyArgs),
+    // Each simulated system is one variant with its own `Args` in the library, dispatched
+    // below; the readers' load generator will be `Readers(latch_sim::readers::ReadersArgs)`.
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = async {
+        telemetry::init(&LogConfig::from_source(&Source::load(None)?)?)?;
+        match cli.command {
+            Command::Legacy(args) => latch_sim::cli::run_legacy(args).await,
+        }
+    };
+    match result.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}

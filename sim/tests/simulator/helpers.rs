@@ -1,0 +1,184 @@
+//! `TestSim`: a simulator started for one test, with one method per request a test
+//! sends, so the tests read like the specification.
+
+use std::time::Duration;
+
+use latch_core::event::{Envelope, EventKind, SCHEMA_VERSION};
+use latch_sim::{
+    DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, Faults, IDEMPOTENCY_KEY_HEADER, Punch, PunchType,
+    SIGNATURE_HEADER, SimConfig, Simulator, Stats, TNA_KEY_HEADER, TRACEPARENT_HEADER, sign,
+};
+use reqwest::{Client, Response, StatusCode};
+use time::OffsetDateTime;
+use time::macros::datetime;
+use uuid::Uuid;
+
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+pub struct TestSim {
+    pub sim: Simulator,
+    pub client: Client,
+}
+
+/// A client that keeps no idle connections, so every request opens its own: what a test
+/// of refused connections needs.
+pub fn fresh_client(timeout: Duration) -> Client {
+    install_crypto();
+    Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(timeout)
+        .build()
+        .expect("a reqwest client builds")
+}
+
+fn install_crypto() {
+    // reqwest is built without a default TLS provider; another test may have installed
+    // it already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl TestSim {
+    pub async fn spawn() -> TestSim {
+        TestSim::spawn_with(SimConfig::default()).await
+    }
+
+    pub async fn spawn_with(config: SimConfig) -> TestSim {
+        install_crypto();
+        let sim = Simulator::start(config)
+            .await
+            .expect("the simulator starts");
+        let client = Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a reqwest client builds");
+        TestSim { sim, client }
+    }
+
+    pub async fn stats(&self) -> Stats {
+        self.sim.stats().await
+    }
+
+    pub async fn set_faults(&self, faults: Faults) {
+        self.sim.set_faults(faults).await.expect("faults are set");
+    }
+
+    /// Posts a punch form with the default key.
+    pub async fn punch(&self, key: &str, punch: &Punch) -> Response {
+        self.post_punch(
+            &self.client,
+            Some(key),
+            Some(DEFAULT_TNA_KEY),
+            punch.to_form(),
+            None,
+        )
+        .await
+        .expect("the punch request completes")
+    }
+
+    pub async fn post_punch(
+        &self,
+        client: &Client,
+        key: Option<&str>,
+        tna_key: Option<&str>,
+        form: String,
+        traceparent: Option<&str>,
+    ) -> reqwest::Result<Response> {
+        let mut request = client
+            .post(self.sim.punch_url())
+            .header("content-type", FORM)
+            .body(form);
+        if let Some(key) = key {
+            request = request.header(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        if let Some(tna_key) = tna_key {
+            request = request.header(TNA_KEY_HEADER, tna_key);
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header(TRACEPARENT_HEADER, traceparent);
+        }
+        request.send().await
+    }
+
+    /// Posts `envelope` signed now with the default secret.
+    pub async fn deliver(&self, envelope: &Envelope) -> Response {
+        let body = serde_json::to_vec(envelope).expect("an envelope serialises");
+        let signature = sign(DEFAULT_WEBHOOK_SECRET, now(), &body);
+        self.post_webhook(&envelope.id.to_string(), body, Some(&signature))
+            .await
+    }
+
+    pub async fn post_webhook(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        signature: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(self.sim.webhook_url())
+            .header("content-type", "application/json")
+            .header(IDEMPOTENCY_KEY_HEADER, key)
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        request.send().await.expect("the webhook request completes")
+    }
+
+    /// `PUT /faults` on the admin listener, as an operator would.
+    pub async fn put_faults(&self, faults: &serde_json::Value) -> Response {
+        self.client
+            .put(format!("{}/faults", self.sim.admin_url()))
+            .json(faults)
+            .send()
+            .await
+            .expect("the admin request completes")
+    }
+}
+
+pub fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A valid punch for `holder` referencing `event`.
+pub fn punch(holder: &str, event: &str) -> Punch {
+    Punch {
+        emp_id: holder.to_owned(),
+        punch_type: PunchType::In,
+        punch_ts: datetime!(2026-11-22 09:30:05 UTC),
+        terminal: "reader-7".to_owned(),
+        site: "hq".to_owned(),
+        late: false,
+        reference: event.to_owned(),
+    }
+}
+
+/// A real latch envelope, as the worker would send it.
+pub fn envelope(holder: Uuid, kind: EventKind) -> Envelope {
+    let now = OffsetDateTime::now_utc();
+    Envelope {
+        id: Uuid::now_v7(),
+        kind,
+        schema_version: SCHEMA_VERSION,
+        occurred_at: now,
+        recorded_at: now,
+        site: Some("hq".to_owned()),
+        door_id: Some(Uuid::now_v7()),
+        holder_id: Some(holder),
+        reader_id: Some(Uuid::now_v7()),
+        reader_seq: Some(1),
+        decided_offline: false,
+        decision: None,
+        reason: None,
+        grant_id: None,
+        actor_id: None,
+    }
+}
+
+/// Asserts the status and returns the body.
+pub async fn expect(response: Response, status: StatusCode) -> String {
+    let actual = response.status();
+    let body = response.text().await.expect("the body is readable");
+    assert_eq!(actual, status, "unexpected status; body: {body}");
+    body
+}

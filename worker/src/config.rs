@@ -1,0 +1,237 @@
+//! The worker's settings: which sinks exist, what is routed to each, and how hard to try.
+//!
+//! A sink is configured when its URL is set (`LATCH_SINKS_LEGACY_URL`,
+//! `LATCH_SINKS_WEBHOOKS_URL`); every other setting has a default. Keys per sink, with
+//! `<sink>` = `legacy` or `webhooks`:
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `sinks.<sink>.url` | — | where to deliver (the punch endpoint / the webhook URL) |
+//! | `sinks.<sink>.secret` | — | legacy: the `X-TNA-Key`; webhooks: the HMAC signing secret |
+//! | `sinks.<sink>.kinds` | legacy: `check_in,check_out`; webhooks: `*` | event kinds routed here |
+//! | `sinks.<sink>.timeout` | `5s` | bounds each call |
+//! | `sinks.<sink>.max_attempts` | `8` | calls before an event is dead-lettered |
+//! | `sinks.<sink>.rate` | `200` | calls per second at most |
+//! | `sinks.<sink>.concurrency` | `16` | lanes: calls in flight at most |
+//! | `sinks.<sink>.breaker_failures` | `5` | consecutive failures that open the breaker |
+//! | `sinks.<sink>.breaker_open` | `5s` | first open period, at least 1 s (doubles, up to 60 s) |
+//! | `sinks.<sink>.breaker_probes` | `1` | calls let through while half-open |
+//! | `sinks.<sink>.ack_wait` | `30s` | unacknowledged this long, a message is redelivered |
+//!
+//! And for all sinks: `retry.base` (`200ms`), `retry.max` (`30s`) — the capped
+//! exponential backoff between attempts, with full jitter.
+
+use std::time::Duration;
+
+use latch_core::config::{ConfigError, Secret, Source};
+use latch_core::event::EventKind;
+
+/// The sinks latch knows how to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SinkKind {
+    /// The legacy time-and-attendance system: form-encoded punches.
+    Legacy,
+    /// Third-party subscribers: signed JSON.
+    Webhooks,
+}
+
+impl SinkKind {
+    pub const ALL: [SinkKind; 2] = [SinkKind::Legacy, SinkKind::Webhooks];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Legacy => "legacy",
+            SinkKind::Webhooks => "webhooks",
+        }
+    }
+
+    fn default_kinds(self) -> &'static str {
+        match self {
+            SinkKind::Legacy => "check_in,check_out",
+            SinkKind::Webhooks => "*",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    pub url: String,
+    pub secret: Secret<String>,
+    /// `None` means every kind.
+    pub kinds: Option<Vec<EventKind>>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub rate_per_second: u32,
+    pub concurrency: usize,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub breaker_probes: usize,
+    /// How long the server waits for an ack before it redelivers to another worker; a
+    /// message held longer is reported in progress every third of it.
+    pub ack_wait: Duration,
+}
+
+impl SinkConfig {
+    /// The sink's settings, or `None` when its URL is not set.
+    pub fn from_source(source: &Source, kind: SinkKind) -> Result<Option<Self>, ConfigError> {
+        let key = |name: &str| format!("sinks.{}.{name}", kind.name());
+        let Some(url) = source.get::<String>(&key("url"))? else {
+            return Ok(None);
+        };
+        let kinds_text: String = source.get_or(&key("kinds"), kind.default_kinds().to_owned())?;
+        let kinds = parse_kinds(&kinds_text).map_err(|message| ConfigError::Invalid {
+            var: Source::var_name(&key("kinds")),
+            key: key("kinds"),
+            message,
+        })?;
+        Ok(Some(SinkConfig {
+            kind,
+            url,
+            secret: Secret::new(source.require(
+                &key("secret"),
+                "legacy: the X-TNA-Key; webhooks: the signing secret",
+            )?),
+            kinds,
+            timeout: source.duration_or(&key("timeout"), Duration::from_secs(5))?,
+            max_attempts: source.positive_or(&key("max_attempts"), 8)? as u32,
+            rate_per_second: source.positive_or(&key("rate"), 200)? as u32,
+            concurrency: source.positive_or(&key("concurrency"), 16)?,
+            breaker_failures: source.positive_or(&key("breaker_failures"), 5)? as u32,
+            breaker_open: source.duration_or(&key("breaker_open"), Duration::from_secs(5))?,
+            breaker_probes: source.positive_or(&key("breaker_probes"), 1)?,
+            ack_wait: source.duration_or(&key("ack_wait"), Duration::from_secs(30))?,
+        }))
+    }
+
+    /// A sink with default settings (for tests and tools).
+    pub fn new(kind: SinkKind, url: impl Into<String>, secret: impl Into<String>) -> Self {
+        SinkConfig {
+            kind,
+            url: url.into(),
+            secret: Secret::new(secret.into()),
+            kinds: parse_kinds(kind.default_kinds()).unwrap_or_default(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 8,
+            rate_per_second: 200,
+            concurrency: 16,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(5),
+            breaker_probes: 1,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// The subjects this sink's consumer reads: its routed events and its replays.
+    pub fn subjects(&self) -> Vec<String> {
+        let mut subjects: Vec<String> = match &self.kinds {
+            None => vec![latch_core::nats::EVENTS_SUBJECTS.to_owned()],
+            Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
+        };
+        subjects.push(latch_core::nats::replay_subject(self.kind.name()));
+        subjects
+    }
+}
+
+/// `*` for every kind, else a comma-separated list of kinds.
+fn parse_kinds(text: &str) -> Result<Option<Vec<EventKind>>, String> {
+    if text.trim() == "*" {
+        return Ok(None);
+    }
+    let kinds = text
+        .split(',')
+        .map(|k| k.trim().parse::<EventKind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if kinds.is_empty() {
+        return Err("name at least one event kind, or * for all".into());
+    }
+    Ok(Some(kinds))
+}
+
+/// Backoff between attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(RetryConfig {
+            base: source.duration_or("retry.base", Duration::from_millis(200))?,
+            max: source.duration_or("retry.max", Duration::from_secs(30))?,
+        })
+    }
+
+    /// The wait before attempt `attempt + 1` (attempt counts from 1): a random duration up
+    /// to `base * 2^(attempt-1)`, capped at `max` ("full jitter"), so that many events that
+    /// failed together do not retry together.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::random_range(millis / 2..=millis.max(1)))
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_defaults_and_parsing() {
+        let source = Source::from_pairs([
+            ("LATCH_SINKS_LEGACY_URL", "http://t/tna"),
+            ("LATCH_SINKS_LEGACY_SECRET", "k"),
+        ]);
+        let legacy = SinkConfig::from_source(&source, SinkKind::Legacy)
+            .expect("valid")
+            .expect("configured");
+        assert_eq!(
+            legacy.subjects(),
+            [
+                "latch.events.check_in",
+                "latch.events.check_out",
+                "latch.replay.legacy"
+            ]
+        );
+        assert!(
+            SinkConfig::from_source(&source, SinkKind::Webhooks)
+                .expect("valid")
+                .is_none()
+        );
+        let bad = Source::from_pairs([
+            ("LATCH_SINKS_LEGACY_URL", "http://t/tna"),
+            ("LATCH_SINKS_LEGACY_SECRET", "k"),
+            ("LATCH_SINKS_LEGACY_KINDS", "check_in,teleport"),
+        ]);
+        let error = SinkConfig::from_source(&bad, SinkKind::Legacy).expect_err("invalid");
+        assert!(error.to_string().contains("LATCH_SINKS_LEGACY_KINDS"));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let retry = RetryConfig {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for _ in 0..100 {
+            let first = retry.delay(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let fourth = retry.delay(4);
+            assert!(fourth >= Duration::from_millis(400) && fourth <= Duration::from_millis(800));
+            assert!(retry.delay(30) <= Duration::from_secs(1));
+        }
+    }
+}
