@@ -18,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod metrics;
 pub mod openapi;
 pub mod readers;
 pub mod registry;
@@ -45,17 +46,23 @@ pub struct Application {
     listener: TcpListener,
     config: HttpConfig,
     pool: Pool,
+    metrics: metrics::ApiMetrics,
 }
 
 impl Application {
     /// Binds the listener (port 0 picks a free port, see [`Application::port`]).
-    pub fn build(config: HttpConfig, pool: Pool) -> anyhow::Result<Application> {
+    pub fn build(
+        config: HttpConfig,
+        pool: Pool,
+        registry: prometheus::Registry,
+    ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(config.addr)
             .with_context(|| format!("cannot listen on {} (LATCH_HTTP_ADDR)", config.addr))?;
         Ok(Application {
             listener,
             config,
             pool,
+            metrics: metrics::ApiMetrics::new(registry),
         })
     }
 
@@ -65,11 +72,14 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then lets requests in flight finish.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let pool = self.pool.clone();
+        let pool = web::Data::new(self.pool.clone());
+        let metrics = web::Data::new(self.metrics.clone());
         let body_limit = self.config.body_limit_bytes;
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(web::Data::new(pool.clone()))
+                .app_data(pool.clone())
+                .app_data(metrics.clone())
+                .wrap(actix_web::middleware::from_fn(metrics::record))
                 .configure(|cfg| routes(cfg, body_limit))
         })
         .workers(self.config.workers)
@@ -126,6 +136,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .service(registry::presence)
     .service(health::healthz)
     .service(health::readyz)
+    .service(metrics::serve)
     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::ApiDoc::openapi()))
     .default_service(web::to(not_found));
 }

@@ -33,6 +33,7 @@ use crate::{admin, health, readers, registry};
         registry::presence,
         health::healthz,
         health::readyz,
+        crate::metrics::serve,
     ),
     modifiers(&BearerSchemes),
     tags(

@@ -164,6 +164,7 @@ async fn unlock_statement(
 pub async fn unlock(
     req: HttpRequest,
     pool: web::Data<Pool>,
+    metrics: web::Data<crate::metrics::ApiMetrics>,
     key: ReaderKey,
     body: web::Json<UnlockRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -176,7 +177,17 @@ pub async fn unlock(
         None => {
             let client = pool.get().await?;
             match unlock_statement(&client, &key, &body.card_id, action_id, &trace).await? {
-                Some(decision) => StoredResponse::new(StatusCode::OK, &decision)?.into_http(false),
+                Some(decision) => {
+                    let decided = match decision.decision {
+                        Decision::Granted => "granted",
+                        Decision::Denied => "denied",
+                    };
+                    metrics
+                        .unlock_decisions
+                        .with_label_values(&[decided, decision.reason.as_str()])
+                        .inc();
+                    StoredResponse::new(StatusCode::OK, &decision)?.into_http(false)
+                }
                 None => return Err(reader_rejection(&pool, &key).await),
             }
         }

@@ -11,15 +11,18 @@
 //!   to the sinks.
 //! - [`signature`]: the webhook signature (`Latch-Signature`), signed and checked.
 //! - [`shutdown`]: the shutdown token every long-running loop takes.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the relay/worker admin endpoints.
 //! - [`telemetry`]: log set-up (JSON in production, readable in a terminal).
 //!
 //! This crate knows nothing about HTTP, NATS or any sink: it holds the vocabulary and the
 //! plumbing the roles are built from.
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod event;
+pub mod metrics;
 pub mod nats;
 pub mod shutdown;
 pub mod signature;

@@ -21,6 +21,7 @@
 //! stored contiguously.
 
 pub mod leader;
+pub mod metrics;
 pub mod outbox;
 pub mod publish;
 
@@ -33,7 +34,9 @@ use latch_core::nats::NatsConfig;
 use latch_core::shutdown::CancellationToken;
 
 use crate::leader::Leadership;
+use crate::metrics::RelayMetrics;
 use crate::publish::{MAX_BATCH, PublishError, Publisher};
+use latch_core::admin::Readiness;
 
 /// The relay's own settings.
 #[derive(Debug, Clone)]
@@ -87,10 +90,10 @@ enum DrainError {
 impl DrainError {
     fn state(&self) -> &'static str {
         match self {
-            DrainError::Database(_) => "postgres unavailable",
+            DrainError::Database(_) => "postgres",
             DrainError::Publish(e) => match e.kind() {
-                "refused" => "nats refused publish",
-                _ => "nats unavailable",
+                "refused" => "nats_refused",
+                _ => "nats_unavailable",
             },
         }
     }
@@ -120,6 +123,8 @@ pub struct Relay {
     database_url: Secret<String>,
     pool: Pool,
     publisher: Publisher,
+    pub metrics: RelayMetrics,
+    pub readiness: Readiness,
 }
 
 impl Relay {
@@ -130,6 +135,7 @@ impl Relay {
         nats: &NatsConfig,
         database_url: Secret<String>,
         pool: Pool,
+        registry: &prometheus::Registry,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Relay> {
         let client = latch_core::nats::connect(nats, "latch-relay").await?;
@@ -155,6 +161,8 @@ impl Relay {
             config,
             database_url,
             pool,
+            metrics: RelayMetrics::new(registry),
+            readiness: Readiness::default(),
         })
     }
 
@@ -166,12 +174,16 @@ impl Relay {
             let wait = match Leadership::try_acquire(&self.database_url).await {
                 Ok(Some(leadership)) => {
                     tracing::info!("this relay leads: publishing the outbox");
+                    self.metrics.leader.set(1);
                     standing_by = false;
                     backoff.reset();
                     self.lead(&leadership, &shutdown).await;
+                    self.metrics.leader.set(0);
                     Duration::ZERO
                 }
                 Ok(None) => {
+                    // A standby relay is ready: it can take over at any moment.
+                    self.readiness.set(true);
                     if !standing_by {
                         tracing::info!("another relay leads; standing by");
                         standing_by = true;
@@ -198,6 +210,7 @@ impl Relay {
     async fn lead(&self, leadership: &Leadership, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(self.config.max_backoff);
         let mut failing: Option<&'static str> = None;
+        let mut backlog_read = Instant::now() - self.config.poll_interval;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -211,13 +224,23 @@ impl Relay {
                     if let Some(state) = failing.take() {
                         tracing::info!(recovered_from = state, "relay publishing again");
                     }
+                    self.readiness.set(true);
                     backoff.reset();
+                    if backlog_read.elapsed() >= self.config.poll_interval {
+                        self.read_backlog().await;
+                        backlog_read = Instant::now();
+                    }
                     if report.published + report.duplicates >= self.config.batch_size {
                         continue;
                     }
                     None
                 }
                 Err(error) => {
+                    self.readiness.set(false);
+                    self.metrics
+                        .errors
+                        .with_label_values(&[error.state()])
+                        .inc();
                     if failing != Some(error.state()) {
                         tracing::warn!(%error, state = error.state(), "relay cannot publish; rows stay pending and will be retried");
                         failing = Some(error.state());
@@ -249,8 +272,12 @@ impl Relay {
         }
         let started = Instant::now();
         let published = self.publisher.publish(&rows).await?;
+        self.metrics
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
         outbox::delete(&tx, &published.acked).await?;
         tx.commit().await?;
+        self.observe(&rows, &published);
         tracing::debug!(
             rows = rows.len(),
             duplicates = published.duplicates,
@@ -264,6 +291,29 @@ impl Relay {
             published: published.acked.len() - published.duplicates,
             duplicates: published.duplicates,
         })
+    }
+
+    fn observe(&self, rows: &[outbox::OutboxRow], published: &publish::Published) {
+        let now = time::OffsetDateTime::now_utc();
+        self.metrics.batch_size.observe(rows.len() as f64);
+        self.metrics
+            .published
+            .inc_by((published.acked.len() - published.duplicates) as u64);
+        self.metrics.duplicates.inc_by(published.duplicates as u64);
+        for row in rows.iter().filter(|r| published.acked.contains(&r.id)) {
+            let lag = (now - row.created_at).as_seconds_f64().max(0.0);
+            self.metrics.commit_to_stream.observe(lag);
+        }
+    }
+
+    async fn read_backlog(&self) {
+        let Ok(client) = self.pool.get().await else {
+            return;
+        };
+        if let Ok((rows, age)) = outbox::backlog(&client).await {
+            self.metrics.pending_rows.set(rows);
+            self.metrics.oldest_pending_age.set(age);
+        }
     }
 
     /// The publisher, for tools and tests that publish claimed rows themselves.
@@ -298,7 +348,11 @@ impl Backoff {
 }
 
 /// Connects the relay's pieces from settings, for `latch relay`.
-pub async fn from_source(source: &Source, shutdown: &CancellationToken) -> anyhow::Result<Relay> {
+pub async fn from_source(
+    source: &Source,
+    registry: &prometheus::Registry,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Relay> {
     let db = latch_core::config::DatabaseConfig::from_source(source)?;
     let pool = latch_core::db::pool(&db).context("relay database pool")?;
     Relay::build(
@@ -306,6 +360,7 @@ pub async fn from_source(source: &Source, shutdown: &CancellationToken) -> anyho
         &NatsConfig::from_source(source)?,
         db.url.clone(),
         pool,
+        registry,
         shutdown,
     )
     .await

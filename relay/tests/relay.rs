@@ -48,6 +48,7 @@ impl Setup {
             &nats,
             self.db.app_url(),
             pool,
+            &prometheus::Registry::new(),
             &CancellationToken::new(),
         )
         .await

@@ -38,7 +38,8 @@ pub struct SinkFaults {
     /// Delay before answering (every answer, success or not).
     pub latency: Option<Latency>,
     /// Accept requests and never answer while set; a waiting request carries on normally
-    /// once the knob is cleared, if its client is still there.
+    /// once the knob is cleared, if its client is still there (and `down` is not set:
+    /// then its connection is cut instead).
     pub hang: bool,
     /// Inputs answered 422 (permanent) with no effect.
     pub reject: Reject,

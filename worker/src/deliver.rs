@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::RetryConfig;
 use crate::dlq::{self, Class, DeadLetter};
+use crate::metrics::WorkerMetrics;
 use crate::sink::{Outcome, Sink};
 
 /// How often a waiting lane or the puller looks at the breaker again.
@@ -55,6 +56,7 @@ pub struct SinkWorker {
     retry: RetryConfig,
     js: jetstream::Context,
     consumer: PullConsumer,
+    metrics: WorkerMetrics,
 }
 
 impl SinkWorker {
@@ -63,6 +65,7 @@ impl SinkWorker {
         retry: RetryConfig,
         js: jetstream::Context,
         consumer: PullConsumer,
+        metrics: WorkerMetrics,
     ) -> SinkWorker {
         let config = &sink.config;
         let rate = NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN);
@@ -78,6 +81,7 @@ impl SinkWorker {
             retry,
             js,
             consumer,
+            metrics,
         }
     }
 
@@ -93,6 +97,7 @@ impl SinkWorker {
             retry: self.retry,
             js: self.js.clone(),
             counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
             shutdown: shutdown.clone(),
         });
         for _ in 0..lanes {
@@ -179,10 +184,18 @@ struct Lane {
     retry: RetryConfig,
     js: jetstream::Context,
     counters: Arc<SinkCounters>,
+    metrics: WorkerMetrics,
     shutdown: CancellationToken,
 }
 
 impl Lane {
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .deliveries
+            .with_label_values(&[self.sink.name(), outcome])
+            .inc();
+    }
+
     async fn handle(&self, message: Message) {
         let sink = self.sink.name();
         let envelope = match serde_json::from_slice::<Envelope>(&message.payload) {
@@ -204,6 +217,14 @@ impl Lane {
             .map(|i| i.delivered.max(1) as u32)
             .unwrap_or(1)
             .saturating_sub(1);
+        if let Ok(info) = message.info() {
+            let stored = time::OffsetDateTime::from(info.published);
+            let lag = (time::OffsetDateTime::now_utc() - stored).as_seconds_f64();
+            self.metrics
+                .published_to_consumed
+                .with_label_values(&[sink])
+                .observe(lag.max(0.0));
+        }
         let mut last_progress = Instant::now();
         loop {
             // Wait for the breaker without calling (and without using an attempt).
@@ -217,10 +238,15 @@ impl Lane {
             };
             self.limiter.until_ready().await;
             attempts += 1;
+            let called = Instant::now();
             let outcome = self
                 .sink
                 .deliver(&envelope, &message.payload, traceparent.as_deref())
                 .await;
+            self.metrics
+                .delivery_duration
+                .with_label_values(&[sink])
+                .observe(called.elapsed().as_secs_f64());
             match outcome {
                 Outcome::Delivered => {
                     permit.success();
@@ -228,6 +254,12 @@ impl Lane {
                         tracing::warn!(sink, %error, event = %envelope.id, "delivered but the ack was lost; the event will be redelivered and applied once");
                     }
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.count("ok");
+                    let lag = time::OffsetDateTime::now_utc() - envelope.recorded_at;
+                    self.metrics
+                        .commit_to_delivered
+                        .with_label_values(&[sink])
+                        .observe(lag.as_seconds_f64().max(0.0));
                     return;
                 }
                 Outcome::Permanent { reason, status } => {
@@ -253,6 +285,7 @@ impl Lane {
                         return;
                     }
                     self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    self.count("retry");
                     let delay = self.retry.delay(attempts).max(after.unwrap_or_default());
                     tracing::debug!(sink, event = %envelope.id, attempts, ?delay, %reason, "retrying");
                     if !self.hold(&message, delay, &mut last_progress).await {
@@ -315,6 +348,7 @@ impl Lane {
                 );
                 let _ = message.ack_with(AckKind::Term).await;
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.count("dead");
             }
             Err(error) => {
                 // Not terminated: the server redelivers it after ACK_WAIT and we try again.

@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod config;
 pub mod deliver;
 pub mod dlq;
+pub mod metrics;
 pub mod sink;
 
 use anyhow::Context;
@@ -27,7 +28,9 @@ use latch_core::shutdown::CancellationToken;
 
 use crate::config::{RetryConfig, SinkConfig, SinkKind};
 use crate::deliver::SinkWorker;
+use crate::metrics::WorkerMetrics;
 use crate::sink::Sink;
+use latch_core::admin::Readiness;
 
 /// The durable consumer name of a sink.
 pub fn consumer_name(sink: SinkKind) -> String {
@@ -36,6 +39,9 @@ pub fn consumer_name(sink: SinkKind) -> String {
 
 pub struct Worker {
     pub sinks: Vec<SinkWorker>,
+    pub metrics: WorkerMetrics,
+    pub readiness: Readiness,
+    js: jetstream::Context,
 }
 
 impl Worker {
@@ -45,6 +51,7 @@ impl Worker {
         nats: &NatsConfig,
         sinks: Vec<SinkConfig>,
         retry: RetryConfig,
+        registry: &prometheus::Registry,
     ) -> anyhow::Result<Worker> {
         anyhow::ensure!(
             !sinks.is_empty(),
@@ -61,6 +68,7 @@ impl Worker {
             .get_stream(&events.config.name)
             .await
             .context("cannot open the event stream")?;
+        let metrics = WorkerMetrics::new(registry);
         let mut workers = Vec::with_capacity(sinks.len());
         for config in sinks {
             let name = consumer_name(config.kind);
@@ -78,13 +86,34 @@ impl Worker {
                 .await
                 .with_context(|| format!("cannot create or update consumer {name}"))?;
             let sink = Sink::new(config)?;
-            workers.push(SinkWorker::new(sink, retry, js.clone(), consumer));
+            workers.push(SinkWorker::new(
+                sink,
+                retry,
+                js.clone(),
+                consumer,
+                metrics.clone(),
+            ));
         }
-        Ok(Worker { sinks: workers })
+        Ok(Worker {
+            sinks: workers,
+            metrics,
+            readiness: Readiness::default(),
+            js,
+        })
     }
 
     /// Delivers until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let watcher = tokio::spawn(watch(
+            self.js.clone(),
+            self.sinks
+                .iter()
+                .map(|s| (s.sink.name(), s.breaker.clone()))
+                .collect(),
+            self.metrics.clone(),
+            self.readiness.clone(),
+            shutdown.clone(),
+        ));
         let tasks: Vec<_> = self
             .sinks
             .into_iter()
@@ -96,12 +125,57 @@ impl Worker {
         for task in tasks {
             task.await.context("a sink worker panicked")?;
         }
+        let _ = watcher.await;
         Ok(())
     }
 }
 
+/// Every second: breaker states into metrics, the DLQ depth, and readiness (NATS answers).
+async fn watch(
+    js: jetstream::Context,
+    breakers: Vec<(&'static str, breaker::Breaker)>,
+    metrics: WorkerMetrics,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let mut transitions: Vec<u64> = vec![0; breakers.len()];
+    loop {
+        for (i, (sink, breaker)) in breakers.iter().enumerate() {
+            let state = match breaker.state() {
+                breaker::BreakerState::Closed => 0,
+                breaker::BreakerState::HalfOpen => 1,
+                breaker::BreakerState::Open => 2,
+            };
+            metrics.breaker_state.with_label_values(&[sink]).set(state);
+            let now = breaker.transitions();
+            metrics
+                .breaker_transitions
+                .with_label_values(&[sink])
+                .inc_by(now.saturating_sub(transitions[i]));
+            transitions[i] = now;
+        }
+        match js.get_stream(latch_core::nats::DLQ_STREAM).await {
+            Ok(stream) => match stream.get_info().await {
+                Ok(info) => {
+                    metrics.dlq_depth.set(info.state.messages as i64);
+                    readiness.set(true);
+                }
+                Err(_) => readiness.set(false),
+            },
+            Err(_) => readiness.set(false),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Builds the worker from settings, for `latch worker`.
-pub async fn from_source(source: &Source) -> anyhow::Result<Worker> {
+pub async fn from_source(
+    source: &Source,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Worker> {
     let nats = NatsConfig::from_source(source)?;
     let mut sinks = Vec::new();
     for kind in SinkKind::ALL {
@@ -109,5 +183,5 @@ pub async fn from_source(source: &Source) -> anyhow::Result<Worker> {
             sinks.push(config);
         }
     }
-    Worker::build(&nats, sinks, RetryConfig::from_source(source)?).await
+    Worker::build(&nats, sinks, RetryConfig::from_source(source)?, registry).await
 }

@@ -60,9 +60,15 @@ impl Setup {
             base: Duration::from_millis(50),
             max: Duration::from_millis(400),
         };
-        let worker = Worker::build(&NatsConfig::for_url(self.nats.url()), sinks, retry)
-            .await
-            .unwrap();
+        let registry = prometheus::Registry::new();
+        let worker = Worker::build(
+            &NatsConfig::for_url(self.nats.url()),
+            sinks,
+            retry,
+            &registry,
+        )
+        .await
+        .unwrap();
         let breakers = worker.sinks.iter().map(|s| s.breaker.clone()).collect();
         let token = CancellationToken::new();
         tokio::spawn(worker.run(token.clone()));

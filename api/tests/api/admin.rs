@@ -246,6 +246,21 @@ async fn health_readiness_and_the_api_description_are_served() {
             "{path} missing from the spec"
         );
     }
+    let door = app.create_door("hq", "Main").await;
+    app.unlock(&door.reader_key, "NOBODY").await;
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .contains(r#"latch_unlock_decisions_total{decision="denied",reason="unknown_card"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"latch_http_requests_total{method="POST",route="/v1/unlock",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("NOBODY"), "labels never carry card ids");
     let docs = get("/docs/").await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));

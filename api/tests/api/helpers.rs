@@ -45,6 +45,7 @@ pub async fn spawn_app_with(body_limit_bytes: usize) -> TestApp {
             workers: 2,
         },
         pool,
+        prometheus::Registry::new(),
     )
     .expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());

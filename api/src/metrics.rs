@@ -1,0 +1,97 @@
+//! The API's metrics, declared in one place, and the middleware that records every
+//! request by route template (never the raw path) and status.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, get, web};
+use latch_core::metrics::{LATENCY_BUCKETS, register};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ApiMetrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub unlock_decisions: IntCounterVec,
+}
+
+impl ApiMetrics {
+    pub fn new(registry: Registry) -> ApiMetrics {
+        ApiMetrics {
+            requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_http_requests_total",
+                        "HTTP requests by route template, method and status code.",
+                    ),
+                    &["route", "method", "status"],
+                )
+                .expect("valid counter"),
+            ),
+            duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "latch_http_request_duration_seconds",
+                        "Seconds from receiving a request to its response, by route template.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["route", "method"],
+                )
+                .expect("valid histogram"),
+            ),
+            unlock_decisions: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_unlock_decisions_total",
+                        "Unlock decisions recorded, by decision and reason.",
+                    ),
+                    &["decision", "reason"],
+                )
+                .expect("valid counter"),
+            ),
+            registry,
+        }
+    }
+}
+
+/// Records the request's route template, method, status and duration.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<ApiMetrics>>().cloned();
+    let method = req.method().as_str().to_owned();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let status = response.status().as_u16().to_string();
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .inc();
+        metrics
+            .duration
+            .with_label_values(&[route.as_str(), method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}
+
+/// Prometheus metrics of this API process.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics in Prometheus text format")))]
+#[get("/metrics")]
+pub async fn serve(metrics: web::Data<ApiMetrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(latch_core::metrics::encode(&metrics.registry))
+}

@@ -1,0 +1,92 @@
+//! The worker's metrics, declared in one place.
+
+use latch_core::metrics::{LAG_BUCKETS, LATENCY_BUCKETS, register};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    /// outcome: `ok`, `retry`, `dead`.
+    pub deliveries: IntCounterVec,
+    pub delivery_duration: HistogramVec,
+    pub commit_to_delivered: HistogramVec,
+    pub published_to_consumed: HistogramVec,
+    /// 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub dlq_depth: IntGauge,
+}
+
+impl WorkerMetrics {
+    pub fn new(registry: &Registry) -> WorkerMetrics {
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    &["sink"],
+                )
+                .expect("valid histogram"),
+            )
+        };
+        WorkerMetrics {
+            deliveries: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_worker_deliveries_total",
+                        "Sink calls by sink and outcome: ok (delivered), retry (failed, will retry), dead (dead-lettered).",
+                    ),
+                    &["sink", "outcome"],
+                )
+                .expect("valid counter"),
+            ),
+            delivery_duration: histogram(
+                "latch_worker_delivery_duration_seconds",
+                "Seconds one sink call took, whatever its outcome.",
+                LATENCY_BUCKETS,
+            ),
+            commit_to_delivered: histogram(
+                "latch_worker_commit_to_delivered_seconds",
+                "Seconds from an action being recorded to the sink acknowledging its event (2xx).",
+                LAG_BUCKETS,
+            ),
+            published_to_consumed: histogram(
+                "latch_worker_published_to_consumed_seconds",
+                "Seconds from an event being stored in the stream to the worker taking it.",
+                LAG_BUCKETS,
+            ),
+            breaker_state: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "latch_worker_breaker_state",
+                        "Circuit breaker state per sink: 0 closed, 1 half-open, 2 open.",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid gauge"),
+            ),
+            breaker_transitions: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_worker_breaker_transitions_total",
+                        "Circuit breaker state changes per sink.",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid counter"),
+            ),
+            dlq_depth: register(
+                registry,
+                IntGauge::new(
+                    "latch_dlq_depth_messages",
+                    "Dead letters waiting in LATCH_DLQ (all sinks).",
+                )
+                .expect("valid gauge"),
+            ),
+        }
+    }
+}
