@@ -218,7 +218,7 @@ impl Lane {
             .unwrap_or(1)
             .saturating_sub(1);
         if let Ok(info) = message.info() {
-            let stored = time::OffsetDateTime::from(info.published);
+            let stored = info.published;
             let lag = (time::OffsetDateTime::now_utc() - stored).as_seconds_f64();
             self.metrics
                 .published_to_consumed
