@@ -162,6 +162,10 @@ impl From<tokio_postgres::Error> for ApiError {
             // The connection broke: the database is down or restarting.
             return ApiError::unavailable(anyhow::Error::new(error).context("database error"));
         }
+        if matches!(sql_state(&error), Some("40001" | "40P01")) {
+            // Serialization failure or deadlock: nothing was committed; a retry will do.
+            return ApiError::unavailable(anyhow::Error::new(error).context("transaction conflict"));
+        }
         ApiError::internal(anyhow::Error::new(error).context("database error"))
     }
 }

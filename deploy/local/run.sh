@@ -145,11 +145,19 @@ api="http://$LATCH_HTTP_ADDR"
 reader=${LATCH_DEMO_READER_KEY:?demo.env has no LATCH_DEMO_READER_KEY}
 admin=${LATCH_DEMO_ADMIN_TOKEN:?demo.env has no LATCH_DEMO_ADMIN_TOKEN}
 granted=${LATCH_DEMO_CARD_GRANTED:?demo.env has no LATCH_DEMO_CARD_GRANTED}
-denied=${LATCH_DEMO_CARD_DENIED:?demo.env has no LATCH_DEMO_CARD_DENIED}
 site=${LATCH_DEMO_SITE:?demo.env has no LATCH_DEMO_SITE}
 psql=psql
 command -v psql >/dev/null 2>&1 || psql=$PG_BIN/psql
 psql_cmd="$psql -h 127.0.0.1 -p $PGPORT -U latch latch"
+unlock() {
+    printf "  curl -s -X POST %s/v1/unlock -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"card_id\":\"%s\"}'" \
+        "$api" "$reader" "$1"
+}
+# One unlock line per kind of refused card the seed made (whichever of these it wrote).
+denied_lines=""
+for var in LATCH_DEMO_CARD_DENIED LATCH_DEMO_CARD_EXPIRED LATCH_DEMO_CARD_INACTIVE LATCH_DEMO_CARD_UNKNOWN; do
+    if [[ -n ${!var:-} ]]; then denied_lines+=$'\n'$(unlock "${!var}"); fi
+done
 role_logs=""
 for i in "${!ROLE_NAMES[@]}"; do
     role_logs+=$(printf '\n  latch %-6s pid %-8s log %s' "${ROLE_NAMES[i]}" "${ROLE_PIDS[i]}" "$STACK/${ROLE_NAMES[i]}.log")
@@ -166,17 +174,16 @@ latch is running
   Demo data   site $site; tokens and cards in $STACK/demo.env
 
 Try it:
-  # The main entrance reader asks to unlock for a card with a grant, then for one without:
-  curl -s -X POST $api/v1/unlock -H "Authorization: Bearer $reader" -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
-  curl -s -X POST $api/v1/unlock -H "Authorization: Bearer $reader" -H 'Content-Type: application/json' -d '{"card_id":"$denied"}'
+  # The main entrance reader asks to unlock for a card with a grant, then for refused ones:
+$(unlock "$granted")$denied_lines
 
   # Check in, then out:
-  curl -s -X POST $api/v1/check-ins -H "Authorization: Bearer $reader" -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
-  curl -s -X POST $api/v1/check-outs -H "Authorization: Bearer $reader" -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
+  curl -s -X POST $api/v1/check-ins -H 'Authorization: Bearer $reader' -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
+  curl -s -X POST $api/v1/check-outs -H 'Authorization: Bearer $reader' -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
 
   # The registry of actions, and who is on site (as the admin):
-  curl -s '$api/v1/actions?limit=5' -H "Authorization: Bearer $admin"
-  curl -s $api/v1/sites/$site/presence -H "Authorization: Bearer $admin"
+  curl -s '$api/v1/actions?limit=5' -H 'Authorization: Bearer $admin'
+  curl -s $api/v1/sites/$site/presence -H 'Authorization: Bearer $admin'
 
   # The rows behind them:
   $psql_cmd -c 'SELECT kind, decision, reason, card_id, occurred_at FROM actions ORDER BY occurred_at DESC LIMIT 5'

@@ -5,7 +5,8 @@
 //! idempotency and ordering can be tested against something that misbehaves on demand:
 //! a legacy time-and-attendance API (form posts, XML answers, an API key) and a
 //! third-party webhook receiver (JSON, signed), both applying each `Idempotency-Key`
-//! once and counting what they received.
+//! once and counting what they received. It also simulates the card readers on the
+//! other side of latch, as a load generator ([`readers`]).
 //!
 //! # Layout
 //!
@@ -22,6 +23,9 @@
 //! - [`stats`]: the `GET /stats` document; the ledger (`ledger`) fills it in and keeps
 //!   the keys already applied.
 //! - [`cli`]: the `latch-sim legacy` flags.
+//! - [`readers`]: simulated card readers sending unlocks, check-ins and check-outs to the
+//!   latch API, closed or open loop, with an HDR histogram of the latencies; the library
+//!   behind `latch-sim readers` and the benchmarks.
 //!
 //! # HTTP surface
 //!
@@ -38,6 +42,7 @@ mod headers;
 mod ledger;
 pub mod legacy;
 mod listener;
+pub mod readers;
 mod reply;
 mod request;
 mod routes;

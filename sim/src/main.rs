@@ -8,11 +8,13 @@ use latch_core::config::Source;
 use latch_core::telemetry::{self, LogConfig};
 
 /// latch-sim — simulated systems around latch: the legacy time-and-attendance API and a
-/// webhook receiver, with fault knobs.
+/// webhook receiver, with fault knobs; and card readers, to load the latch API.
 ///
 /// Logs go to stderr (LATCH_LOG sets the filter, LATCH_LOG_FORMAT=pretty for a terminal).
 ///
 /// Example: latch-sim legacy --addr 127.0.0.1:8090 --admin-addr 127.0.0.1:8091
+///
+/// Example: latch-sim readers --keys-file .local/stack/demo.env --requests 1000
 #[derive(Debug, Parser)]
 #[command(name = "latch-sim", version, propagate_version = true)]
 struct Cli {
@@ -22,9 +24,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Legacy(latch_sim::cli::LegacyArgs),
     // Each simulated system is one variant with its own `Args` in the library, dispatched
-    // below; the readers' load generator will be `Readers(latch_sim::readers::ReadersArgs)`.
+    // below.
+    Legacy(latch_sim::cli::LegacyArgs),
+    Readers(latch_sim::readers::ReadersArgs),
 }
 
 #[tokio::main]
@@ -34,6 +37,7 @@ async fn main() -> ExitCode {
         telemetry::init(&LogConfig::from_source(&Source::load(None)?)?)?;
         match cli.command {
             Command::Legacy(args) => latch_sim::cli::run_legacy(args).await,
+            Command::Readers(args) => latch_sim::readers::run_readers(args).await,
         }
     };
     match result.await {

@@ -17,7 +17,7 @@ use super::send::{Failure, Outcome};
 
 /// Refused connections, before any answer, after which a run stops: the target is not
 /// there, and more attempts would say nothing new.
-pub(crate) const GIVE_UP_AFTER_REFUSALS: u64 = 20;
+pub const GIVE_UP_AFTER_REFUSALS: u64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
