@@ -59,6 +59,7 @@ kinds! {
     HolderUpdated => "holder_updated",
     ReaderEnrolled => "reader_enrolled",
     ReaderDisabled => "reader_disabled",
+    DlqReplayed => "dlq_replayed",
 }
 
 impl EventKind {
