@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use latch_core::config::{DatabaseConfig, Source};
 use latch_core::telemetry::{self, LogConfig};
 
-use crate::{admins, demo, roles};
+use crate::{admins, demo, dlq, outbox, roles};
 
 /// latch — the event backbone of building access control.
 ///
@@ -54,6 +54,15 @@ enum Command {
         #[arg(long, value_name = "ROLE")]
         app_login: Option<String>,
     },
+    /// Dead letters: list, show, replay to the sink that failed them, purge.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// The outbox and the pipeline's backlog.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
+    /// Rebuild events from the actions registry.
+    #[command(subcommand)]
+    Events(outbox::EventsCommand),
     /// Manage administrators and their tokens.
     #[command(subcommand)]
     Admins(admins::AdminsCommand),
@@ -83,6 +92,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied: {applied}; schema is up to date");
         }
         Command::Admins(command) => admins::run(&source, command).await?,
+        Command::Dlq(command) => dlq::run(&source, command).await?,
+        Command::Outbox(outbox::OutboxCommand::Status {
+            max_age,
+            max_pending,
+            json,
+        }) => outbox::status(&source, &max_age, max_pending, json).await?,
+        Command::Events(outbox::EventsCommand::Republish {
+            since,
+            until,
+            kind,
+            sink,
+        }) => {
+            outbox::republish(
+                &source,
+                &since,
+                until.as_deref(),
+                kind.as_deref(),
+                sink.as_deref(),
+            )
+            .await?
+        }
         Command::Demo(command) => demo::run(&source, command).await?,
     }
     Ok(ExitCode::SUCCESS)

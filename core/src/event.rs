@@ -60,6 +60,15 @@ kinds! {
     ReaderEnrolled => "reader_enrolled",
     ReaderDisabled => "reader_disabled",
     DlqReplayed => "dlq_replayed",
+    OfflineDecisionDisputed => "offline_decision_disputed",
+    DoorForcedOpen => "door_forced_open",
+    DoorForcedOpenRestored => "door_forced_open_restored",
+    DoorHeldOpen => "door_held_open",
+    DoorHeldOpenRestored => "door_held_open_restored",
+    ReaderTamper => "reader_tamper",
+    ReaderTamperRestored => "reader_tamper_restored",
+    ReaderOffline => "reader_offline",
+    ReaderOnline => "reader_online",
 }
 
 impl EventKind {

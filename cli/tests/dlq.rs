@@ -1,0 +1,407 @@
+//! The operator verbs against a real PostgreSQL, nats-server, relay, worker and the
+//! simulator: `latch dlq`, `latch events republish`, `latch outbox status`, run as the
+//! real binary.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use latch_core::config::DatabaseConfig;
+use latch_core::nats::NatsConfig;
+use latch_core::shutdown::CancellationToken;
+use latch_relay::{Relay, RelayConfig};
+use latch_sim::{Endpoint, Faults, Reject, SimConfig, Simulator, SinkFaults};
+use latch_testkit::{NatsServer, TestDb, wait_until};
+use latch_worker::Worker;
+use latch_worker::config::{RetryConfig, SinkConfig, SinkKind};
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Stack {
+    db: TestDb,
+    nats: NatsServer,
+    sim: Simulator,
+    stop: CancellationToken,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Stack {
+    async fn start(faults: Faults) -> Stack {
+        let db = TestDb::new().await;
+        let nats = NatsServer::start();
+        let sim = Simulator::start(SimConfig {
+            faults,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let stop = CancellationToken::new();
+        let nats_config = NatsConfig::for_url(nats.url());
+        let pool = latch_core::db::pool(&DatabaseConfig {
+            url: db.app_url(),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let registry = prometheus::Registry::new();
+        let relay = Relay::build(
+            RelayConfig {
+                poll_interval: Duration::from_millis(200),
+                ..RelayConfig::default()
+            },
+            &nats_config,
+            db.app_url(),
+            pool,
+            &registry,
+            &stop,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(relay.run(stop.clone()));
+        let sink = |kind, url: String, secret: &str| {
+            let mut config = SinkConfig::new(kind, url, secret);
+            config.max_attempts = 3;
+            config.concurrency = 2;
+            config
+        };
+        let worker = Worker::build(
+            &nats_config,
+            vec![
+                sink(
+                    SinkKind::Legacy,
+                    sim.punch_url(),
+                    latch_sim::DEFAULT_TNA_KEY,
+                ),
+                sink(
+                    SinkKind::Webhooks,
+                    sim.webhook_url(),
+                    latch_sim::DEFAULT_WEBHOOK_SECRET,
+                ),
+            ],
+            RetryConfig {
+                base: Duration::from_millis(20),
+                max: Duration::from_millis(100),
+            },
+            &registry,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(worker.run(stop.clone()));
+        Stack {
+            db,
+            nats,
+            sim,
+            stop,
+        }
+    }
+
+    async fn latch(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("USER", "test-operator")
+            .env("LATCH_DATABASE_URL", self.db.app_url().expose())
+            .env("LATCH_NATS_URL", self.nats.url())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// Records an action as the API would; the trigger queues its event.
+    async fn record(&self, kind: &str, holder: Uuid, grant: Option<Uuid>) -> Uuid {
+        let id = Uuid::now_v7();
+        self.db
+            .app()
+            .await
+            .execute(
+                "INSERT INTO actions (id, kind, site, door_id, holder_id, reader_id, grant_id, occurred_at)
+                 VALUES ($1, $2, 'hq', $3, $4, $3, $5, clock_timestamp())",
+                &[&id, &kind, &Uuid::nil(), &holder, &grant],
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn dead_letters(&self) -> u64 {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        match js.get_stream(latch_core::nats::DLQ_STREAM).await {
+            Ok(stream) => stream.get_info().await.unwrap().state.messages,
+            Err(_) => 0,
+        }
+    }
+
+    async fn wait_for_dead_letters(&self, n: u64) {
+        wait_until("dead letters", DEADLINE, || async {
+            (self.dead_letters().await == n).then_some(())
+        })
+        .await;
+    }
+
+    async fn replays_recorded(&self) -> i64 {
+        self.db
+            .owner()
+            .await
+            .query_one(
+                "SELECT count(*) FROM actions WHERE kind = 'dlq_replayed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn rejecting_holder(holder: Uuid) -> Faults {
+    Faults::only(
+        Endpoint::Legacy,
+        SinkFaults::rejecting(Reject {
+            holders: vec![holder.to_string()],
+            ..Reject::default()
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_dead_lettered_batch_is_replayed_once_after_the_sink_is_fixed() {
+    let holder = Uuid::now_v7();
+    let stack = Stack::start(rejecting_holder(holder)).await;
+    let mut ids = Vec::new();
+    for kind in ["check_in", "check_out", "check_in"] {
+        ids.push(stack.record(kind, holder, None).await);
+    }
+    stack.wait_for_dead_letters(3).await;
+
+    let list = stack.latch(&["dlq", "list", "--sink", "legacy"]).await;
+    assert!(list.status.success(), "{}", text(&list));
+    let table = String::from_utf8_lossy(&list.stdout);
+    for id in &ids {
+        assert!(table.contains(&id.to_string()), "{table}");
+    }
+    assert!(table.contains("3 dead letter(s)"), "{table}");
+    let json = stack.latch(&["dlq", "list", "--json"]).await;
+    let entries: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 3);
+    assert_eq!(entries[0]["class"], "permanent");
+    let show = stack.latch(&["dlq", "show", &ids[0].to_string()]).await;
+    assert!(show.status.success(), "{}", text(&show));
+    assert!(String::from_utf8_lossy(&show.stdout).contains("HTTP 422"));
+
+    // A dry run changes nothing.
+    let dry = stack.latch(&["dlq", "replay", "--all", "--dry-run"]).await;
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert_eq!(stack.dead_letters().await, 3);
+    assert_eq!(stack.replays_recorded().await, 0);
+
+    // Without --yes and without a terminal, nothing happens either.
+    let unconfirmed = stack.latch(&["dlq", "replay", "--all"]).await;
+    assert!(!unconfirmed.status.success());
+    assert_eq!(stack.dead_letters().await, 3);
+
+    stack.sim.set_faults(Faults::none()).await.unwrap();
+    let replay = stack.latch(&["dlq", "replay", "--all", "--yes"]).await;
+    assert!(replay.status.success(), "{}", text(&replay));
+    wait_until("the replays to take effect", DEADLINE, || async {
+        (stack.sim.stats().await.legacy.effects == 3).then_some(())
+    })
+    .await;
+    assert_eq!(stack.dead_letters().await, 0);
+    assert_eq!(
+        stack.replays_recorded().await,
+        3,
+        "every replay is in the registry"
+    );
+    let stats = stack.sim.stats().await;
+    assert_eq!(stats.legacy.order_of(&holder.to_string()).len(), 3);
+    for id in &ids {
+        assert!(stats.legacy.events[&id.to_string()].applied);
+    }
+
+    // Again: nothing left to do, nothing changes.
+    let again = stack.latch(&["dlq", "replay", "--all", "--yes"]).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to replay"));
+    assert_eq!(stack.sim.stats().await.legacy.effects, 3);
+    assert_eq!(stack.replays_recorded().await, 3);
+}
+
+#[tokio::test]
+async fn an_interrupted_replay_finishes_without_duplicates() {
+    let holder = Uuid::now_v7();
+    let stack = Stack::start(rejecting_holder(holder)).await;
+    for _ in 0..6 {
+        stack.record("check_in", holder, None).await;
+    }
+    stack.wait_for_dead_letters(6).await;
+    stack.sim.set_faults(Faults::none()).await.unwrap();
+
+    // Slow replay, interrupted (SIGINT) once some went through.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args(["dlq", "replay", "--all", "--yes", "--rate", "4"])
+        .env("LATCH_DATABASE_URL", stack.db.app_url().expose())
+        .env("LATCH_NATS_URL", stack.nats.url())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a first replay", DEADLINE, || async {
+        (stack.sim.stats().await.legacy.effects >= 2).then_some(())
+    })
+    .await;
+    let pid = child.id().unwrap() as i32;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(130), "an interrupted replay says so");
+    assert!(stack.dead_letters().await > 0, "it stopped before the end");
+
+    let rest = stack.latch(&["dlq", "replay", "--all", "--yes"]).await;
+    assert!(rest.status.success(), "{}", text(&rest));
+    wait_until("every replay", DEADLINE, || async {
+        (stack.sim.stats().await.legacy.effects == 6).then_some(())
+    })
+    .await;
+    assert_eq!(stack.dead_letters().await, 0);
+    let stats = stack.sim.stats().await;
+    assert_eq!(stats.legacy.duplicates, 0, "no entry was replayed twice");
+    assert_eq!(stack.replays_recorded().await, 6);
+}
+
+#[tokio::test]
+async fn the_stale_replay_guard_refuses_a_revoked_grant_unless_forced() {
+    let stack = Stack::start(Faults::only(
+        Endpoint::Webhooks,
+        SinkFaults::rejecting(Reject {
+            kinds: vec!["grant_created".into()],
+            ..Reject::default()
+        }),
+    ))
+    .await;
+    let holder = Uuid::now_v7();
+    let grant = Uuid::now_v7();
+    let created = stack.record("grant_created", holder, Some(grant)).await;
+    stack.wait_for_dead_letters(1).await;
+    stack.record("grant_revoked", holder, Some(grant)).await;
+    stack.sim.set_faults(Faults::none()).await.unwrap();
+
+    let refused = stack.latch(&["dlq", "replay", "--all", "--yes"]).await;
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("revoked") && why.contains("--force"), "{why}");
+    assert_eq!(stack.dead_letters().await, 1);
+    assert!(
+        !stack
+            .sim
+            .stats()
+            .await
+            .webhooks
+            .events
+            .contains_key(&created.to_string())
+            || !stack.sim.stats().await.webhooks.events[&created.to_string()].applied
+    );
+
+    let forced = stack
+        .latch(&["dlq", "replay", "--all", "--yes", "--force"])
+        .await;
+    assert!(forced.status.success(), "{}", text(&forced));
+    wait_until("the forced replay", DEADLINE, || async {
+        let stats = stack.sim.stats().await;
+        stats
+            .webhooks
+            .events
+            .get(&created.to_string())
+            .is_some_and(|e| e.applied)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(stack.dead_letters().await, 0);
+}
+
+#[tokio::test]
+async fn republishing_from_the_registry_rebuilds_a_sink_with_the_same_ids() {
+    let stack = Stack::start(Faults::none()).await;
+    let holder = Uuid::now_v7();
+    let mut ids = Vec::new();
+    for kind in ["check_in", "check_out", "check_in", "check_out"] {
+        ids.push(stack.record(kind, holder, None).await.to_string());
+    }
+    wait_until("delivery", DEADLINE, || async {
+        (stack.sim.stats().await.legacy.effects == 4).then_some(())
+    })
+    .await;
+
+    stack.sim.reset().await; // the legacy system lost its data
+    let republish = stack
+        .latch(&["events", "republish", "--since", "1h", "--sink", "legacy"])
+        .await;
+    assert!(republish.status.success(), "{}", text(&republish));
+    assert!(String::from_utf8_lossy(&republish.stdout).contains("queued 4 event(s)"));
+    wait_until("the rebuild", DEADLINE, || async {
+        (stack.sim.stats().await.legacy.effects == 4).then_some(())
+    })
+    .await;
+    let stats = stack.sim.stats().await;
+    assert_eq!(
+        stats.legacy.order_of(&holder.to_string()),
+        ids.as_slice(),
+        "same ids, same order"
+    );
+    assert_eq!(
+        stats.webhooks.requests, 0,
+        "webhooks were not sent the republish"
+    );
+}
+
+#[tokio::test]
+async fn outbox_status_exits_non_zero_when_lagging() {
+    let stack = Stack::start(Faults::none()).await;
+    let ok = stack.latch(&["outbox", "status"]).await;
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("LATCH_EVENTS"));
+
+    // Stop the pipeline and leave a row pending.
+    stack.stop.cancel();
+    stack.record("check_in", Uuid::now_v7(), None).await;
+    let lagging = stack
+        .latch(&["outbox", "status", "--max-age", "0s", "--json"])
+        .await;
+    assert_eq!(lagging.status.code(), Some(3), "{}", text(&lagging));
+    let report: serde_json::Value = serde_json::from_slice(&lagging.stdout).unwrap();
+    assert_eq!(report["outbox"]["pending_rows"], 1);
+
+    let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args(["outbox", "status"])
+        .env("LATCH_DATABASE_URL", stack.db.app_url().expose())
+        .env("LATCH_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        message.contains("LATCH_NATS_URL") && !message.contains("panicked"),
+        "{message}"
+    );
+}
