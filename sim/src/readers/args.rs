@@ -22,7 +22,8 @@ use super::run::run_until;
 /// shows in the percentiles (no coordinated omission). Stop after --duration, --requests,
 /// or whichever comes first. Reader keys and cards come from the flags or from the local
 /// stack's keys file; 4xx answers are data, not failures. Exits 0 when the run completed,
-/// 1 when not one request got an answer (API unreachable), 2 on bad flags.
+/// 1 when it could not start (no key, no card, unreadable keys file) or not one request
+/// got an answer (API unreachable), 2 when the flags do not parse.
 ///
 /// Examples:
 ///   # p50 of 1,000 sequential unlocks of the granted card

@@ -5,6 +5,7 @@
 //! plan's choices) are unique across workers, and a `--requests` limit is exact: the
 //! measured tickets are counted as they are handed out, never overshooting. Latency is
 //! from send to the end of the answer — in a closed loop, the time a reader waited.
+//! Each reader hands what it finished to the run's collector ([`Tally::collect`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,11 +13,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use latch_core::shutdown::CancellationToken;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::run::Run;
 use super::send;
-use super::tally::Tally;
+use super::tally::{Finished, Tally};
 use super::timeline::Phase;
 
 /// Permission to send request number `index`, in `phase`.
@@ -57,43 +59,52 @@ impl Tickets {
     }
 }
 
-/// Runs the closed loop to its end and merges what the workers measured.
+/// Runs the closed loop to its end and returns what it measured, in `tally`.
 pub(crate) async fn drive(
     run: Arc<Run>,
     concurrency: usize,
     shutdown: CancellationToken,
+    tally: Tally,
 ) -> anyhow::Result<Tally> {
     let tickets = Arc::new(Tickets {
-        run: Arc::clone(&run),
+        run,
         shutdown,
         next_index: AtomicU64::new(0),
         measured: AtomicU64::new(0),
     });
-    let mut workers = JoinSet::new();
+    let (finished_tx, finished_rx) = mpsc::channel(concurrency);
+    let mut readers = JoinSet::new();
     for _ in 0..concurrency {
-        workers.spawn(reader(Arc::clone(&tickets)));
+        readers.spawn(reader(Arc::clone(&tickets), finished_tx.clone()));
     }
-    let mut total = run.empty.clone();
-    while let Some(tally) = workers.join_next().await {
-        total.merge(tally.context("a simulated reader failed")?)?;
+    drop(finished_tx);
+    // Ends when every reader is done (each holds a sender).
+    let tally = tally.collect(finished_rx).await;
+    while let Some(joined) = readers.join_next().await {
+        joined.context("a simulated reader failed")?;
     }
-    Ok(total)
+    Ok(tally)
 }
 
-/// One simulated reader: send, wait for the answer, record, repeat.
-async fn reader(tickets: Arc<Tickets>) -> Tally {
+/// One simulated reader: send, wait for the answer, hand it over, repeat.
+async fn reader(tickets: Arc<Tickets>, finished: mpsc::Sender<Finished>) {
     let run = &tickets.run;
-    let mut tally = run.empty.clone();
     while let Some(ticket) = tickets.take() {
         let shot = run.plan.shot(ticket.index);
         let sent = Instant::now();
         let outcome = send::send(&run.client, shot).await;
         let done = Instant::now();
         run.probe.observe(&outcome);
-        match ticket.phase {
-            Phase::Warmup => tally.warmup += 1,
-            Phase::Measured => tally.record(done.duration_since(sent), outcome, done),
+        let request = Finished {
+            phase: ticket.phase,
+            origin: sent,
+            send_lag: None,
+            outcome,
+            done,
+        };
+        if finished.send(request).await.is_err() {
+            // The collector is gone, and with it the run.
+            return;
         }
     }
-    tally
 }

@@ -170,8 +170,8 @@ impl LoadConfig {
 
     /// Refuses a run that cannot mean anything; returns the parsed base URL.
     pub fn validate(&self) -> anyhow::Result<Url> {
-        let base = Url::parse(&self.url)
-            .with_context(|| format!("--url {:?} is not a URL", self.url))?;
+        let base =
+            Url::parse(&self.url).with_context(|| format!("--url {:?} is not a URL", self.url))?;
         ensure!(
             matches!(base.scheme(), "http" | "https"),
             "--url {:?} must be http:// or https://",

@@ -61,10 +61,7 @@ fn assignment(line: &str) -> Option<(&str, &str)> {
     let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
     let (name, value) = line.split_once('=')?;
     let name = name.trim_end();
-    let is_name = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let is_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !is_name {
         return None;
     }
@@ -93,14 +90,20 @@ LATCH_DEMO_CARD_UNKNOWN=CARD-9999
 ";
 
     fn exposed(keys: &DemoKeys) -> Vec<&str> {
-        keys.reader_keys.iter().map(|k| k.expose().as_str()).collect()
+        keys.reader_keys
+            .iter()
+            .map(|k| k.expose().as_str())
+            .collect()
     }
 
     #[test]
     fn takes_every_reader_key_and_card_of_the_demo_file_in_order() {
         let keys = DemoKeys::parse(DEMO);
         assert_eq!(exposed(&keys), ["lrk_main", "lrk_server", "lrk_dock"]);
-        assert_eq!(keys.cards, ["CARD-1001", "CARD-1003", "CARD-1004", "CARD-9999"]);
+        assert_eq!(
+            keys.cards,
+            ["CARD-1001", "CARD-1003", "CARD-1004", "CARD-9999"]
+        );
     }
 
     #[test]

@@ -20,13 +20,14 @@
 //! - `send`: one request and its outcome; the run's HTTP client.
 //! - `timeline`: the run's phases (warm-up, measured) and the reachability probe.
 //! - `closed` / `open`: the two loops. `run`: from config to report.
-//! - `tally`: per-worker histogram and counters; [`report`]: [`LoadReport`] as JSON,
-//!   as text, and as a percentile distribution.
+//! - `tally`: per-worker histogram and counters; [`report`]: [`LoadReport`] as JSON and
+//!   as text; `distribution`: its percentile distribution, written for plotting.
 //! - [`args`]: the `latch-sim readers` flags.
 
 pub mod args;
 mod closed;
 pub mod config;
+mod distribution;
 pub mod keys;
 mod open;
 mod plan;
@@ -37,11 +38,9 @@ mod tally;
 mod timeline;
 
 pub use args::{ReadersArgs, run_readers};
-pub use config::{
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, LoadConfig, Mode, ReaderEndpoint, Stop,
-};
+pub use config::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, LoadConfig, Mode, ReaderEndpoint, Stop};
 pub use keys::DemoKeys;
 pub use plan::{CHECK_IN_PATH, CHECK_OUT_PATH, UNLOCK_PATH};
-pub use report::{LatencySummary, LoadReport};
+pub use report::{LatencySummary, LoadReport, SendLag};
 pub use run::{run, run_until};
 pub use timeline::GIVE_UP_AFTER_REFUSALS;

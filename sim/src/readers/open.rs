@@ -5,33 +5,33 @@
 //! target that stalls therefore shows its stall in every request that was due during
 //! it, and a generator that falls behind (a busy machine) cannot hide the delay either:
 //! it sends what is overdue at once and the wait counts. This is what makes the
-//! percentiles free of coordinated omission.
+//! percentiles free of coordinated omission. How late requests actually left is
+//! recorded too (the send lag), so a report shows when the generator itself was the
+//! bottleneck.
 //!
-//! One dispatcher owns the timetable and the requests in flight (a `JoinSet`, so its
-//! tally needs no lock). At most `max_in_flight` wait for an answer; a request due while
-//! that many wait is not sent and counts as late, so a dead target cannot make the
-//! generator queue without bound.
+//! The timetable is kept by a dispatcher on a blocking thread, not a Tokio task: Tokio's
+//! timer ticks in whole milliseconds, which would add up to a millisecond to every
+//! latency, while a thread's sleep is precise to tens of microseconds. The dispatcher
+//! spawns each request onto the runtime. At most `max_in_flight` hold a permit; a
+//! request due while none is free is not sent and counts as late, so a dead target
+//! cannot make the generator queue without bound. Finished requests come back over a
+//! channel of the same bound to the run's collector ([`Tally::collect`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use latch_core::shutdown::CancellationToken;
-use tokio::task::{JoinError, JoinSet};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc};
 
-use super::plan::Shot;
 use super::run::Run;
-use super::send::{self, Outcome};
-use super::tally::Tally;
+use super::send;
+use super::tally::{Finished, Tally};
 use super::timeline::Phase;
 
-/// A request that finished.
-struct Finished {
-    due: Instant,
-    phase: Phase,
-    outcome: Outcome,
-    done: Instant,
-}
+/// The longest the dispatcher sleeps before looking at the shutdown token again.
+const LONGEST_NAP: Duration = Duration::from_millis(20);
 
 /// Runs the open loop to its end and returns what it measured.
 pub(crate) async fn drive(
@@ -39,89 +39,115 @@ pub(crate) async fn drive(
     rate: f64,
     max_in_flight: usize,
     shutdown: CancellationToken,
+    tally: Tally,
 ) -> anyhow::Result<Tally> {
-    let mut tally = run.empty.clone();
-    let mut in_flight: JoinSet<Finished> = JoinSet::new();
-    let mut index: u64 = 0;
-    let mut measured: u64 = 0;
-    while let Some(due) = next_due(&run, rate, index, measured, &shutdown) {
-        let phase = run.timeline.phase(due);
-        tokio::select! {
-            // Answers first: every answer collected is a slot free for the next request.
-            biased;
-            () = shutdown.cancelled() => break,
-            Some(finished) = in_flight.join_next() => collect(&mut tally, finished)?,
-            () = tokio::time::sleep_until(due.into()) => {
-                while let Some(finished) = in_flight.try_join_next() {
-                    collect(&mut tally, finished)?;
-                }
-                if in_flight.len() < max_in_flight {
-                    // Drawn here, in timetable order: presence-mix alternates per card in that order.
-                    let shot = run.plan.shot(index);
-                    in_flight.spawn(request(Arc::clone(&run), shot, due, phase));
-                } else if phase == Phase::Measured {
-                    tally.late += 1;
-                }
-                index += 1;
-                if phase == Phase::Measured {
-                    measured += 1;
-                }
-            }
-        }
-    }
-    // The timetable is over: wait for the answers of what was sent (the client's timeout
-    // bounds the wait).
-    while let Some(finished) = in_flight.join_next().await {
-        collect(&mut tally, finished)?;
-    }
+    let (finished_tx, finished_rx) = mpsc::channel(max_in_flight);
+    let dispatcher = Dispatcher {
+        run: Arc::clone(&run),
+        rate,
+        permits: Arc::new(Semaphore::new(max_in_flight)),
+        finished: finished_tx,
+        runtime: Handle::current(),
+        shutdown,
+    };
+    let dispatched = tokio::task::spawn_blocking(move || dispatcher.dispatch());
+    // Ends when every sender is gone: the dispatcher's and each request's.
+    let mut tally = tally.collect(finished_rx).await;
+    tally.late = dispatched
+        .await
+        .context("the open-loop dispatcher failed")?;
     Ok(tally)
 }
 
-/// When request `index` is due, or `None` when no more requests are to be sent.
-fn next_due(
-    run: &Run,
+struct Dispatcher {
+    run: Arc<Run>,
     rate: f64,
-    index: u64,
-    measured: u64,
-    shutdown: &CancellationToken,
-) -> Option<Instant> {
-    if shutdown.is_cancelled() || run.probe.gave_up() {
-        return None;
-    }
-    // Computed from the start each time, so rounding never accumulates into drift.
-    let offset = Duration::try_from_secs_f64(index as f64 / rate).ok()?;
-    let due = run.timeline.start.checked_add(offset)?;
-    if run.timeline.is_over(due) {
-        return None;
-    }
-    let limit_reached = run.limit.is_some_and(|limit| measured >= limit);
-    if run.timeline.phase(due) == Phase::Measured && limit_reached {
-        return None;
-    }
-    Some(due)
+    permits: Arc<Semaphore>,
+    finished: mpsc::Sender<Finished>,
+    runtime: Handle,
+    shutdown: CancellationToken,
 }
 
-/// A request due at `due`, sent now.
-async fn request(run: Arc<Run>, shot: Shot, due: Instant, phase: Phase) -> Finished {
-    let outcome = send::send(&run.client, shot).await;
-    let done = Instant::now();
-    run.probe.observe(&outcome);
-    Finished {
-        due,
-        phase,
-        outcome,
-        done,
+impl Dispatcher {
+    /// Keeps the timetable until its end; returns the number of measured requests that
+    /// were late (due while `max_in_flight` were waiting, so never sent).
+    fn dispatch(self) -> u64 {
+        let mut late = 0;
+        let mut measured = 0;
+        let mut index = 0;
+        while let Some(due) = self.next_due(index, measured) {
+            if !self.sleep_until(due) {
+                break;
+            }
+            let phase = self.run.timeline.phase(due);
+            match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(permit) => {
+                    // Drawn here, in timetable order: presence-mix alternates per card in
+                    // that order.
+                    let shot = self.run.plan.shot(index);
+                    let run = Arc::clone(&self.run);
+                    let finished = self.finished.clone();
+                    self.runtime.spawn(async move {
+                        let sent = Instant::now();
+                        let outcome = send::send(&run.client, shot).await;
+                        let done = Instant::now();
+                        run.probe.observe(&outcome);
+                        let report = Finished {
+                            phase,
+                            origin: due,
+                            send_lag: Some(sent.saturating_duration_since(due)),
+                            outcome,
+                            done,
+                        };
+                        // The collector outlives every request; if it is gone, so is
+                        // the run.
+                        let _ = finished.send(report).await;
+                        // The slot frees only once the result is handed over, so the
+                        // channel never holds more than `max_in_flight`.
+                        drop(permit);
+                    });
+                }
+                Err(_) if phase == Phase::Measured => late += 1,
+                Err(_) => {}
+            }
+            index += 1;
+            if phase == Phase::Measured {
+                measured += 1;
+            }
+        }
+        late
     }
-}
 
-fn collect(tally: &mut Tally, finished: Result<Finished, JoinError>) -> anyhow::Result<()> {
-    let finished = finished.context("a simulated request failed")?;
-    match finished.phase {
-        Phase::Warmup => tally.warmup += 1,
-        Phase::Measured => {
-            let latency = finished.done.saturating_duration_since(finished.due);
-            tally.record(latency, finished.outcome, finished.done);
+    /// When request `index` is due, or `None` when no more requests are to be sent.
+    fn next_due(&self, index: u64, measured: u64) -> Option<Instant> {
+        let run = &self.run;
+        if self.shutdown.is_cancelled() || run.probe.gave_up() {
+            return None;
+        }
+        // Computed from the start each time, so rounding never accumulates into drift.
+        let offset = Duration::try_from_secs_f64(index as f64 / self.rate).ok()?;
+        let due = run.timeline.start.checked_add(offset)?;
+        if run.timeline.is_over(due) {
+            return None;
+        }
+        let limit_reached = run.limit.is_some_and(|limit| measured >= limit);
+        if run.timeline.phase(due) == Phase::Measured && limit_reached {
+            return None;
+        }
+        Some(due)
+    }
+
+    /// Sleeps until `due`; false if the run was shut down meanwhile.
+    fn sleep_until(&self, due: Instant) -> bool {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return true;
+            }
+            std::thread::sleep((due - now).min(LONGEST_NAP));
         }
     }
-    Ok(())
 }

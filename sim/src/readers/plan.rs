@@ -116,7 +116,7 @@ impl Plan {
             ReaderEndpoint::CheckIn => ShotKind::CheckIn,
             ReaderEndpoint::CheckOut => ShotKind::CheckOut,
             ReaderEndpoint::PresenceMix => {
-                if card.uses.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                if card.uses.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
                     ShotKind::CheckIn
                 } else {
                     ShotKind::CheckOut
@@ -168,7 +168,11 @@ mod tests {
             seed,
             reader_keys: vec![Secret::new("k1".to_owned()), Secret::new("k2".to_owned())],
             cards: vec!["A".to_owned(), "B".to_owned(), "C".to_owned()],
-            ..LoadConfig::new(url, Mode::Closed { concurrency: 1 }, Stop::after_requests(1))
+            ..LoadConfig::new(
+                url,
+                Mode::Closed { concurrency: 1 },
+                Stop::after_requests(1),
+            )
         };
         let base = config.validate().expect("valid");
         Plan::new(&config, &base).expect("a plan")
@@ -228,7 +232,11 @@ mod tests {
             idempotency: true,
             reader_keys: vec![Secret::new("k".to_owned())],
             cards: vec!["A".to_owned()],
-            ..LoadConfig::new("http://h", Mode::Closed { concurrency: 1 }, Stop::after_requests(1))
+            ..LoadConfig::new(
+                "http://h",
+                Mode::Closed { concurrency: 1 },
+                Stop::after_requests(1),
+            )
         };
         let base = config.validate().expect("valid");
         let first = Plan::new(&config, &base).expect("a plan");

@@ -11,14 +11,12 @@
 //! - `statuses`: HTTP status code → count, plus `connect_error`, `timeout` and
 //!   `transport_error` for requests without an answer (their sum is `errors`);
 //! - `decisions`: unlock 200s by decision (`granted`, `denied`, `unreadable`);
+//! - `send_lag_ms`: open loop only, how long after being due requests were sent;
 //! - `late`: open loop only, requests due while `max_in_flight` waited, never sent.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::path::Path;
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -27,7 +25,7 @@ use super::tally::Tally;
 use super::timeline::Timeline;
 
 /// Microseconds (the histogram's unit) per millisecond (the report's unit).
-const US_PER_MS: f64 = 1000.0;
+pub(crate) const US_PER_MS: f64 = 1000.0;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -48,6 +46,10 @@ pub struct LoadReport {
     pub duration_s: f64,
     pub throughput_rps: f64,
     pub latency_ms: LatencySummary,
+    /// Open loop: how long after being due requests were sent — the generator's own
+    /// delay (timer precision, a busy machine), already included in `latency_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_ms: Option<SendLag>,
     pub statuses: BTreeMap<String, u64>,
     pub decisions: BTreeMap<String, u64>,
     pub errors: u64,
@@ -74,6 +76,27 @@ pub struct LatencySummary {
     pub mean: f64,
 }
 
+/// Send-lag percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SendLag {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl SendLag {
+    fn of(histogram: &Histogram<u64>) -> SendLag {
+        if histogram.is_empty() {
+            return SendLag::default();
+        }
+        SendLag {
+            p50: ms(histogram.value_at_quantile(0.5)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
 impl LatencySummary {
     fn of(histogram: &Histogram<u64>) -> LatencySummary {
         if histogram.is_empty() {
@@ -91,7 +114,7 @@ impl LatencySummary {
     }
 }
 
-fn ms(micros: u64) -> f64 {
+pub(crate) fn ms(micros: u64) -> f64 {
     micros as f64 / US_PER_MS
 }
 
@@ -119,7 +142,12 @@ impl LoadReport {
             .statuses
             .iter()
             .map(|(status, n)| (status.to_string(), *n))
-            .chain(tally.failures.iter().map(|(label, n)| ((*label).to_owned(), *n)))
+            .chain(
+                tally
+                    .failures
+                    .iter()
+                    .map(|(label, n)| ((*label).to_owned(), *n)),
+            )
             .collect();
         LoadReport {
             mode,
@@ -136,6 +164,7 @@ impl LoadReport {
                 0.0
             },
             latency_ms: LatencySummary::of(&tally.histogram),
+            send_lag_ms: rate.map(|_| SendLag::of(&tally.send_lag)),
             statuses,
             decisions: tally
                 .decisions
@@ -154,68 +183,6 @@ impl LoadReport {
     pub fn to_json(&self) -> serde_json::Value {
         // Serializing plain fields and maps of strings cannot fail.
         serde_json::to_value(self).unwrap_or_default()
-    }
-
-    /// Writes the latency distribution to `path`, in milliseconds: CSV
-    /// (`value_ms,percentile,total_count`) when the name ends in `.csv`, otherwise
-    /// HdrHistogram's percentile text (as `outputPercentileDistribution` writes it, which
-    /// HdrHistogram's plotters read).
-    pub fn write_distribution(&self, path: &Path) -> anyhow::Result<()> {
-        let csv = path
-            .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("csv"));
-        let mut out = Vec::new();
-        if csv {
-            self.distribution_csv(&mut out)?;
-        } else {
-            self.distribution_hgrm(&mut out)?;
-        }
-        std::fs::write(path, out)
-            .with_context(|| format!("cannot write the histogram to {}", path.display()))
-    }
-
-    fn distribution_csv(&self, out: &mut impl Write) -> std::io::Result<()> {
-        writeln!(out, "value_ms,percentile,total_count")?;
-        let mut total = 0;
-        for step in self.histogram.iter_quantiles(5) {
-            total += step.count_since_last_iteration();
-            let value = ms(step.value_iterated_to());
-            let percentile = step.quantile_iterated_to() * 100.0;
-            writeln!(out, "{value:.3},{percentile:.6},{total}")?;
-        }
-        Ok(())
-    }
-
-    fn distribution_hgrm(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let h = &self.histogram;
-        writeln!(
-            out,
-            "{:>12} {:>14} {:>10} {:>14}\n",
-            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-        )?;
-        let mut total = 0;
-        for step in h.iter_quantiles(5) {
-            total += step.count_since_last_iteration();
-            let value = ms(step.value_iterated_to());
-            let quantile = step.quantile_iterated_to();
-            if quantile < 1.0 {
-                let inverse = 1.0 / (1.0 - quantile);
-                writeln!(out, "{value:12.3} {quantile:2.12} {total:10} {inverse:14.2}")?;
-            } else {
-                writeln!(out, "{value:12.3} {quantile:2.12} {total:10}")?;
-            }
-        }
-        let (mean, stdev, max) = if h.is_empty() {
-            (0.0, 0.0, 0.0)
-        } else {
-            (h.mean() / US_PER_MS, h.stdev() / US_PER_MS, ms(h.max()))
-        };
-        writeln!(
-            out,
-            "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]"
-        )?;
-        writeln!(out, "#[Max     = {max:12.3}, Total count    = {:12}]", h.len())?;
-        writeln!(out, "#[Unit    = milliseconds, values recorded in microseconds]")
     }
 }
 
@@ -240,6 +207,13 @@ impl fmt::Display for LoadReport {
             "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         )?;
+        if let Some(lag) = self.send_lag_ms {
+            writeln!(
+                f,
+                "  send lag ms p50 {:.3}  p99 {:.3}  max {:.3}  (generator delay, included above)",
+                lag.p50, lag.p99, lag.max
+            )?;
+        }
         writeln!(f, "  statuses    {}", counts(&self.statuses))?;
         if !self.decisions.is_empty() {
             writeln!(f, "  decisions   {}", counts(&self.decisions))?;
@@ -267,16 +241,16 @@ fn counts(counts: &BTreeMap<String, u64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
     use reqwest::StatusCode;
 
     use super::*;
     use crate::readers::config::Stop;
-    use crate::readers::send::{Decision, Outcome};
+    use crate::readers::tally::tests::answered;
 
-    fn report() -> LoadReport {
+    pub(crate) fn report() -> LoadReport {
         let config = LoadConfig::new(
             "http://h",
             Mode::Open {
@@ -289,14 +263,11 @@ mod tests {
         let timeline = Timeline::new(start, Duration::ZERO, None);
         let mut tally = Tally::new().expect("a tally");
         for ms in 1..=100 {
-            tally.record(
-                Duration::from_millis(ms),
-                Outcome::Answered {
-                    status: StatusCode::OK,
-                    decision: Some(Decision::Granted),
-                },
+            tally.record(answered(
+                StatusCode::OK,
+                ms,
                 start + Duration::from_millis(ms * 10),
-            );
+            ));
         }
         tally.late = 3;
         LoadReport::new(&config, &timeline, tally, None)
@@ -321,22 +292,6 @@ mod tests {
         for key in ["p90", "p99", "p999", "mean"] {
             assert!(latency[key].is_f64(), "{key}");
         }
-    }
-
-    #[test]
-    fn the_distribution_ends_at_the_whole_count() {
-        let report = report();
-        let mut csv = Vec::new();
-        report.distribution_csv(&mut csv).expect("writes");
-        let csv = String::from_utf8(csv).expect("text");
-        assert!(csv.starts_with("value_ms,percentile,total_count\n"));
-        let last = csv.lines().last().expect("rows");
-        assert!(last.ends_with(",100.000000,100"), "{last}");
-
-        let mut hgrm = Vec::new();
-        report.distribution_hgrm(&mut hgrm).expect("writes");
-        let hgrm = String::from_utf8(hgrm).expect("text");
-        assert!(hgrm.contains("1/(1-Percentile)") && hgrm.contains("#[Max"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::plan::Plan;
 use super::report::LoadReport;
 use super::send;
 use super::tally::Tally;
-use super::timeline::{Probe, Timeline};
+use super::timeline::{GIVE_UP_AFTER_REFUSALS, Probe, Timeline};
 use super::{closed, open};
 
 /// What every worker of a run shares, read-only (the probe and the plan's per-card
@@ -26,8 +26,6 @@ pub(crate) struct Run {
     pub probe: Probe,
     /// The number of measured requests after which the run stops, if any.
     pub limit: Option<u64>,
-    /// An empty tally, cloned by each worker.
-    pub empty: Tally,
 }
 
 /// Runs `config` to its end and reports what was measured.
@@ -55,22 +53,24 @@ pub async fn run_until(
         timeline: Timeline::new(Instant::now(), config.warmup, config.stop.duration),
         probe: Probe::default(),
         limit: config.stop.requests,
-        empty: Tally::new()?,
     });
+    let tally = Tally::new()?;
     tracing::debug!(url = %base, endpoint = %config.endpoint, mode = ?config.mode, "load run starting");
     let tally = match config.mode {
-        Mode::Closed { concurrency } => closed::drive(Arc::clone(&run), concurrency, shutdown).await?,
+        Mode::Closed { concurrency } => {
+            closed::drive(Arc::clone(&run), concurrency, shutdown, tally).await?
+        }
         Mode::Open {
             rate,
             max_in_flight,
-        } => open::drive(Arc::clone(&run), rate, max_in_flight, shutdown).await?,
+        } => open::drive(Arc::clone(&run), rate, max_in_flight, shutdown, tally).await?,
     };
     if run.probe.nothing_answered() {
         let why = run.probe.first_failure().unwrap_or("no answer");
         let stopped = if run.probe.gave_up() {
-            " (stopped early)"
+            format!(" (gave up after {GIVE_UP_AFTER_REFUSALS} refused connections)")
         } else {
-            ""
+            String::new()
         };
         bail!(
             "the target {base} is unreachable: no request got an answer{stopped}; \

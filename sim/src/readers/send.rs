@@ -105,8 +105,8 @@ pub(crate) async fn send(client: &Client, shot: Shot) -> Outcome {
         Ok(body) => body,
         Err(error) => return failed(error),
     };
-    let decision = (shot.kind == ShotKind::Unlock && status == StatusCode::OK)
-        .then(|| decision_in(&body));
+    let decision =
+        (shot.kind == ShotKind::Unlock && status == StatusCode::OK).then(|| decision_in(&body));
     Outcome::Answered { status, decision }
 }
 
@@ -143,8 +143,14 @@ mod tests {
     #[test]
     fn decisions_are_read_leniently() {
         let cases: [(&[u8], Decision); 4] = [
-            (br#"{"decision":"granted","reason":"valid_grant"}"#, Decision::Granted),
-            (br#"{"decision":"denied","reason":"no_grant"}"#, Decision::Denied),
+            (
+                br#"{"decision":"granted","reason":"valid_grant"}"#,
+                Decision::Granted,
+            ),
+            (
+                br#"{"decision":"denied","reason":"no_grant"}"#,
+                Decision::Denied,
+            ),
             (br#"{"decision":"maybe"}"#, Decision::Unreadable),
             (b"<html>", Decision::Unreadable),
         ];

@@ -109,16 +109,17 @@ mod tests {
     #[test]
     fn phases_follow_the_warmup_and_the_end() {
         let start = Instant::now();
-        let timeline = Timeline::new(
-            start,
-            Duration::from_secs(1),
-            Some(Duration::from_secs(2)),
-        );
+        let timeline = Timeline::new(start, Duration::from_secs(1), Some(Duration::from_secs(2)));
         assert_eq!(timeline.phase(start), Phase::Warmup);
-        assert_eq!(timeline.phase(start + Duration::from_secs(1)), Phase::Measured);
+        assert_eq!(
+            timeline.phase(start + Duration::from_secs(1)),
+            Phase::Measured
+        );
         assert!(!timeline.is_over(start + Duration::from_millis(2999)));
         assert!(timeline.is_over(start + Duration::from_secs(3)));
-        assert!(!Timeline::new(start, Duration::ZERO, None).is_over(start + Duration::from_secs(9)));
+        assert!(
+            !Timeline::new(start, Duration::ZERO, None).is_over(start + Duration::from_secs(9))
+        );
     }
 
     #[test]
