@@ -30,6 +30,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use latch_core::event::Envelope;
 use latch_core::shutdown::CancellationToken;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::RetryConfig;
@@ -106,7 +107,8 @@ impl SinkWorker {
             let lane = lane.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(message) = rx.recv().await {
-                    lane.handle(message).await;
+                    let span = delivery_span(lane.sink.name(), &message);
+                    lane.handle(message).instrument(span).await;
                 }
             }));
         }
@@ -157,6 +159,29 @@ impl SinkWorker {
         }
         tracing::info!(sink, "sink worker stopped");
     }
+}
+
+/// A span per delivery carrying the event id and the trace id of the request that caused
+/// it, so every log line about it can be found from the reader's request.
+fn delivery_span(sink: &'static str, message: &Message) -> tracing::Span {
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    let traceparent = header("traceparent");
+    let trace_id = traceparent.split('-').nth(1).unwrap_or_default();
+    let span_id = traceparent.split('-').nth(2).unwrap_or_default();
+    tracing::info_span!(
+        "delivery",
+        sink,
+        event_id = %header("Latch-Event-Id"),
+        trace_id = %trace_id,
+        span_id = %span_id
+    )
 }
 
 /// The lane of a message: by holder, so one holder's events stay in order.
