@@ -374,6 +374,11 @@ pub struct NewReader {
     pub door_id: Uuid,
     #[schema(example = "Main entrance, outside")]
     pub name: String,
+    /// Silent longer than this many seconds, the reader is reported offline
+    /// (`reader_offline`); 1 to 604800, default 300.
+    #[serde(default)]
+    #[schema(example = 300)]
+    pub offline_after_secs: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -385,7 +390,20 @@ pub struct Reader {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// Silent longer than this many seconds, the reader is reported offline.
+    pub offline_after_secs: i64,
+    /// `false` from a `reader_offline` until the reader is heard from again.
+    pub online: bool,
+    /// When the reader was last heard from (written every few seconds, not per request);
+    /// absent if never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen_at: Option<OffsetDateTime>,
 }
+
+/// The columns [`Reader`] is read from.
+const READER_COLUMNS: &str = "id, door_id, name, enabled, created_at, \
+     extract(epoch FROM offline_after)::bigint AS offline_after_secs, online, last_seen_at";
 
 impl From<&Row> for Reader {
     fn from(row: &Row) -> Self {
@@ -395,9 +413,15 @@ impl From<&Row> for Reader {
             name: row.get("name"),
             enabled: row.get("enabled"),
             created_at: row.get("created_at"),
+            offline_after_secs: row.get("offline_after_secs"),
+            online: row.get("online"),
+            last_seen_at: row.get("last_seen_at"),
         }
     }
 }
+
+/// The longest `offline_after_secs`: a week.
+const MAX_OFFLINE_AFTER_SECS: i64 = 7 * 86_400;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnrolledReader {
@@ -427,16 +451,34 @@ pub async fn enrol_reader(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_text("name", &body.name, 200)?;
+    if let Some(secs) = body.offline_after_secs
+        && !(1..=MAX_OFFLINE_AFTER_SECS).contains(&secs)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("offline_after_secs must be 1 to {MAX_OFFLINE_AFTER_SECS}"),
+        ));
+    }
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
     let key = credentials::generate(CredentialKind::ReaderKey);
     idempotency::run(&pool, keyed, async |tx| {
         let row = tx
             .query_one(
-                "INSERT INTO readers (id, door_id, name, key_hash) VALUES ($1, $2, $3, $4)
-                 RETURNING id, door_id, name, enabled, created_at,
-                           (SELECT site FROM doors WHERE id = $2) AS site",
-                &[&Uuid::now_v7(), &body.door_id, &body.name, &key.hash],
+                &format!(
+                    // Without offline_after_secs, the column's default (five minutes).
+                    "INSERT INTO readers (id, door_id, name, key_hash, offline_after)
+                     VALUES ($1, $2, $3, $4,
+                             COALESCE($5::bigint * interval '1 second', interval '5 minutes'))
+                     RETURNING {READER_COLUMNS}, (SELECT site FROM doors WHERE id = $2) AS site"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &body.door_id,
+                    &body.name,
+                    &key.hash,
+                    &body.offline_after_secs,
+                ],
             )
             .await
             .map_err(|e| match sql_state(&e) {
@@ -502,8 +544,10 @@ pub async fn disable_reader(
         }
         let row = tx
             .query_one(
-                "UPDATE readers SET enabled = false, disabled_at = now() WHERE id = $1
-                 RETURNING id, door_id, name, enabled, created_at",
+                &format!(
+                    "UPDATE readers SET enabled = false, disabled_at = now() WHERE id = $1
+                     RETURNING {READER_COLUMNS}"
+                ),
                 &[&id],
             )
             .await?;
@@ -541,8 +585,10 @@ pub async fn list_readers(
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT id, door_id, name, enabled, created_at FROM readers
-             WHERE $1::uuid IS NULL OR door_id = $1 ORDER BY created_at, id",
+            &format!(
+                "SELECT {READER_COLUMNS} FROM readers
+                 WHERE $1::uuid IS NULL OR door_id = $1 ORDER BY created_at, id"
+            ),
             &[&filter.door_id],
         )
         .await?;

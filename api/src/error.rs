@@ -107,6 +107,15 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The message meant for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -164,7 +173,9 @@ impl From<tokio_postgres::Error> for ApiError {
         }
         if matches!(sql_state(&error), Some("40001" | "40P01")) {
             // Serialization failure or deadlock: nothing was committed; a retry will do.
-            return ApiError::unavailable(anyhow::Error::new(error).context("transaction conflict"));
+            return ApiError::unavailable(
+                anyhow::Error::new(error).context("transaction conflict"),
+            );
         }
         ApiError::internal(anyhow::Error::new(error).context("database error"))
     }

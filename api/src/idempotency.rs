@@ -138,6 +138,26 @@ pub async fn run<F>(pool: &Pool, keyed: Option<Keyed>, op: F) -> Result<HttpResp
 where
     F: AsyncFnOnce(&Transaction<'_>) -> Result<StoredResponse, ApiError>,
 {
+    run_replayable(pool, keyed, async |tx| op(tx).await.map(Reply::Fresh)).await
+}
+
+/// What a guarded operation answered: a fresh response, committed with what it wrote, or
+/// a response it found already stored (a reader's `seq` sent again), whose transaction is
+/// rolled back so that nothing at all is written.
+pub enum Reply {
+    Fresh(StoredResponse),
+    Replayed(StoredResponse),
+}
+
+/// Like [`run`], for operations that can themselves recognise a replay.
+pub async fn run_replayable<F>(
+    pool: &Pool,
+    keyed: Option<Keyed>,
+    op: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: AsyncFnOnce(&Transaction<'_>) -> Result<Reply, ApiError>,
+{
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if let Some(keyed) = &keyed
@@ -145,7 +165,12 @@ where
     {
         return Ok(stored.into_http(true));
     }
-    let response = op(&tx).await?;
+    let response = match op(&tx).await? {
+        Reply::Fresh(response) => response,
+        // Dropping the transaction rolls it back, the key's claim included: a retry with
+        // the same key finds the same replay.
+        Reply::Replayed(stored) => return Ok(stored.into_http(true)),
+    };
     if let Some(keyed) = &keyed {
         tx.execute(
             "UPDATE idempotency SET status = $3, response = $4 WHERE client = $1 AND key = $2",

@@ -2,12 +2,14 @@
 //!
 //! # Layout
 //!
-//! - [`readers`]: `POST /v1/unlock`, `/v1/check-ins`, `/v1/check-outs` — the hot path,
-//!   one SQL statement per request.
+//! - [`readers`]: the card reader protocol — `POST /v1/unlock`, `/v1/check-ins`,
+//!   `/v1/check-outs` (the hot path, one SQL statement per request), door alarms, offline
+//!   uploads, per-reader sequence numbers, heartbeats and the offline/online watch.
 //! - [`admin`]: doors, holders, readers and grants.
 //! - [`registry`]: the action log and the presence roll-call.
 //! - [`auth`], [`idempotency`], [`trace`]: what every request goes through.
 //! - [`error`]: the error policy and the JSON error body.
+//! - [`config`]: the API's settings beyond its listener.
 //! - [`health`], [`openapi`]: operations endpoints and the generated API description.
 //!
 //! The API never talks to NATS: it commits actions and their outbox rows in PostgreSQL
@@ -15,6 +17,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -25,6 +28,7 @@ pub mod registry;
 pub mod trace;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -36,9 +40,12 @@ use latch_core::shutdown::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use crate::config::{ApiConfig, ReadersConfig};
 use crate::error::ApiError;
+use crate::readers::heartbeat::LastSeen;
 
-/// How often the API creates upcoming registry partitions and prunes idempotency keys.
+/// How often the API creates upcoming registry partitions and prunes idempotency keys and
+/// reader seqs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A bound, not yet running, API server.
@@ -47,6 +54,8 @@ pub struct Application {
     config: HttpConfig,
     pool: Pool,
     metrics: metrics::ApiMetrics,
+    api: ApiConfig,
+    last_seen: Arc<LastSeen>,
 }
 
 impl Application {
@@ -55,6 +64,7 @@ impl Application {
         config: HttpConfig,
         pool: Pool,
         registry: prometheus::Registry,
+        api: ApiConfig,
     ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(config.addr)
             .with_context(|| format!("cannot listen on {} (LATCH_HTTP_ADDR)", config.addr))?;
@@ -63,6 +73,8 @@ impl Application {
             config,
             pool,
             metrics: metrics::ApiMetrics::new(registry),
+            api,
+            last_seen: Arc::default(),
         })
     }
 
@@ -74,13 +86,18 @@ impl Application {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = web::Data::new(self.pool.clone());
         let metrics = web::Data::new(self.metrics.clone());
+        let api = web::Data::new(self.api.clone());
+        let last_seen = web::Data::from(self.last_seen.clone());
         let body_limit = self.config.body_limit_bytes;
+        let batch_body_limit = self.api.batch_body_limit(body_limit);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(pool.clone())
                 .app_data(metrics.clone())
+                .app_data(api.clone())
+                .app_data(last_seen.clone())
                 .wrap(actix_web::middleware::from_fn(metrics::record))
-                .configure(|cfg| routes(cfg, body_limit))
+                .configure(|cfg| routes(cfg, body_limit, batch_body_limit))
         })
         .workers(self.config.workers)
         .disable_signals()
@@ -91,7 +108,18 @@ impl Application {
         let handle = server.handle();
         tracing::info!(addr = %self.config.addr, "API listening");
 
-        let maintenance = tokio::spawn(maintain(self.pool.clone(), shutdown.clone()));
+        let maintenance = tokio::spawn(maintain(
+            self.pool.clone(),
+            self.api.readers.seq_retention,
+            shutdown.clone(),
+        ));
+        let liveness = tokio::spawn(readers::liveness::watch(
+            self.pool.clone(),
+            self.last_seen.clone(),
+            self.api.readers.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         let stopper = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -103,13 +131,22 @@ impl Application {
         shutdown.cancel();
         let _ = stopper.await;
         let _ = maintenance.await;
+        let _ = liveness.await;
+        // The last requests have been answered: write who they came from.
+        if let Err(error) = readers::liveness::flush(&self.pool, &self.last_seen).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot write the last reader heartbeats"
+            );
+        }
         tracing::info!("API stopped");
         result
     }
 }
 
 /// Every route, with the JSON/path/query error handling that turns bad input into 4xx.
-pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
+/// Offline uploads get a body limit of their own (`batch_body_limit`).
+pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit: usize) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(body_limit)
@@ -118,9 +155,21 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .app_data(web::PayloadConfig::default().limit(body_limit))
     .app_data(web::PathConfig::default().error_handler(path_error))
     .app_data(web::QueryConfig::default().error_handler(query_error))
-    .service(readers::unlock)
-    .service(readers::check_in)
-    .service(readers::check_out)
+    .service(readers::unlock::unlock)
+    .service(readers::presence::check_in)
+    .service(readers::presence::check_out)
+    .service(readers::alarm::alarm)
+    .service(readers::heartbeat::heartbeat)
+    .service(
+        web::resource("/v1/readers/events:batch")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(batch_body_limit)
+                    .error_handler(json_error),
+            )
+            .route(web::post().to(readers::batch::upload)),
+    )
+    .service(readers::gaps::gaps)
     .service(admin::create_door)
     .service(admin::list_doors)
     .service(admin::create_holder)
@@ -178,9 +227,9 @@ fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", error.to_string()).into()
 }
 
-/// Creates upcoming registry partitions and prunes expired idempotency keys, at start and
-/// then hourly. Failures are logged and retried at the next round.
-async fn maintain(pool: Pool, shutdown: CancellationToken) {
+/// Creates upcoming registry partitions and prunes expired idempotency keys and reader
+/// seqs, at start and then hourly. Failures are logged and retried at the next round.
+async fn maintain(pool: Pool, seq_retention: Duration, shutdown: CancellationToken) {
     loop {
         match pool.get().await {
             Ok(client) => {
@@ -195,6 +244,11 @@ async fn maintain(pool: Pool, shutdown: CancellationToken) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "pruned expired idempotency keys"),
                     Err(error) => tracing::warn!(%error, "idempotency pruning failed"),
+                }
+                match readers::seq::prune(&client, seq_retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "pruned old reader seqs"),
+                    Err(error) => tracing::warn!(%error, "reader seq pruning failed"),
                 }
             }
             Err(error) => tracing::warn!(%error, "maintenance could not get a connection"),

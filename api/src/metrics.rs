@@ -8,7 +8,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, get, web};
 use latch_core::metrics::{LATENCY_BUCKETS, register};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct ApiMetrics {
@@ -16,6 +18,12 @@ pub struct ApiMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub unlock_decisions: IntCounterVec,
+    pub reader_seq_gaps: IntCounter,
+    pub reader_clock_skew: IntCounter,
+    pub offline_disputes: IntCounter,
+    pub batch_events: IntCounterVec,
+    pub reader_liveness_checks: IntCounter,
+    pub readers_offline: IntGauge,
 }
 
 impl ApiMetrics {
@@ -54,6 +62,60 @@ impl ApiMetrics {
                     &["decision", "reason"],
                 )
                 .expect("valid counter"),
+            ),
+            reader_seq_gaps: register(
+                &registry,
+                IntCounter::new(
+                    "latch_reader_seq_gaps_total",
+                    "Accepted reader events whose seq skipped past the reader's last seq + 1 \
+                     (a gap opened; see GET /v1/readers/{id}/gaps).",
+                )
+                .expect("valid counter"),
+            ),
+            reader_clock_skew: register(
+                &registry,
+                IntCounter::new(
+                    "latch_reader_clock_skew_total",
+                    "Reader events recorded with an occurred_at outside the accepted skew \
+                     from server time (flagged clock_skewed).",
+                )
+                .expect("valid counter"),
+            ),
+            offline_disputes: register(
+                &registry,
+                IntCounter::new(
+                    "latch_offline_decisions_disputed_total",
+                    "Unlocks a reader decided offline that the server decided otherwise at \
+                     upload.",
+                )
+                .expect("valid counter"),
+            ),
+            batch_events: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_reader_batch_events_total",
+                        "Events in offline uploads, by result (accepted, duplicate, rejected).",
+                    ),
+                    &["status"],
+                )
+                .expect("valid counter"),
+            ),
+            reader_liveness_checks: register(
+                &registry,
+                IntCounter::new(
+                    "latch_reader_liveness_checks_total",
+                    "Completed rounds of this process's check for silent readers.",
+                )
+                .expect("valid counter"),
+            ),
+            readers_offline: register(
+                &registry,
+                IntGauge::new(
+                    "latch_readers_offline",
+                    "Enabled readers currently offline, as of this process's last check.",
+                )
+                .expect("valid gauge"),
             ),
             registry,
         }

@@ -11,13 +11,18 @@ use crate::{admin, health, readers, registry};
     info(
         title = "latch",
         description = "The event backbone of building access control: card readers post \
-                       check-ins, check-outs and unlock requests; administrators manage doors, \
-                       holders, readers and grants and read the registry."
+                       check-ins, check-outs, unlock requests, door alarms, heartbeats and \
+                       what they buffered offline; administrators manage doors, holders, \
+                       readers and grants and read the registry."
     ),
     paths(
-        readers::unlock,
-        readers::check_in,
-        readers::check_out,
+        readers::unlock::unlock,
+        readers::presence::check_in,
+        readers::presence::check_out,
+        readers::alarm::alarm,
+        readers::batch::upload,
+        readers::heartbeat::heartbeat,
+        readers::gaps::gaps,
         admin::create_door,
         admin::list_doors,
         admin::create_holder,

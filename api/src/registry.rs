@@ -52,9 +52,15 @@ pub struct Action {
     pub reader_seq: Option<i64>,
     pub grant_id: Option<Uuid>,
     pub actor_id: Option<Uuid>,
+    /// What was decided; for an unlock decided offline, what the reader decided.
     pub decision: Option<String>,
+    /// For an unlock decided offline: the server's verdict when it was uploaded (`reason`
+    /// explains it).
+    pub server_decision: Option<String>,
     pub reason: Option<String>,
     pub decided_offline: bool,
+    /// The reader's clock (`occurred_at`) was too far from server time when it arrived.
+    pub clock_skewed: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub occurred_at: OffsetDateTime,
@@ -128,7 +134,8 @@ pub async fn list_actions(
     let rows = client
         .query(
             "SELECT id, kind, site, door_id, holder_id, card_id, reader_id, reader_seq, grant_id,
-                    actor_id, decision, reason, decided_offline, occurred_at, recorded_at
+                    actor_id, decision, server_decision, reason, decided_offline, clock_skewed,
+                    occurred_at, recorded_at
              FROM actions
              WHERE ($1::uuid IS NULL OR door_id = $1)
                AND ($2::uuid IS NULL OR holder_id = $2)
@@ -166,8 +173,10 @@ pub async fn list_actions(
             grant_id: row.get("grant_id"),
             actor_id: row.get("actor_id"),
             decision: row.get("decision"),
+            server_decision: row.get("server_decision"),
             reason: row.get("reason"),
             decided_offline: row.get("decided_offline"),
+            clock_skewed: row.get("clock_skewed"),
             occurred_at: row.get("occurred_at"),
             recorded_at: row.get("recorded_at"),
         })

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use latch_core::config::{DatabaseConfig, Source};
 use latch_core::telemetry::{self, LogConfig};
 
-use crate::{admins, demo, dlq, outbox, roles};
+use crate::{admins, demo, dlq, outbox, roles, site};
 
 /// latch — the event backbone of building access control.
 ///
@@ -63,6 +63,18 @@ enum Command {
     /// Rebuild events from the actions registry.
     #[command(subcommand)]
     Events(outbox::EventsCommand),
+    /// Doors (through the API: LATCH_API_URL, LATCH_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Doors(site::DoorsCommand),
+    /// Card holders (through the API).
+    #[command(subcommand)]
+    Holders(site::HoldersCommand),
+    /// Card readers and their keys (through the API).
+    #[command(subcommand)]
+    Readers(site::ReadersCommand),
+    /// Grants (through the API).
+    #[command(subcommand)]
+    Grants(site::GrantsCommand),
     /// Manage administrators and their tokens.
     #[command(subcommand)]
     Admins(admins::AdminsCommand),
@@ -93,6 +105,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Admins(command) => admins::run(&source, command).await?,
         Command::Dlq(command) => dlq::run(&source, command).await?,
+        Command::Doors(command) => site::doors(&source, command).await?,
+        Command::Holders(command) => site::holders(&source, command).await?,
+        Command::Readers(command) => site::readers(&source, command).await?,
+        Command::Grants(command) => site::grants(&source, command).await?,
         Command::Outbox(outbox::OutboxCommand::Status {
             max_age,
             max_pending,

@@ -11,6 +11,7 @@ mod dlq;
 mod exit;
 mod outbox;
 mod roles;
+mod site;
 mod when;
 
 #[tokio::main]

@@ -99,8 +99,14 @@ pub struct Envelope {
     pub door_id: Option<Uuid>,
     pub holder_id: Option<Uuid>,
     pub reader_id: Option<Uuid>,
+    /// The reader's own event number, when it sent one.
     pub reader_seq: Option<i64>,
+    /// Captured while the reader was offline and uploaded later (for an unlock: the reader
+    /// decided alone, and `reason` is the server's verdict at upload).
     pub decided_offline: bool,
+    /// An unlock's decision: the server's for a live unlock, the reader's own when
+    /// `decided_offline` (so also in `offline_decision_disputed`, whose `reason` says why the
+    /// server would have decided otherwise).
     pub decision: Option<Decision>,
     pub reason: Option<String>,
     pub grant_id: Option<Uuid>,

@@ -240,6 +240,10 @@ async fn health_readiness_and_the_api_description_are_served() {
         "/v1/grants/{id}",
         "/v1/actions",
         "/v1/sites/{site}/presence",
+        "/v1/doors/alarm",
+        "/v1/readers/events:batch",
+        "/v1/readers/heartbeat",
+        "/v1/readers/{id}/gaps",
     ] {
         assert!(
             spec["paths"].get(path).is_some(),

@@ -1,7 +1,7 @@
 //! `spawn_app()`: a real API on a free port over a fresh database, and one method per
 //! endpoint so tests read like the spec.
 
-use latch_api::Application;
+use latch_api::{ApiConfig, Application};
 use latch_core::config::{DatabaseConfig, HttpConfig};
 use latch_core::credentials::{self, CredentialKind};
 use latch_core::shutdown::CancellationToken;
@@ -30,27 +30,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(body_limit_bytes: usize) -> TestApp {
+    spawn_app_configured(body_limit_bytes, ApiConfig::default()).await
+}
+
+/// An API with its own settings (fast reader checks, small batches, ...).
+pub async fn spawn_app_configured(body_limit_bytes: usize, api: ApiConfig) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::new().await;
-    let pool = latch_core::db::pool(&DatabaseConfig {
-        url: db.app_url(),
-        pool_size: 8,
-        connect_timeout: std::time::Duration::from_secs(5),
-    })
-    .expect("pool");
-    let app = Application::build(
-        HttpConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            body_limit_bytes,
-            workers: 2,
-        },
-        pool,
-        prometheus::Registry::new(),
-    )
-    .expect("build the API");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until(shutdown.clone()));
+    let (base, shutdown) = start(&db, body_limit_bytes, api);
 
     // The first administrator is made the way `latch admins add` makes one.
     let token = credentials::generate(CredentialKind::AdminToken);
@@ -68,6 +55,43 @@ pub async fn spawn_app_with(body_limit_bytes: usize) -> TestApp {
         http: reqwest::Client::new(),
         admin_token: token.plain.expose().clone(),
         shutdown,
+    }
+}
+
+/// Builds and starts an API process over `db`; answers its base URL and its stop token.
+fn start(db: &TestDb, body_limit_bytes: usize, api: ApiConfig) -> (String, CancellationToken) {
+    let pool = latch_core::db::pool(&DatabaseConfig {
+        url: db.app_url(),
+        pool_size: 8,
+        connect_timeout: std::time::Duration::from_secs(5),
+    })
+    .expect("pool");
+    let app = Application::build(
+        HttpConfig {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            body_limit_bytes,
+            workers: 2,
+        },
+        pool,
+        prometheus::Registry::new(),
+        api,
+    )
+    .expect("build the API");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until(shutdown.clone()));
+    (base, shutdown)
+}
+
+/// A second API process over the same database, as another replica would be.
+pub struct Replica {
+    pub base: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -148,6 +172,93 @@ impl TestApp {
             .await
     }
 
+    /// Another API process over this app's database.
+    pub fn spawn_replica(&self, api: ApiConfig) -> Replica {
+        let (base, shutdown) = start(&self.db, 64 * 1024, api);
+        Replica { base, shutdown }
+    }
+
+    pub async fn revoke(&self, grant: Uuid) {
+        let response = self
+            .request(
+                Method::DELETE,
+                &format!("/v1/grants/{grant}"),
+                &self.admin_token,
+            )
+            .send()
+            .await
+            .expect("request");
+        expect_status(response, StatusCode::OK).await;
+    }
+
+    /// Enrols another reader at `door`; answers its id and key.
+    pub async fn enrol_reader(
+        &self,
+        door: Uuid,
+        offline_after_secs: Option<i64>,
+    ) -> (Uuid, String) {
+        let reader = self
+            .admin_post(
+                "/v1/readers",
+                &json!({"door_id": door, "name": format!("reader {}", Uuid::now_v7()),
+                        "offline_after_secs": offline_after_secs}),
+            )
+            .await;
+        (
+            uuid(&reader["id"]),
+            reader["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    pub async fn upload(&self, reader_key: &str, events: &Value) -> Response {
+        self.post(
+            "/v1/readers/events:batch",
+            reader_key,
+            &json!({ "events": events }),
+        )
+        .await
+    }
+
+    pub async fn alarm(&self, reader_key: &str, body: &Value) -> Response {
+        self.post("/v1/doors/alarm", reader_key, body).await
+    }
+
+    pub async fn gaps(&self, reader: Uuid) -> Value {
+        self.admin_get(&format!("/v1/readers/{reader}/gaps")).await
+    }
+
+    /// The value of a metric of this process (summed over its labels).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(&self.http, &self.base, name).await
+    }
+
+    /// How many actions of `kind` the registry holds.
+    pub async fn count_kind(&self, kind: &str) -> i64 {
+        self.db
+            .owner()
+            .await
+            .query_one("SELECT count(*) FROM actions WHERE kind = $1", &[&kind])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// The outbox rows of the event with this id: (subject, payload).
+    pub async fn outbox_of(&self, event_id: Uuid) -> Vec<(String, Value)> {
+        self.db
+            .owner()
+            .await
+            .query(
+                "SELECT subject, payload FROM outbox WHERE event_id = $1 ORDER BY id",
+                &[&event_id],
+            )
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
     /// Row counts of the registry and the outbox (as the owner, who sees everything).
     pub async fn counts(&self) -> (i64, i64) {
         let row = self
@@ -162,6 +273,25 @@ impl TestApp {
             .expect("count");
         (row.get(0), row.get(1))
     }
+}
+
+/// The value of a metric at `base`'s `/metrics` (summed over its labels; 0 when absent).
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn uuid(value: &Value) -> Uuid {

@@ -3,10 +3,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+mod alarms;
 mod errors;
+mod heartbeats;
 mod helpers;
 mod idempotency;
+mod offline;
 mod presence;
 mod registry;
 mod schema;
+mod sequence;
+mod skew;
 mod unlock;

@@ -1,0 +1,166 @@
+//! The API's own settings, beyond the listener (`latch_core::config::HttpConfig`): how
+//! large an offline upload may be and how readers are watched.
+//!
+//! Read once at start from the same `LATCH_*` / TOML source as everything else; a bad value
+//! is an error naming its variable.
+
+use std::time::Duration;
+
+use latch_core::config::{ConfigError, Source};
+use time::OffsetDateTime;
+
+/// Settings of the API role that are not about the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Most events in one `POST /v1/readers/events:batch` (`LATCH_HTTP_BATCH_MAX_EVENTS`).
+    pub batch_max_events: usize,
+    pub readers: ReadersConfig,
+}
+
+/// How reader clocks are judged and reader health is tracked.
+#[derive(Debug, Clone)]
+pub struct ReadersConfig {
+    /// How often each API process looks for readers silent past their `offline_after`
+    /// (`LATCH_READERS_CHECK_INTERVAL`).
+    pub check_interval: Duration,
+    /// How often each API process writes the last-seen times it gathered in memory
+    /// (`LATCH_READERS_FLUSH_INTERVAL`).
+    pub flush_interval: Duration,
+    /// A reader's `occurred_at` later than server time plus this is flagged
+    /// (`LATCH_READERS_MAX_FUTURE_SKEW`).
+    pub max_future_skew: Duration,
+    /// A reader's `occurred_at` earlier than server time minus this is flagged
+    /// (`LATCH_READERS_MAX_PAST_SKEW`).
+    pub max_past_skew: Duration,
+    /// How long an accepted seq is remembered (`LATCH_READERS_SEQ_RETENTION`): within it, a
+    /// replay is recognised; the latest seq of each reader is kept regardless.
+    pub seq_retention: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            batch_max_events: 500,
+            readers: ReadersConfig::default(),
+        }
+    }
+}
+
+impl Default for ReadersConfig {
+    fn default() -> Self {
+        ReadersConfig {
+            check_interval: Duration::from_secs(15),
+            flush_interval: Duration::from_secs(5),
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_past_skew: Duration::from_secs(30 * 86_400),
+            seq_retention: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+/// Bytes an offline upload may take per event (the body limit of the batch endpoint is
+/// this times `batch_max_events`, or the general body limit if larger).
+pub const BATCH_BYTES_PER_EVENT: usize = 1024;
+
+impl ApiConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let defaults = ReadersConfig::default();
+        let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let value = source.duration_or(key, default)?;
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    var: Source::var_name(key),
+                    key: key.to_owned(),
+                    message: "must be longer than 0".to_owned(),
+                });
+            }
+            Ok(value)
+        };
+        Ok(ApiConfig {
+            batch_max_events: source.positive_or("http.batch_max_events", 500)?,
+            readers: ReadersConfig {
+                check_interval: positive("readers.check_interval", defaults.check_interval)?,
+                flush_interval: positive("readers.flush_interval", defaults.flush_interval)?,
+                max_future_skew: source
+                    .duration_or("readers.max_future_skew", defaults.max_future_skew)?,
+                max_past_skew: source
+                    .duration_or("readers.max_past_skew", defaults.max_past_skew)?,
+                seq_retention: positive("readers.seq_retention", defaults.seq_retention)?,
+            },
+        })
+    }
+
+    /// The body limit of the batch endpoint.
+    pub fn batch_body_limit(&self, body_limit_bytes: usize) -> usize {
+        body_limit_bytes.max(self.batch_max_events.saturating_mul(BATCH_BYTES_PER_EVENT))
+    }
+}
+
+impl ReadersConfig {
+    /// Whether a reader's clock reading is too far from the server's to be trusted. An
+    /// absent reading (the server's own time stands in) is never skewed.
+    pub fn is_skewed(&self, occurred_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+        let Some(at) = occurred_at else {
+            return false;
+        };
+        // Absurdly large bounds saturate to "no bound" instead of overflowing.
+        let bound = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
+        let too_late = now
+            .checked_add(bound(self.max_future_skew))
+            .is_some_and(|limit| at > limit);
+        let too_early = now
+            .checked_sub(bound(self.max_past_skew))
+            .is_some_and(|limit| at < limit);
+        too_late || too_early
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = ApiConfig::from_source(&Source::default()).expect("defaults");
+        assert_eq!(config.batch_max_events, 500);
+        assert_eq!(config.readers.max_future_skew, Duration::from_secs(300));
+        assert_eq!(
+            config.readers.max_past_skew,
+            Duration::from_secs(30 * 86_400)
+        );
+
+        let source = Source::from_pairs([
+            ("LATCH_HTTP_BATCH_MAX_EVENTS", "20"),
+            ("LATCH_READERS_CHECK_INTERVAL", "100ms"),
+        ]);
+        let config = ApiConfig::from_source(&source).expect("valid");
+        assert_eq!(config.batch_max_events, 20);
+        assert_eq!(config.readers.check_interval, Duration::from_millis(100));
+        assert_eq!(config.batch_body_limit(64 * 1024), 64 * 1024);
+        assert_eq!(config.batch_body_limit(1024), 20 * 1024);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (var, value) in [
+            ("LATCH_HTTP_BATCH_MAX_EVENTS", "0"),
+            ("LATCH_READERS_CHECK_INTERVAL", "0s"),
+            ("LATCH_READERS_MAX_PAST_SKEW", "a month"),
+        ] {
+            let err =
+                ApiConfig::from_source(&Source::from_pairs([(var, value)])).expect_err("invalid");
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn skew_has_bounds_on_both_sides() {
+        let config = ReadersConfig::default();
+        let now = OffsetDateTime::now_utc();
+        assert!(!config.is_skewed(None, now));
+        assert!(!config.is_skewed(Some(now - time::Duration::days(29)), now));
+        assert!(config.is_skewed(Some(now - time::Duration::days(31)), now));
+        assert!(!config.is_skewed(Some(now + time::Duration::minutes(4)), now));
+        assert!(config.is_skewed(Some(now + time::Duration::minutes(6)), now));
+    }
+}

@@ -1,0 +1,356 @@
+//! Check-ins and check-outs: `POST /v1/check-ins`, `POST /v1/check-outs`, and the same
+//! events uploaded in an offline batch.
+//!
+//! One statement records the action and moves the presence roll-call — unless presence
+//! already reflects something that happened later by the reader's clock, so a late upload
+//! never overrides a newer state.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use deadpool_postgres::{GenericClient, Pool};
+use latch_core::event::EventKind;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::{ReaderKey, reader_rejection};
+use crate::config::ApiConfig;
+use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::{Keyed, StoredResponse};
+use crate::metrics::ApiMetrics;
+use crate::readers::heartbeat::LastSeen;
+use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
+use crate::readers::{attach_trace, canonical_time, validate_card, validate_seq};
+use crate::trace::TraceParent;
+
+/// A check-in or check-out.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceRequest {
+    #[schema(example = "04A2B9C1D2")]
+    pub card_id: String,
+    /// When it happened by the reader's clock (RFC 3339); the server's time when absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub occurred_at: Option<OffsetDateTime>,
+    /// The reader's own event number (monotonic per reader, 0 or more). The same seq sent
+    /// again answers the first response and writes nothing.
+    #[serde(default)]
+    pub seq: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PresenceResponse {
+    pub action_id: Uuid,
+    /// `check_in` or `check_out`.
+    #[schema(value_type = String)]
+    pub kind: EventKind,
+    pub site: String,
+    pub door_id: Uuid,
+    pub holder_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub occurred_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub recorded_at: OffsetDateTime,
+    /// The reader's `occurred_at` was too far from server time (recorded, but flagged).
+    #[serde(default)]
+    pub clock_skewed: bool,
+}
+
+/// Check-in / check-out in one statement: authenticate the reader, find the holder,
+/// record the action and move the presence roll-call. Answers one row: the reader's id
+/// (NULL: no such reader), whether the holder is active (NULL: unknown card), and what
+/// was recorded.
+const PRESENCE_SQL: &str = "
+WITH reader AS (
+    SELECT r.id, r.door_id, d.site
+    FROM readers r JOIN doors d ON d.id = r.door_id
+    WHERE r.key_hash = $1 AND r.enabled
+), holder AS (
+    SELECT id, active FROM holders WHERE card_id = $2
+), recorded AS (
+    INSERT INTO actions (id, kind, site, door_id, holder_id, card_id, reader_id, reader_seq,
+                         occurred_at, clock_skewed, decided_offline, trace_parent)
+    SELECT $3, $4, reader.site, reader.door_id, holder.id, $2, reader.id, $8,
+           COALESCE($5, now()), $9, $10, $6
+    FROM reader JOIN holder ON holder.active
+    RETURNING id, site, door_id, holder_id, occurred_at, recorded_at
+), moved AS (
+    INSERT INTO presence (site, holder_id, present, door_id, as_of, action_id)
+    SELECT site, holder_id, $7, door_id, occurred_at, id FROM recorded
+    ON CONFLICT (site, holder_id) DO UPDATE
+        SET present = EXCLUDED.present, door_id = EXCLUDED.door_id,
+            as_of = EXCLUDED.as_of, action_id = EXCLUDED.action_id
+        WHERE presence.as_of <= EXCLUDED.as_of
+)
+SELECT (SELECT id FROM reader), (SELECT active FROM holder),
+       recorded.site, recorded.door_id, recorded.holder_id, recorded.occurred_at,
+       recorded.recorded_at
+FROM (VALUES (1)) AS one LEFT JOIN recorded ON true";
+
+/// What a presence statement records.
+pub(crate) struct PresenceEvent<'a> {
+    pub kind: EventKind,
+    pub card_id: &'a str,
+    pub action_id: Uuid,
+    pub trace: &'a str,
+    pub seq: Option<i64>,
+    pub occurred_at: Option<OffsetDateTime>,
+    pub clock_skewed: bool,
+    /// Captured while the reader was offline, uploaded later (the `decided_offline` flag,
+    /// which the legacy sink reports as a late punch).
+    pub offline: bool,
+}
+
+pub(crate) enum PresenceOutcome {
+    Recorded {
+        reader_id: Uuid,
+        response: PresenceResponse,
+    },
+    UnknownReader,
+    /// The reader is fine; the card is not (unknown, or its holder deactivated).
+    Rejected {
+        reader_id: Uuid,
+        error: ApiError,
+    },
+}
+
+pub(crate) async fn presence_statement(
+    db: &impl GenericClient,
+    key: &ReaderKey,
+    event: &PresenceEvent<'_>,
+) -> Result<PresenceOutcome, ApiError> {
+    let statement = db.prepare_cached(PRESENCE_SQL).await?;
+    let present = event.kind == EventKind::CheckIn;
+    let row = db
+        .query_one(
+            &statement,
+            &[
+                &key.hash,
+                &event.card_id,
+                &event.action_id,
+                &event.kind.as_str(),
+                &event.occurred_at,
+                &event.trace,
+                &present,
+                &event.seq,
+                &event.clock_skewed,
+                &event.offline,
+            ],
+        )
+        .await?;
+    let reader_id: Option<Uuid> = row.get(0);
+    let holder_active: Option<bool> = row.get(1);
+    Ok(match (reader_id, holder_active) {
+        (None, _) => PresenceOutcome::UnknownReader,
+        (Some(reader_id), None) => PresenceOutcome::Rejected {
+            reader_id,
+            error: ApiError::not_found("unknown_card", "no holder has this card"),
+        },
+        (Some(reader_id), Some(false)) => PresenceOutcome::Rejected {
+            reader_id,
+            error: ApiError::conflict("holder_inactive", "this card's holder is deactivated"),
+        },
+        (Some(reader_id), Some(true)) => PresenceOutcome::Recorded {
+            reader_id,
+            response: PresenceResponse {
+                action_id: event.action_id,
+                kind: event.kind,
+                site: row.get(2),
+                door_id: row.get(3),
+                holder_id: row.get(4),
+                occurred_at: row.get(5),
+                recorded_at: row.get(6),
+                clock_skewed: event.clock_skewed,
+            },
+        },
+    })
+}
+
+/// The fingerprint of a check-in/out, live or uploaded (see [`seq`]).
+pub(crate) fn fingerprint<'a>(
+    kind: EventKind,
+    card_id: &'a str,
+    occurred_at: Option<OffsetDateTime>,
+) -> EventFingerprint<'a> {
+    EventFingerprint {
+        kind: kind.as_str(),
+        card_id: Some(card_id),
+        occurred_at: canonical_time(occurred_at),
+        decision: None,
+        alarm: None,
+        restored: false,
+    }
+}
+
+struct PresencePost {
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    metrics: web::Data<ApiMetrics>,
+    config: web::Data<ApiConfig>,
+    last_seen: web::Data<LastSeen>,
+    key: ReaderKey,
+    body: PresenceRequest,
+}
+
+async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResponse, ApiError> {
+    let PresencePost {
+        req,
+        pool,
+        metrics,
+        config,
+        last_seen,
+        key,
+        body,
+    } = post;
+    validate_card(&body.card_id)?;
+    validate_seq(body.seq)?;
+    let trace = TraceParent::for_request(&req).to_string();
+    let event = PresenceEvent {
+        kind,
+        card_id: &body.card_id,
+        action_id: Uuid::now_v7(),
+        trace: &trace,
+        seq: body.seq,
+        occurred_at: body.occurred_at,
+        clock_skewed: config
+            .readers
+            .is_skewed(body.occurred_at, OffsetDateTime::now_utc()),
+        offline: false,
+    };
+    let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
+    let seq = match body.seq {
+        Some(seq) => Some(SeqClaim::new(
+            seq,
+            &fingerprint(kind, &body.card_id, body.occurred_at),
+        )?),
+        None => None,
+    };
+    let (mut response, recorded) = match (keyed, seq) {
+        // A single statement is atomic on its own: no explicit transaction needed.
+        (None, None) => {
+            let client = pool.get().await?;
+            match presence_statement(&client, &key, &event).await? {
+                PresenceOutcome::Recorded {
+                    reader_id,
+                    response,
+                } => {
+                    last_seen.mark(reader_id);
+                    let response =
+                        StoredResponse::new(StatusCode::CREATED, &response)?.into_http(false);
+                    (response, true)
+                }
+                PresenceOutcome::UnknownReader => return Err(reader_rejection(&pool, &key).await),
+                PresenceOutcome::Rejected { reader_id, error } => {
+                    last_seen.mark(reader_id);
+                    return Err(error);
+                }
+            }
+        }
+        (keyed, seq) => {
+            let guarded =
+                seq::run_guarded(
+                    &pool,
+                    &key,
+                    keyed,
+                    seq,
+                    async |tx| match presence_statement(tx, &key, &event).await? {
+                        PresenceOutcome::Recorded {
+                            reader_id,
+                            response,
+                        } => Ok(Recorded {
+                            response: StoredResponse::new(StatusCode::CREATED, &response)?,
+                            reader_id,
+                            action_id: Some(event.action_id),
+                        }),
+                        PresenceOutcome::UnknownReader => Err(seq::unknown_reader()),
+                        PresenceOutcome::Rejected { error, .. } => Err(error),
+                    },
+                )
+                .await?;
+            guarded.settle(&last_seen, &metrics)
+        }
+    };
+    if recorded && event.clock_skewed {
+        metrics.reader_clock_skew.inc();
+    }
+    attach_trace(&mut response, &trace);
+    Ok(response)
+}
+
+/// Record that a card holder entered the site through this reader's door.
+#[utoipa::path(
+    tag = "card readers",
+    request_body = PresenceRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses(
+        (status = 201, description = "Recorded (`Idempotent-Replayed: true` when it answers a seq or key sent before)", body = PresenceResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown or disabled reader key", body = ErrorBody),
+        (status = 404, description = "Unknown card", body = ErrorBody),
+        (status = 409, description = "Holder deactivated, or `seq_reused`", body = ErrorBody),
+        (status = 422, description = "Invalid card id or seq, or Idempotency-Key reused", body = ErrorBody),
+    ),
+    security(("reader_key" = []))
+)]
+#[post("/v1/check-ins")]
+pub async fn check_in(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    metrics: web::Data<ApiMetrics>,
+    config: web::Data<ApiConfig>,
+    last_seen: web::Data<LastSeen>,
+    key: ReaderKey,
+    body: web::Json<PresenceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let post = PresencePost {
+        req,
+        pool,
+        metrics,
+        config,
+        last_seen,
+        key,
+        body: body.into_inner(),
+    };
+    record_presence(post, EventKind::CheckIn).await
+}
+
+/// Record that a card holder left the site through this reader's door.
+#[utoipa::path(
+    tag = "card readers",
+    request_body = PresenceRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses(
+        (status = 201, description = "Recorded (`Idempotent-Replayed: true` when it answers a seq or key sent before)", body = PresenceResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown or disabled reader key", body = ErrorBody),
+        (status = 404, description = "Unknown card", body = ErrorBody),
+        (status = 409, description = "Holder deactivated, or `seq_reused`", body = ErrorBody),
+        (status = 422, description = "Invalid card id or seq, or Idempotency-Key reused", body = ErrorBody),
+    ),
+    security(("reader_key" = []))
+)]
+#[post("/v1/check-outs")]
+pub async fn check_out(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    metrics: web::Data<ApiMetrics>,
+    config: web::Data<ApiConfig>,
+    last_seen: web::Data<LastSeen>,
+    key: ReaderKey,
+    body: web::Json<PresenceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let post = PresencePost {
+        req,
+        pool,
+        metrics,
+        config,
+        last_seen,
+        key,
+        body: body.into_inner(),
+    };
+    record_presence(post, EventKind::CheckOut).await
+}

@@ -1,0 +1,243 @@
+//! `latch doors|holders|readers|grants` against a real API: a site run from the shell.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use latch_core::config::{DatabaseConfig, HttpConfig};
+use latch_core::credentials::{self, CredentialKind};
+use latch_core::shutdown::CancellationToken;
+use latch_testkit::TestDb;
+use uuid::Uuid;
+
+struct Site {
+    api: String,
+    token: String,
+    db: TestDb,
+    stop: CancellationToken,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Site {
+    async fn start() -> Site {
+        let db = TestDb::new().await;
+        let pool = latch_core::db::pool(&DatabaseConfig {
+            url: db.app_url(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let api = latch_api::Application::build(
+            HttpConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                body_limit_bytes: 64 * 1024,
+                workers: 1,
+            },
+            pool,
+            prometheus::Registry::new(),
+            latch_api::ApiConfig::default(),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{}", api.port());
+        let stop = CancellationToken::new();
+        tokio::spawn(api.run_until(stop.clone()));
+        let token = credentials::generate(CredentialKind::AdminToken);
+        db.owner()
+            .await
+            .execute(
+                "INSERT INTO admins (id, name, token_hash) VALUES ($1, 'shell', $2)",
+                &[&Uuid::now_v7(), &token.hash],
+            )
+            .await
+            .unwrap();
+        Site {
+            api: base,
+            token: token.plain.expose().clone(),
+            db,
+            stop,
+        }
+    }
+
+    async fn latch(&self, args: &[&str]) -> Output {
+        self.latch_with(args, &self.token, &self.api).await
+    }
+
+    async fn latch_with(&self, args: &[&str], token: &str, api: &str) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+            .args(args)
+            .env("LATCH_API_URL", api)
+            .env("LATCH_ADMIN_TOKEN", token)
+            .output()
+            .await
+            .unwrap()
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The id printed after `word` ("door 0193...").
+fn id_after(text: &str, word: &str) -> String {
+    text.split_whitespace()
+        .skip_while(|w| *w != word)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {word} id in {text:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_site_is_set_up_and_changed_from_the_shell() {
+    let site = Site::start().await;
+    let door = id_after(
+        &stdout(
+            &site
+                .latch(&["doors", "add", "--site", "hq", "--name", "Lobby"])
+                .await,
+        ),
+        "door",
+    );
+    let holder = id_after(
+        &stdout(
+            &site
+                .latch(&["holders", "add", "--card", "C-1", "--name", "Ada"])
+                .await,
+        ),
+        "holder",
+    );
+    let reader_out = stdout(
+        &site
+            .latch(&["readers", "add", "--door", &door, "--name", "Lobby in"])
+            .await,
+    );
+    assert!(
+        reader_out.contains("key (shown once): lrk_"),
+        "{reader_out}"
+    );
+    let grant = id_after(
+        &stdout(
+            &site
+                .latch(&[
+                    "grants",
+                    "add",
+                    "--holder",
+                    &holder,
+                    "--door",
+                    &door,
+                    "--until",
+                    "2099-01-01T00:00:00Z",
+                ])
+                .await,
+        ),
+        "grant",
+    );
+
+    let doors = stdout(&site.latch(&["doors", "list"]).await);
+    assert!(
+        doors.starts_with("ID") && doors.contains("Lobby"),
+        "{doors}"
+    );
+    let holders = stdout(&site.latch(&["holders", "list", "--json"]).await);
+    let holders: serde_json::Value = serde_json::from_str(&holders).unwrap();
+    assert_eq!(holders[0]["card_id"], "C-1");
+    let grants = stdout(&site.latch(&["grants", "list", "--holder", &holder]).await);
+    assert!(
+        grants.contains(&grant) && grants.contains("2099-01-01"),
+        "{grants}"
+    );
+
+    stdout(&site.latch(&["grants", "revoke", &grant]).await);
+    stdout(&site.latch(&["holders", "deactivate", &holder]).await);
+    let reader_id = serde_json::from_str::<serde_json::Value>(&stdout(
+        &site.latch(&["readers", "list", "--json"]).await,
+    ))
+    .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stdout(&site.latch(&["readers", "disable", &reader_id]).await);
+
+    // Every change is in the registry with its author.
+    let kinds: Vec<String> = site
+        .db
+        .owner()
+        .await
+        .query(
+            "SELECT kind FROM actions WHERE actor_id IS NOT NULL ORDER BY recorded_at, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "door_created",
+            "holder_created",
+            "reader_enrolled",
+            "grant_created",
+            "grant_revoked",
+            "holder_updated",
+            "reader_disabled"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shell_errors_are_clear_and_change_nothing() {
+    let site = Site::start().await;
+    let refused = site
+        .latch(&["grants", "revoke", &Uuid::now_v7().to_string()])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("404 grant_not_found"), "{message}");
+
+    let wrong = site
+        .latch_with(&["doors", "list"], "lat_wrong", &site.api)
+        .await;
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401 unauthorized"));
+
+    let down = site
+        .latch_with(&["doors", "list"], &site.token, "http://127.0.0.1:1")
+        .await;
+    assert_eq!(down.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        message.contains("LATCH_API_URL") && !message.contains("panicked"),
+        "{message}"
+    );
+
+    let usage = site
+        .latch(&["grants", "add", "--holder", "not-a-uuid"])
+        .await;
+    assert_eq!(
+        usage.status.code(),
+        Some(2),
+        "bad usage is clap's exit code 2"
+    );
+    let count: i64 = site
+        .db
+        .owner()
+        .await
+        .query_one("SELECT count(*) FROM actions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0);
+}
