@@ -1,0 +1,144 @@
+//! Doors: create and list.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use deadpool_postgres::{GenericClient, Pool};
+use latch_core::event::EventKind;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{Touched, UNIQUE_VIOLATION, check_text, record};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::idempotency::{self, Keyed, StoredResponse};
+use crate::trace::TraceParent;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDoor {
+    /// Lower-case letters, digits, `-` and `_`.
+    #[schema(example = "hq")]
+    pub site: String,
+    #[schema(example = "Main entrance")]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Door {
+    pub id: Uuid,
+    pub site: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&Row> for Door {
+    fn from(row: &Row) -> Self {
+        Door {
+            id: row.get("id"),
+            site: row.get("site"),
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+fn valid_site(site: &str) -> bool {
+    let bytes = site.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+/// Create a door on a site.
+#[utoipa::path(
+    tag = "administration",
+    request_body = NewDoor,
+    responses(
+        (status = 201, body = Door),
+        (status = 409, description = "A door with this name exists on the site", body = ErrorBody),
+        (status = 422, description = "Invalid site or name", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[post("/v1/doors")]
+pub async fn create_door(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    body: web::Json<NewDoor>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if !valid_site(&body.site) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "site must be 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+        ));
+    }
+    check_text("name", &body.name, 200)?;
+    let trace = TraceParent::for_request(&req);
+    let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
+    idempotency::run(&pool, keyed, async |tx| {
+        let row = tx
+            .query_one(
+                "INSERT INTO doors (id, site, name) VALUES ($1, $2, $3)
+                 RETURNING id, site, name, created_at",
+                &[&Uuid::now_v7(), &body.site, &body.name],
+            )
+            .await
+            .map_err(|e| match sql_state(&e) {
+                Some(UNIQUE_VIOLATION) => ApiError::conflict(
+                    "door_exists",
+                    "a door with this name already exists on this site",
+                ),
+                _ => e.into(),
+            })?;
+        let door = Door::from(&row);
+        let touched = Touched {
+            site: Some(door.site.clone()),
+            door_id: Some(door.id),
+            ..Touched::default()
+        };
+        record(tx, EventKind::DoorCreated, admin, &trace, touched).await?;
+        StoredResponse::new(StatusCode::CREATED, &door)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DoorFilter {
+    pub site: Option<String>,
+}
+
+/// List doors, optionally of one site.
+#[utoipa::path(
+    tag = "administration",
+    params(DoorFilter),
+    responses((status = 200, body = Vec<Door>)),
+    security(("admin_token" = []))
+)]
+#[get("/v1/doors")]
+pub async fn list_doors(
+    pool: web::Data<Pool>,
+    _admin: Admin,
+    filter: web::Query<DoorFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, site, name, created_at FROM doors
+             WHERE $1::text IS NULL OR site = $1 ORDER BY site, name",
+            &[&filter.site],
+        )
+        .await?;
+    let doors: Vec<Door> = rows.iter().map(Door::from).collect();
+    Ok(HttpResponse::Ok().json(doors))
+}

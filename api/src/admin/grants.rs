@@ -1,0 +1,239 @@
+//! Grants: give a holder a door for a period, revoke, list.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use deadpool_postgres::{GenericClient, Pool};
+use latch_core::event::EventKind;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{FOREIGN_KEY_VIOLATION, Touched, record};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::idempotency::{self, Keyed, StoredResponse};
+use crate::trace::TraceParent;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGrant {
+    pub holder_id: Uuid,
+    pub door_id: Uuid,
+    /// From when the grant opens the door; now when absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub valid_from: Option<OffsetDateTime>,
+    /// Until when; open-ended when absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Grant {
+    pub id: Uuid,
+    pub holder_id: Uuid,
+    pub door_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub valid_from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub valid_until: Option<OffsetDateTime>,
+    pub granted_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_by: Option<Uuid>,
+}
+
+const GRANT_COLUMNS: &str = "id, holder_id, door_id, valid_from, valid_until, granted_by, created_at, revoked_at, revoked_by";
+
+impl From<&Row> for Grant {
+    fn from(row: &Row) -> Self {
+        Grant {
+            id: row.get("id"),
+            holder_id: row.get("holder_id"),
+            door_id: row.get("door_id"),
+            valid_from: row.get("valid_from"),
+            valid_until: row.get("valid_until"),
+            granted_by: row.get("granted_by"),
+            created_at: row.get("created_at"),
+            revoked_at: row.get("revoked_at"),
+            revoked_by: row.get("revoked_by"),
+        }
+    }
+}
+
+async fn site_of(tx: &impl GenericClient, door_id: Uuid) -> Result<Option<String>, ApiError> {
+    Ok(tx
+        .query_opt("SELECT site FROM doors WHERE id = $1", &[&door_id])
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// Grant a holder access to a door, for a period.
+#[utoipa::path(
+    tag = "administration",
+    request_body = NewGrant,
+    responses(
+        (status = 201, body = Grant),
+        (status = 404, description = "No such holder or door", body = ErrorBody),
+        (status = 422, description = "valid_until is not after valid_from", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[post("/v1/grants")]
+pub async fn create_grant(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    body: web::Json<NewGrant>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let valid_from = body.valid_from.unwrap_or_else(OffsetDateTime::now_utc);
+    if body.valid_until.is_some_and(|until| until <= valid_from) {
+        return Err(ApiError::unprocessable(
+            "invalid_period",
+            "valid_until must be after valid_from",
+        ));
+    }
+    let trace = TraceParent::for_request(&req);
+    let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
+    idempotency::run(&pool, keyed, async |tx| {
+        let site = site_of(tx, body.door_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("door_not_found", "no door with this id"))?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO grants (id, holder_id, door_id, valid_from, valid_until, granted_by)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {GRANT_COLUMNS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &body.holder_id,
+                    &body.door_id,
+                    &valid_from,
+                    &body.valid_until,
+                    &admin.id,
+                ],
+            )
+            .await
+            .map_err(|e| match sql_state(&e) {
+                Some(FOREIGN_KEY_VIOLATION) => {
+                    ApiError::not_found("holder_not_found", "no holder with this id")
+                }
+                _ => e.into(),
+            })?;
+        let grant = Grant::from(&row);
+        let touched = Touched {
+            site: Some(site),
+            door_id: Some(grant.door_id),
+            holder_id: Some(grant.holder_id),
+            grant_id: Some(grant.id),
+            ..Touched::default()
+        };
+        record(tx, EventKind::GrantCreated, admin, &trace, touched).await?;
+        StoredResponse::new(StatusCode::CREATED, &grant)
+    })
+    .await
+}
+
+/// Revoke a grant; unlocks it allowed are denied from now on.
+#[utoipa::path(
+    tag = "administration",
+    params(("id" = Uuid, Path, description = "Grant id")),
+    responses(
+        (status = 200, description = "The revoked grant", body = Grant),
+        (status = 404, description = "No such grant", body = ErrorBody),
+        (status = 409, description = "Already revoked", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[delete("/v1/grants/{id}")]
+pub async fn revoke_grant(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let trace = TraceParent::for_request(&req);
+    idempotency::run(&pool, None, async |tx| {
+        let current = tx
+            .query_opt(
+                "SELECT g.revoked_at, d.site FROM grants g JOIN doors d ON d.id = g.door_id
+                 WHERE g.id = $1 FOR UPDATE OF g",
+                &[&id],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("grant_not_found", "no grant with this id"))?;
+        if current.get::<_, Option<OffsetDateTime>>(0).is_some() {
+            return Err(ApiError::conflict(
+                "grant_revoked",
+                "this grant is already revoked",
+            ));
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE grants SET revoked_at = now(), revoked_by = $2 WHERE id = $1
+                     RETURNING {GRANT_COLUMNS}"
+                ),
+                &[&id, &admin.id],
+            )
+            .await?;
+        let grant = Grant::from(&row);
+        let touched = Touched {
+            site: current.get(1),
+            door_id: Some(grant.door_id),
+            holder_id: Some(grant.holder_id),
+            grant_id: Some(grant.id),
+            ..Touched::default()
+        };
+        record(tx, EventKind::GrantRevoked, admin, &trace, touched).await?;
+        StoredResponse::new(StatusCode::OK, &grant)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFilter {
+    pub holder_id: Option<Uuid>,
+    pub door_id: Option<Uuid>,
+}
+
+/// List grants, optionally of one holder and/or door, newest first.
+#[utoipa::path(
+    tag = "administration",
+    params(GrantFilter),
+    responses((status = 200, body = Vec<Grant>)),
+    security(("admin_token" = []))
+)]
+#[get("/v1/grants")]
+pub async fn list_grants(
+    pool: web::Data<Pool>,
+    _admin: Admin,
+    filter: web::Query<GrantFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {GRANT_COLUMNS} FROM grants
+                 WHERE ($1::uuid IS NULL OR holder_id = $1) AND ($2::uuid IS NULL OR door_id = $2)
+                 ORDER BY created_at DESC, id DESC"
+            ),
+            &[&filter.holder_id, &filter.door_id],
+        )
+        .await?;
+    let grants: Vec<Grant> = rows.iter().map(Grant::from).collect();
+    Ok(HttpResponse::Ok().json(grants))
+}

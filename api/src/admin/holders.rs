@@ -1,0 +1,175 @@
+//! Card holders: register, rename or (de)activate, list.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
+use deadpool_postgres::{GenericClient, Pool};
+use latch_core::event::EventKind;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Touched, UNIQUE_VIOLATION, check_text, record};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::idempotency::{self, Keyed, StoredResponse};
+use crate::trace::TraceParent;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHolder {
+    #[schema(example = "04A2B9C1D2")]
+    pub card_id: String,
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HolderChange {
+    /// `false` denies every unlock for this holder, whatever their grants.
+    pub active: Option<bool>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Holder {
+    pub id: Uuid,
+    pub card_id: String,
+    pub name: String,
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&Row> for Holder {
+    fn from(row: &Row) -> Self {
+        Holder {
+            id: row.get("id"),
+            card_id: row.get("card_id"),
+            name: row.get("name"),
+            active: row.get("active"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+/// Register a card holder.
+#[utoipa::path(
+    tag = "administration",
+    request_body = NewHolder,
+    responses(
+        (status = 201, body = Holder),
+        (status = 409, description = "The card belongs to another holder", body = ErrorBody),
+        (status = 422, description = "Invalid card id or name", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[post("/v1/holders")]
+pub async fn create_holder(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    body: web::Json<NewHolder>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    check_text("card_id", &body.card_id, 128)?;
+    check_text("name", &body.name, 200)?;
+    let trace = TraceParent::for_request(&req);
+    let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
+    idempotency::run(&pool, keyed, async |tx| {
+        let row = tx
+            .query_one(
+                "INSERT INTO holders (id, card_id, name) VALUES ($1, $2, $3)
+                 RETURNING id, card_id, name, active, created_at",
+                &[&Uuid::now_v7(), &body.card_id, &body.name],
+            )
+            .await
+            .map_err(|e| match sql_state(&e) {
+                Some(UNIQUE_VIOLATION) => {
+                    ApiError::conflict("card_taken", "this card already belongs to a holder")
+                }
+                _ => e.into(),
+            })?;
+        let holder = Holder::from(&row);
+        let touched = Touched {
+            holder_id: Some(holder.id),
+            ..Touched::default()
+        };
+        record(tx, EventKind::HolderCreated, admin, &trace, touched).await?;
+        StoredResponse::new(StatusCode::CREATED, &holder)
+    })
+    .await
+}
+
+/// Rename a holder or (de)activate them.
+#[utoipa::path(
+    tag = "administration",
+    request_body = HolderChange,
+    params(("id" = Uuid, Path, description = "Holder id")),
+    responses(
+        (status = 200, body = Holder),
+        (status = 404, description = "No such holder", body = ErrorBody),
+        (status = 422, description = "Nothing to change, or an invalid name", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[patch("/v1/holders/{id}")]
+pub async fn update_holder(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    id: web::Path<Uuid>,
+    body: web::Json<HolderChange>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let body = body.into_inner();
+    if body.active.is_none() && body.name.is_none() {
+        return Err(ApiError::unprocessable(
+            "nothing_to_change",
+            "give `active`, `name` or both",
+        ));
+    }
+    if let Some(name) = &body.name {
+        check_text("name", name, 200)?;
+    }
+    let trace = TraceParent::for_request(&req);
+    idempotency::run(&pool, None, async |tx| {
+        let row = tx
+            .query_opt(
+                "UPDATE holders SET active = COALESCE($2, active), name = COALESCE($3, name)
+                 WHERE id = $1 RETURNING id, card_id, name, active, created_at",
+                &[&id, &body.active, &body.name],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("holder_not_found", "no holder with this id"))?;
+        let touched = Touched {
+            holder_id: Some(id),
+            ..Touched::default()
+        };
+        record(tx, EventKind::HolderUpdated, admin, &trace, touched).await?;
+        StoredResponse::new(StatusCode::OK, &Holder::from(&row))
+    })
+    .await
+}
+
+/// List holders, by name.
+#[utoipa::path(
+    tag = "administration",
+    responses((status = 200, body = Vec<Holder>)),
+    security(("admin_token" = []))
+)]
+#[get("/v1/holders")]
+pub async fn list_holders(pool: web::Data<Pool>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, card_id, name, active, created_at FROM holders ORDER BY name, id",
+            &[],
+        )
+        .await?;
+    let holders: Vec<Holder> = rows.iter().map(Holder::from).collect();
+    Ok(HttpResponse::Ok().json(holders))
+}
