@@ -72,6 +72,9 @@ pub enum ReadersCommand {
         door: Uuid,
         #[arg(long)]
         name: String,
+        /// Silent this long, the reader is reported offline (e.g. 5m; default 5m).
+        #[arg(long, value_name = "DURATION")]
+        offline_after: Option<String>,
     },
     /// List readers.
     ///
@@ -312,14 +315,18 @@ pub async fn holders(source: &Source, command: HoldersCommand) -> anyhow::Result
 pub async fn readers(source: &Source, command: ReadersCommand) -> anyhow::Result<()> {
     let api = Admin::from_source(source)?;
     match command {
-        ReadersCommand::Add { door, name } => {
-            let reader = api
-                .call(
-                    Method::POST,
-                    "/v1/readers",
-                    Some(json!({"door_id": door, "name": name})),
-                )
-                .await?;
+        ReadersCommand::Add {
+            door,
+            name,
+            offline_after,
+        } => {
+            let mut body = json!({"door_id": door, "name": name});
+            if let Some(after) = offline_after {
+                let after =
+                    latch_core::config::parse_duration(&after).map_err(anyhow::Error::msg)?;
+                body["offline_after_secs"] = json!(after.as_secs());
+            }
+            let reader = api.call(Method::POST, "/v1/readers", Some(body)).await?;
             println!(
                 "reader {} at door {door}",
                 reader["id"].as_str().unwrap_or("?")

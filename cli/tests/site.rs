@@ -119,7 +119,16 @@ async fn a_site_is_set_up_and_changed_from_the_shell() {
     );
     let reader_out = stdout(
         &site
-            .latch(&["readers", "add", "--door", &door, "--name", "Lobby in"])
+            .latch(&[
+                "readers",
+                "add",
+                "--door",
+                &door,
+                "--name",
+                "Lobby in",
+                "--offline-after",
+                "10m",
+            ])
             .await,
     );
     assert!(
@@ -168,6 +177,10 @@ async fn a_site_is_set_up_and_changed_from_the_shell() {
         .unwrap()
         .to_owned();
     stdout(&site.latch(&["readers", "disable", &reader_id]).await);
+
+    let readers: serde_json::Value =
+        serde_json::from_str(&stdout(&site.latch(&["readers", "list", "--json"]).await)).unwrap();
+    assert_eq!(readers[0]["offline_after_secs"], 600);
 
     // Every change is in the registry with its author.
     let kinds: Vec<String> = site
