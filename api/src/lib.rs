@@ -97,6 +97,7 @@ impl Application {
                 .app_data(api.clone())
                 .app_data(last_seen.clone())
                 .wrap(actix_web::middleware::from_fn(metrics::record))
+                .wrap(actix_web::middleware::from_fn(trace::span))
                 .configure(|cfg| routes(cfg, body_limit, batch_body_limit))
         })
         .workers(self.config.workers)

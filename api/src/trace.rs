@@ -5,7 +5,11 @@
 //! stored with the action (and so in its outbox row and NATS headers) and returned in the
 //! response's `traceparent` header, so a caller can find its request downstream.
 
-use actix_web::HttpRequest;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest};
+use tracing::Instrument;
 use rand::RngCore;
 
 pub const HEADER: &str = "traceparent";
@@ -42,8 +46,19 @@ impl TraceParent {
         })
     }
 
-    /// This server's span: a child of the caller's trace, or the root of a new one.
+    /// This server's span for the request: a child of the caller's trace, or the root of
+    /// a new one. Computed once per request (the logging middleware asks first) and kept in
+    /// the request, so the logs, the stored action and the response header agree.
     pub fn for_request(req: &HttpRequest) -> TraceParent {
+        if let Some(known) = req.extensions().get::<TraceParent>() {
+            return known.clone();
+        }
+        let fresh = Self::derive(req);
+        req.extensions_mut().insert(fresh.clone());
+        fresh
+    }
+
+    fn derive(req: &HttpRequest) -> TraceParent {
         let incoming = req
             .headers()
             .get(HEADER)
@@ -67,6 +82,23 @@ impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
     }
+}
+
+/// Runs each request inside a span that carries its trace and span ids, so every log line
+/// of the request can be matched with the action it recorded and the sink calls it caused.
+pub async fn span(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let trace = TraceParent::for_request(req.request());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.path(),
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id
+    );
+    next.call(req).instrument(span).await
 }
 
 fn random_hex<const N: usize>() -> String {
