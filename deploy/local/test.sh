@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every check CI runs: formatting, lints and the whole test suite, against a private
-# PostgreSQL and nats-server binary that this script provides (nothing of the machine's own).
+# Run every check CI runs: formatting, lints, the Prometheus rules and Grafana dashboards, and
+# the whole test suite, against a private PostgreSQL cluster and the nats-server and Prometheus
+# binaries that this script provides (nothing of the machine's own).
 # Extra arguments go to `cargo test`, e.g. deploy/local/test.sh -p latch-core.
 set -euo pipefail
 
@@ -11,13 +12,41 @@ cd "$ROOT"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain (https://rustup.rs)"
 
-# A fresh machine may have neither; these install what is missing.
+# A fresh machine may have none of these; these install what is missing.
 ensure_postgres
 ensure_nats_server
+ensure_prometheus
+
+# Remove what earlier runs that were killed outright (no cleanup) left behind: their clusters
+# (stopped first) and directories. A run whose owner process still lives is left alone, and a
+# directory without an owner file only once it is old (it may be a run just starting).
+sweep_stale_runs() {
+    local d owner alt
+    for d in "$ROOT"/.local/test-run-*/; do
+        [[ -d $d ]] || continue
+        d=${d%/}
+        owner=$(cat "$d/owner.pid" 2>/dev/null || true)
+        if [[ -n $owner ]]; then
+            ! pid_alive "$owner" || continue
+        elif [[ -z $(find "$d" -maxdepth 0 -mmin +10) ]]; then
+            continue
+        fi
+        log "removing $d, left by an earlier run"
+        pg_stop "$d/pg" || true
+        alt=$(_pg_fallback_dir "$d/pg")
+        if [[ -d $alt ]]; then
+            rm -rf -- "$alt"
+            rmdir -- "$(dirname -- "$alt")" 2>/dev/null || true
+        fi
+        rm -rf -- "$d"
+    done
+}
+sweep_stale_runs
 
 # One throwaway cluster for the whole run; each test creates its own database in it.
 mkdir -p .local
 RUN_DIR=$(mktemp -d "$ROOT/.local/test-run-XXXXXX")
+echo "$$" >"$RUN_DIR/owner.pid"
 # mktemp makes it 0700; as root, PostgreSQL runs as another user, who must be able to enter it.
 chmod 0755 "$RUN_DIR"
 
@@ -53,6 +82,8 @@ pg_start "$RUN_DIR/pg"
 export LATCH_TEST_PG_URL=$LATCH_PG_SUPERUSER_URL
 export LATCH_NATS_SERVER=$NATS_SERVER_BIN
 export PG_BIN
+# The Prometheus that cli/tests/observability.rs starts to evaluate the dashboards and rules.
+export LATCH_PROMETHEUS_BIN=$PROMETHEUS_BIN
 
 # step TITLE CMD...: run one check; the first failure ends the run with that check's exit code.
 step() {
@@ -74,5 +105,6 @@ step() {
 
 step "formatting" cargo fmt --all -- --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "alert rules and dashboards" deploy/prometheus/check.sh
 step "tests" cargo test --workspace --locked "$@"
 printf '\n==> all checks passed\n'

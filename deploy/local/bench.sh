@@ -1,0 +1,700 @@
+#!/usr/bin/env bash
+# Benchmark latch and the limits of its dependencies in one run, on a private stack.
+#
+#   ./deploy/local/bench.sh            # the full run (about 20-30 minutes)
+#   ./deploy/local/bench.sh --smoke    # every stage for a few seconds, one repetition (CI)
+#
+# Starts its own PostgreSQL cluster and nats-server (JetStream, sync_interval: always) on
+# free ports under .local/bench-run-*, builds latch and latch-sim (release), seeds a site,
+# and measures, each baseline in the same run as what it is compared with:
+#   1. PostgreSQL's limit: pgbench running latch's real unlock statement (captured from
+#      the API) at concurrency 1/4/16/64;
+#   2. the latch API: `latch-sim readers` closed loop at the same concurrencies (unlock,
+#      and check-ins at one), and open loop at half the best rate, against pgbench -R;
+#   3. JetStream's limit: `latch-sim jetstream` single publishes and atomic batches;
+#   4. the relay: draining a pre-filled outbox, against pgbench doing the relay's claim +
+#      delete and against raw atomic batches of the relay's size;
+#   5. the pipeline (api -> relay -> worker -> latch-sim legacy) at fixed offered loads:
+#      commit->stream and commit->delivered lag from the relay's and worker's histograms,
+#      and the backlog drain after a simulated legacy outage;
+#   6. the peak RSS of every latch process.
+# Writes bench-results/<UTC timestamp>/: results.md (BENCHMARKS.md-ready tables, targets
+# met or missed), plots/*.png, results.jsonl (every run), machine.json, raw/, logs/.
+# Numbers are never asserted; any stage that fails makes the script exit non-zero. Ctrl-C
+# stops everything it started.
+#
+# Options:
+#   --smoke          tiny sizes, a few seconds per stage, 1 repetition
+#   --reps N         repetitions of every measurement (default 3; smoke 1)
+#   --duration S     seconds of each measured run (default 10; smoke 2)
+#   --only LIST      run only these stages, comma-separated: write,jetstream,pipeline,relay
+#   --no-build       use the release binaries already in target/
+#   --out DIR        results directory (default bench-results/<timestamp>)
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(latch_root)
+cd "$ROOT"
+export PYTHONDONTWRITEBYTECODE=1
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+ARGS=("$@")
+SMOKE=0 REPS='' DURATION='' ONLY='' BUILD=1 OUT=''
+while (($#)); do
+    case $1 in
+    --smoke) SMOKE=1 ;;
+    --reps) REPS=${2:?--reps needs a number}; shift ;;
+    --duration) DURATION=${2:?--duration needs seconds}; shift ;;
+    --only) ONLY=${2:?--only needs a list}; shift ;;
+    --no-build) BUILD=0 ;;
+    --out) OUT=${2:?--out needs a directory}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option $1" ;;
+    esac
+    shift
+done
+
+# --- sizes ---------------------------------------------------------------------------------
+if ((SMOKE)); then
+    MODE=smoke
+    CONCURRENCIES=(1 4)
+    : "${REPS:=1}" "${DURATION:=2}"
+    WARMUP=1
+    DOORS=5 HOLDERS=500
+    CHECKIN_C=4
+    RELAY_ROWS=2000
+    OUTAGE=3 OUTAGE_LEAD=2 OUTAGE_TAIL=5 DRAIN_MAX=60
+    PIPE_SHARES=(25)
+else
+    MODE=full
+    CONCURRENCIES=(1 4 16 64)
+    : "${REPS:=3}" "${DURATION:=10}"
+    WARMUP=3
+    DOORS=20 HOLDERS=10000
+    CHECKIN_C=16
+    RELAY_ROWS=100000
+    OUTAGE=60 OUTAGE_LEAD=5 OUTAGE_TAIL=30 DRAIN_MAX=300
+    PIPE_SHARES=(25 50 75)
+fi
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive whole number"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
+RELAY_BATCH=500
+# The relay's batch size is what the drain is compared with; keep the fill a multiple of it.
+((RELAY_ROWS % RELAY_BATCH == 0)) || die "RELAY_ROWS must be a multiple of $RELAY_BATCH"
+
+want() { [[ -z $ONLY || ,$ONLY, == *,"$1",* ]]; }
+for stage in ${ONLY//,/ }; do
+    case $stage in write | jetstream | pipeline | relay) ;; *) die "--only: unknown stage $stage" ;; esac
+done
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain (https://rustup.rs)"
+command -v python3 >/dev/null 2>&1 || die "python3 not found (the harness parses and plots with it)"
+command -v curl >/dev/null 2>&1 || apt_install curl
+
+# Other heavy work makes every number here meaningless: say so (the run still goes on).
+busy=$(pgrep -x -d, 'cargo|rustc|cc1|ld' 2>/dev/null || true)
+if [[ -n $busy ]]; then
+    warn "other builds are running (pids $busy): the numbers will be noisy; rerun on an idle machine"
+fi
+
+ensure_postgres
+ensure_nats_server
+[[ -x $PG_BIN/pgbench ]] || die "no pgbench in $PG_BIN (Debian's postgresql package ships it)"
+
+if ((BUILD)); then
+    log "building latch and latch-sim (release)"
+    cargo build --release -p latch-cli -p latch-sim
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+LATCH_BIN=$TARGET_DIR/release/latch
+SIM_BIN=$TARGET_DIR/release/latch-sim
+[[ -x $LATCH_BIN && -x $SIM_BIN ]] || die "no release binaries in $TARGET_DIR/release (build them, or drop --no-build)"
+
+# --- results and the private stack -----------------------------------------------------------
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+suffix=
+if ((SMOKE)); then suffix=-smoke; fi
+OUT=${OUT:-$ROOT/bench-results/$STAMP$suffix}
+mkdir -p "$OUT/raw" "$OUT/logs" "$OUT/plots"
+OUT=$(cd -P -- "$OUT" && pwd)
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+RAW=$OUT/raw
+LOGS=$OUT/logs
+BENCH_PY=(python3 "$ROOT/bench/bench.py")
+
+mkdir -p "$ROOT/.local"
+RUN_DIR=$(mktemp -d "$ROOT/.local/bench-run-XXXXXX")
+echo "$$" >"$RUN_DIR/owner.pid"
+# As root, PostgreSQL runs as another user, who must be able to enter it.
+chmod 0755 "$RUN_DIR"
+
+# What this script started, so that cleanup stops exactly that.
+API_PID='' RELAY_PID='' WORKER_PID='' SIM_PID='' LOAD_PID=''
+PG_STARTED=0
+STAGE=setup
+
+# shellcheck disable=SC2317 # called by the traps below
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    trap '' PIPE
+    set +e
+    if ((rc != 0)); then
+        printf '\nerror: the benchmark failed during stage "%s" (exit %s); logs in %s\n' "$STAGE" "$rc" "$LOGS" >&2
+    fi
+    log "stopping what this script started"
+    for pid in "$LOAD_PID" "$WORKER_PID" "$RELAY_PID" "$SIM_PID" "$API_PID"; do
+        [[ -n $pid ]] && stop_pid "$pid" "pid $pid" 20
+    done
+    nats_stop || true
+    if ((PG_STARTED)); then pg_stop "$RUN_DIR/pg" || true; fi
+    if [[ ${LATCH_PG_DATA:-} == /var/tmp/latch-*/bench-run-*/pg ]]; then
+        rm -rf -- "$LATCH_PG_DATA"
+        rmdir -- "$(dirname -- "$LATCH_PG_DATA")" 2>/dev/null || true
+    fi
+    rm -rf -- "$RUN_DIR"
+    if ((rc == 0)); then log "results in $OUT"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Remove what earlier runs that were killed outright (no cleanup) left behind.
+for d in "$ROOT"/.local/bench-run-*/; do
+    d=${d%/}
+    [[ -d $d && $d != "$RUN_DIR" ]] || continue
+    owner=$(cat "$d/owner.pid" 2>/dev/null || true)
+    if [[ -n $owner ]] && pid_alive "$owner"; then continue; fi
+    [[ -n $owner || -n $(find "$d" -maxdepth 0 -mmin +10) ]] || continue
+    log "removing $d, left by an earlier run"
+    pg_stop "$d/pg" || true
+    alt=$(_pg_fallback_dir "$d/pg")
+    [[ -d $alt ]] && rm -rf -- "$alt"
+    rm -rf -- "$d"
+done
+
+PG_STARTED=1
+pg_start "$RUN_DIR/pg"
+nats_start "$RUN_DIR/nats"
+cp "$RUN_DIR/nats/nats.conf" "$OUT/raw/nats.conf"
+
+psql_su() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" -U latch -d latch "$@"; }
+"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" -U latch -d postgres -c 'CREATE DATABASE latch'
+export LATCH_DATABASE_URL="postgres://latch_api@127.0.0.1:$PGPORT/latch"
+export LATCH_MIGRATION_DATABASE_URL="postgres://latch@127.0.0.1:$PGPORT/latch"
+export LATCH_NATS_URL
+export LATCH_LOG_FORMAT=json
+"$LATCH_BIN" migrate --app-login latch_api >"$LOGS/migrate.log" 2>&1 || {
+    cat "$LOGS/migrate.log" >&2
+    die "latch migrate failed"
+}
+
+log "seeding the bench site: $DOORS doors with a reader each, $HOLDERS card holders"
+psql_su -v doors="$DOORS" -v holders="$HOLDERS" -f bench/seed.sql >/dev/null
+KEYS=$RUN_DIR/keys.env
+{
+    for ((i = 1; i <= DOORS; i++)); do echo "LATCH_DEMO_READER_KEY_$i=lrk_bench_$i"; done
+    for ((i = 1; i <= HOLDERS; i++)); do echo "LATCH_DEMO_CARD_$i=BENCH-$i"; done
+} >"$KEYS"
+
+"${BENCH_PY[@]}" machine --out "$OUT/machine.json" --root "$ROOT" --mode "$MODE" \
+    --pg-bin "$PG_BIN" --nats-server "$NATS_SERVER_BIN" \
+    "command=./deploy/local/bench.sh${ARGS[*]:+ ${ARGS[*]}}" "reps=$REPS" "busy_at_start=${busy:-none}" \
+    "settings=reps $REPS, ${WARMUP} s warm-up + ${DURATION} s measured per run; $DOORS doors/readers, $HOLDERS holders; PostgreSQL fsync on, synchronous_commit on; nats-server sync_interval always; latch defaults (pool 16, HTTP workers = cores)"
+
+# --- helpers -------------------------------------------------------------------------------
+now() { date +%s.%N; }
+# Float arithmetic: calc EXPR (awk syntax).
+calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
+round() { awk "BEGIN { printf \"%d\", $1 + 0.5 }"; }
+
+# spawn LOG CMD...: start CMD in its own session (so Ctrl-C reaches only this script, which
+# stops things in order), output to LOG; the pid is in SPAWNED.
+spawn() {
+    local logfile=$1
+    shift
+    setsid "$@" >>"$logfile" 2>&1 &
+    SPAWNED=$!
+}
+
+# Peak RSS of a process we started, recorded before it stops: record_memory ROLE PID.
+record_memory() {
+    local role=$1 pid=$2 kb
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    [[ -n $kb ]] || die "cannot read VmHWM of latch $role (pid $pid): it is not running"
+    MEM_REPS[$role]=$((${MEM_REPS[$role]:-0} + 1))
+    "${BENCH_PY[@]}" record --results "$RESULTS" --stage memory --case "$role" --rep "${MEM_REPS[$role]}" \
+        "vmhwm_mb=$(calc "$kb / 1024")" "pid=$pid"
+}
+declare -A MEM_REPS=()
+
+# wait_http SECONDS PID URL NAME LOG: until URL answers, or die if PID exits first.
+wait_http() {
+    local timeout=$1 pid=$2 url=$3 name=$4 logfile=$5
+    if ! wait_for "$timeout" ready_or_gone "$pid" "$url" || ! pid_alive "$pid"; then
+        tail -n 20 "$logfile" >&2 || true
+        die "$name did not come up (see $logfile)"
+    fi
+}
+
+start_api() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        API_ADDR="127.0.0.1:$(free_port)"
+        spawn "$LOGS/api.log" env LATCH_HTTP_ADDR="$API_ADDR" "$LATCH_BIN" api
+        API_PID=$SPAWNED
+        if wait_for 30 ready_or_gone "$API_PID" "http://$API_ADDR/readyz" && pid_alive "$API_PID"; then
+            API_URL="http://$API_ADDR"
+            log "latch api is up on $API_URL (pid $API_PID)"
+            return 0
+        fi
+        wait "$API_PID" 2>/dev/null || true
+        API_PID=
+        grep -qi 'address already in use' "$LOGS/api.log" || break
+        warn "$API_ADDR was taken; retrying (attempt $attempt of 5)"
+    done
+    tail -n 20 "$LOGS/api.log" >&2 || true
+    die "latch api did not start (see $LOGS/api.log)"
+}
+
+start_relay() {
+    RELAY_ADMIN="127.0.0.1:$(free_port)"
+    spawn "$LOGS/relay.log" env LATCH_ADMIN_ADDR="$RELAY_ADMIN" "$LATCH_BIN" relay
+    RELAY_PID=$SPAWNED
+    # Polled every 10 ms (not wait_for's 200 ms): the drain is timed from this moment.
+    local deadline=$((SECONDS + 30))
+    until http_ok "http://$RELAY_ADMIN/healthz"; do
+        if ! pid_alive "$RELAY_PID" || ((SECONDS >= deadline)); then
+            tail -n 20 "$LOGS/relay.log" >&2 || true
+            die "latch relay did not come up (see $LOGS/relay.log)"
+        fi
+        sleep 0.01
+    done
+}
+
+stop_relay() {
+    record_memory relay "$RELAY_PID"
+    stop_pid "$RELAY_PID" "latch relay" 20
+    RELAY_PID=
+}
+
+start_sim() {
+    local attempt
+    for attempt in 1 2 3; do
+        SIM_ADDR="127.0.0.1:$(free_port)"
+        SIM_ADMIN="127.0.0.1:$(free_port)"
+        spawn "$LOGS/sim.log" "$SIM_BIN" legacy --addr "$SIM_ADDR" --admin-addr "$SIM_ADMIN" \
+            --tna-key bench-tna-key --webhook-secret bench-webhook-secret
+        SIM_PID=$SPAWNED
+        if wait_for 30 ready_or_gone "$SIM_PID" "http://$SIM_ADMIN/healthz" && pid_alive "$SIM_PID"; then
+            return 0
+        fi
+        wait "$SIM_PID" 2>/dev/null || true
+        SIM_PID=
+    done
+    tail -n 20 "$LOGS/sim.log" >&2 || true
+    die "latch-sim legacy did not start (see $LOGS/sim.log)"
+}
+
+start_worker() {
+    WORKER_ADMIN="127.0.0.1:$(free_port)"
+    # Both sinks on the simulator; rate limits lifted (the defaults, 200/s per sink, would
+    # be the bottleneck of every load here), everything else at its default.
+    spawn "$LOGS/worker.log" env LATCH_ADMIN_ADDR="$WORKER_ADMIN" \
+        LATCH_SINKS_LEGACY_URL="http://$SIM_ADDR/tna/v2/punches" LATCH_SINKS_LEGACY_SECRET=bench-tna-key \
+        LATCH_SINKS_WEBHOOKS_URL="http://$SIM_ADDR/webhooks/latch" LATCH_SINKS_WEBHOOKS_SECRET=bench-webhook-secret \
+        LATCH_SINKS_LEGACY_RATE=100000 LATCH_SINKS_WEBHOOKS_RATE=100000 \
+        "$LATCH_BIN" worker
+    WORKER_PID=$SPAWNED
+    wait_http 30 "$WORKER_PID" "http://$WORKER_ADMIN/healthz" "latch worker" "$LOGS/worker.log"
+}
+
+sim_faults() {
+    curl -sf --noproxy '*' -X PUT "http://$SIM_ADMIN/faults" -H 'content-type: application/json' -d "$1" >/dev/null ||
+        die "cannot set the simulator's faults to $1"
+}
+
+# Empty registry and outbox (the sequence is kept: the outbox id is the message id the
+# stream deduplicates on), and a checkpoint, so that every run starts from the same state.
+reset_tables() {
+    psql_su -c 'TRUNCATE outbox, actions' -c 'CHECKPOINT' >/dev/null
+}
+
+outbox_status() { "$LATCH_BIN" outbox status --json 2>/dev/null || true; }
+pending_of() { "${BENCH_PY[@]}" pending "$1" <<<"$2"; }
+
+# Messages in the event stream (0 before the relay or the worker first created it).
+stream_messages() {
+    local status
+    status=$(outbox_status)
+    if [[ -z $status ]]; then echo 0; else pending_of stream "$status"; fi
+}
+
+# True when nothing is waiting anywhere in the pipeline.
+pipeline_idle() {
+    local status
+    status=$(outbox_status)
+    [[ -n $status ]] || return 1
+    (($(pending_of outbox "$status") == 0 && $(pending_of legacy "$status") == 0 &&
+        $(pending_of webhooks "$status") == 0))
+}
+
+wait_idle() {
+    local timeout=$1
+    local deadline=$((SECONDS + timeout))
+    until pipeline_idle; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+}
+
+# readers NAME ARGS...: one latch-sim readers run as JSON in $RAW/NAME.json.
+readers() {
+    local name=$1
+    shift
+    "$SIM_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json "$@" \
+        >"$RAW/$name.json" 2>"$LOGS/$name.log" || {
+        tail -n 20 "$LOGS/$name.log" >&2
+        die "latch-sim readers failed ($name)"
+    }
+    printf '  %s: %s\n' "$name" "$("${BENCH_PY[@]}" summary "$RAW/$name.json")" >&2
+}
+
+# pgbench_run NAME ARGS...: pgbench's output in $RAW/NAME.txt, per-transaction logs under
+# $RAW/NAME.* (removed once summarized).
+pgbench_run() {
+    local name=$1
+    shift
+    "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U latch -n -M prepared "$@" latch \
+        >"$RAW/$name.txt" 2>"$LOGS/$name.log" || {
+        tail -n 20 "$LOGS/$name.log" >&2
+        die "pgbench failed ($name)"
+    }
+}
+
+declare -A STAGE_SECONDS=()
+begin_stage() {
+    STAGE=$1
+    STAGE_START=$SECONDS
+    log "stage: $1"
+}
+end_stage() { STAGE_SECONDS[$STAGE]=$((SECONDS - STAGE_START)); }
+
+start_api
+echo "$API_URL" >"$RUN_DIR/api_url"
+
+# --- 1 + 2: the unlock write path -----------------------------------------------------------
+# latch's unlock statement, exactly as the API sends it: log every statement for a moment,
+# send one unlock, and build the pgbench script from what PostgreSQL executed.
+begin_stage "capture the unlock statement"
+psql_su -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+log_offset=$(stat -c %s "$LATCH_PG_DATA/log")
+answer=$(curl -sf --noproxy '*' -X POST "$API_URL/v1/unlock" -H 'Authorization: Bearer lrk_bench_1' \
+    -H 'Content-Type: application/json' -d '{"card_id":"BENCH-3"}') || die "the first unlock failed"
+sleep 0.5
+psql_su -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
+action_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["action_id"])' "$answer")
+UNLOCK_SQL=$RAW/unlock.pgbench.sql
+"${BENCH_PY[@]}" unlock-script --log "$LATCH_PG_DATA/log" --offset "$log_offset" \
+    --key lrk_bench_1 --card BENCH-3 --action-id "$action_id" \
+    --key-prefix lrk_bench_ --card-prefix BENCH- --readers "$DOORS" --holders "$HOLDERS" \
+    --out "$UNLOCK_SQL" >"$LOGS/unlock-script.log"
+# The script must do what the API does: one action and one outbox row per transaction.
+reset_tables
+pgbench_run pgbench-check -f "$UNLOCK_SQL" -c 1 -t 20
+[[ $(psql_su -tAc "SELECT format('%s %s', (SELECT count(*) FROM actions), (SELECT count(*) FROM outbox))") == "20 20" ]] ||
+    die "the pgbench unlock script did not write one action and one outbox row per transaction"
+end_stage
+
+if want write; then
+    begin_stage "write path (pgbench vs latch API)"
+    for c in "${CONCURRENCIES[@]}"; do
+        threads=$((c < 2 ? c : 2))
+        for ((rep = 1; rep <= REPS; rep++)); do
+            # pgbench and the API alternate, so drift in the machine hits both alike.
+            reset_tables
+            pgbench_run "pg_unlock_c${c}_r${rep}.warmup" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$WARMUP"
+            pgbench_run "pg_unlock_c${c}_r${rep}" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$DURATION" \
+                -l --log-prefix="$RAW/pg_unlock_c${c}_r${rep}"
+            "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_unlock --case "c$c" --rep "$rep" \
+                --stdout "$RAW/pg_unlock_c${c}_r${rep}.txt" --log-prefix "$RAW/pg_unlock_c${c}_r${rep}" \
+                --cdf "$RAW/pg_unlock_c${c}_r${rep}.cdf.csv" "concurrency=$c"
+            reset_tables
+            readers "api_unlock_c${c}_r${rep}" --endpoint unlock --concurrency "$c" \
+                --warmup "${WARMUP}s" --duration "${DURATION}s" --histogram-out "$RAW/api_unlock_c${c}_r${rep}.cdf.csv"
+            "${BENCH_PY[@]}" record --results "$RESULTS" --stage api_unlock --case "c$c" --rep "$rep" \
+                --json "$RAW/api_unlock_c${c}_r${rep}.json" "concurrency=$c"
+        done
+    done
+    for ((rep = 1; rep <= REPS; rep++)); do
+        reset_tables
+        readers "api_checkin_c${CHECKIN_C}_r${rep}" --endpoint check-in --concurrency "$CHECKIN_C" \
+            --warmup "${WARMUP}s" --duration "${DURATION}s"
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage api_checkin --case "c$CHECKIN_C" --rep "$rep" \
+            --json "$RAW/api_checkin_c${CHECKIN_C}_r${rep}.json" "concurrency=$CHECKIN_C"
+    done
+
+    # Open loop at half the API's best closed-loop rate, the same rate offered to pgbench.
+    best=$("${BENCH_PY[@]}" value --results "$RESULTS" --stage api_unlock --metric throughput_rps)
+    OPEN_RATE=$(round "$best / 2")
+    ((OPEN_RATE > 0)) || die "the API answered nothing in the closed loop"
+    log "open loop at $OPEN_RATE unlocks/s (half of $best)"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        reset_tables
+        pgbench_run "pg_open_r${rep}.warmup" -f "$UNLOCK_SQL" -c 64 -j 2 -R "$OPEN_RATE" -T "$WARMUP"
+        pgbench_run "pg_open_r${rep}" -f "$UNLOCK_SQL" -c 64 -j 2 -R "$OPEN_RATE" -T "$DURATION" \
+            -l --log-prefix="$RAW/pg_open_r${rep}"
+        "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_open --case "r$OPEN_RATE" --rep "$rep" \
+            --stdout "$RAW/pg_open_r${rep}.txt" --log-prefix "$RAW/pg_open_r${rep}" \
+            --cdf "$RAW/pg_open_r${rep}.cdf.csv" "rate=$OPEN_RATE"
+        reset_tables
+        readers "api_open_r${rep}" --endpoint unlock --rate "$OPEN_RATE" \
+            --warmup "${WARMUP}s" --duration "${DURATION}s" --histogram-out "$RAW/api_open_r${rep}.cdf.csv"
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage api_open --case "r$OPEN_RATE" --rep "$rep" \
+            --json "$RAW/api_open_r${rep}.json" "rate=$OPEN_RATE"
+    done
+    end_stage
+fi
+
+# --- 3: JetStream's limit --------------------------------------------------------------------
+if want jetstream || want relay; then
+    begin_stage "JetStream raw publishing"
+    # Messages as big as latch's envelopes: the mean of real ones, built by the trigger.
+    if [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]]; then
+        psql_su -v rows=1000 -f bench/fill_outbox.sql >/dev/null
+    fi
+    ENVELOPE_SIZE=$(psql_su -tAc 'SELECT round(avg(octet_length(payload::text)))::int FROM outbox')
+    log "latch's envelopes weigh $ENVELOPE_SIZE bytes on average"
+    js_cases=("atomic-${RELAY_BATCH}x1:atomic --batch $RELAY_BATCH --in-flight 1")
+    if want jetstream; then
+        js_cases=("single-1000:single --in-flight 1000" "${js_cases[@]}"
+            "atomic-${RELAY_BATCH}x4:atomic --batch $RELAY_BATCH --in-flight 4")
+    fi
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for js_case in "${js_cases[@]}"; do
+            name=${js_case%%:*}
+            # shellcheck disable=SC2086 # the mode's flags are words
+            "$SIM_BIN" jetstream ${js_case#*:} --url "$LATCH_NATS_URL" --size "$ENVELOPE_SIZE" \
+                --warmup "${WARMUP}s" --duration "${DURATION}s" --json \
+                >"$RAW/js_${name}_r${rep}.json" 2>"$LOGS/js_${name}_r${rep}.log" || {
+                tail -n 20 "$LOGS/js_${name}_r${rep}.log" >&2
+                die "latch-sim jetstream failed ($name)"
+            }
+            "${BENCH_PY[@]}" record --results "$RESULTS" --stage js --case "$name" --rep "$rep" \
+                --json "$RAW/js_${name}_r${rep}.json"
+            printf '  jetstream %s rep %s: %s\n' "$name" "$rep" "$("${BENCH_PY[@]}" summary "$RAW/js_${name}_r${rep}.json")" >&2
+        done
+    done
+    end_stage
+fi
+
+# --- 5: the pipeline ---------------------------------------------------------------------------
+if want pipeline; then
+    begin_stage "pipeline (api -> relay -> worker -> sinks)"
+    reset_tables
+    start_sim
+    start_relay
+    start_worker
+    # The basis of the offered loads: the check-in rate the API sustained in stage 2.
+    if checkin_max=$("${BENCH_PY[@]}" value --results "$RESULTS" --stage api_checkin --metric throughput_rps 2>/dev/null); then
+        :
+    else
+        checkin_max=2000
+        warn "no check-in rate measured (stage write skipped); taking $checkin_max/s as the API's max"
+    fi
+    loads=()
+    for share in "${PIPE_SHARES[@]}"; do loads+=("$(round "$checkin_max * $share / 100")"); done
+    loads+=(1000)
+    mapfile -t loads < <(printf '%s\n' "${loads[@]}" | sort -n -u)
+    log "offered loads: ${loads[*]} events/s (shares of $checkin_max check-ins/s, and 1,000/s)"
+    for load in "${loads[@]}"; do
+        for ((rep = 1; rep <= REPS; rep++)); do
+            name="pipe_r${load}_r${rep}"
+            readers "$name.warmup" --endpoint presence-mix --rate "$load" --duration "${WARMUP}s"
+            wait_idle 120 || die "the pipeline did not catch up within 120 s after the warm-up at $load/s"
+            curl -sf --noproxy '*' "http://$RELAY_ADMIN/metrics" >"$RAW/$name.relay.before.prom"
+            curl -sf --noproxy '*' "http://$WORKER_ADMIN/metrics" >"$RAW/$name.worker.before.prom"
+            readers "$name" --endpoint presence-mix --rate "$load" --duration "${DURATION}s" --seed "$rep"
+            caught_up=1
+            wait_idle 300 || caught_up=0
+            curl -sf --noproxy '*' "http://$RELAY_ADMIN/metrics" >"$RAW/$name.relay.after.prom"
+            curl -sf --noproxy '*' "http://$WORKER_ADMIN/metrics" >"$RAW/$name.worker.after.prom"
+            "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.relay.before.prom" --after "$RAW/$name.relay.after.prom" \
+                --metric latch_relay_commit_to_stream_seconds >"$RAW/$name.stream.json"
+            for sink in legacy webhooks; do
+                "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.worker.before.prom" --after "$RAW/$name.worker.after.prom" \
+                    --metric latch_worker_commit_to_delivered_seconds --label "sink=$sink" >"$RAW/$name.$sink.json"
+            done
+            "${BENCH_PY[@]}" record --results "$RESULTS" --stage pipeline --case "r$load" --rep "$rep" \
+                --json "api=$RAW/$name.json" --json "stream=$RAW/$name.stream.json" \
+                --json "legacy=$RAW/$name.legacy.json" --json "webhooks=$RAW/$name.webhooks.json" \
+                "offered=$load" "caught_up=$caught_up"
+            printf '  pipeline %s/s rep %s: stream %s | legacy %s | webhooks %s\n' "$load" "$rep" \
+                "$(cat "$RAW/$name.stream.json")" "$(cat "$RAW/$name.legacy.json")" "$(cat "$RAW/$name.webhooks.json")" >&2
+            ((caught_up)) || die "the pipeline did not catch up within 300 s at $load/s"
+            curl -sf --noproxy '*' -X POST "http://$SIM_ADMIN/admin/reset" >/dev/null || true
+        done
+    done
+    end_stage
+
+    # The legacy system down for OUTAGE seconds with the load kept on, then back.
+    begin_stage "legacy outage and backlog drain"
+    outage_rate=$(round "$checkin_max / 2")
+    ((outage_rate < 1000)) || outage_rate=1000
+    threshold=$((outage_rate / 10 > 50 ? outage_rate / 10 : 50))
+    for ((rep = 1; rep <= REPS; rep++)); do
+        name="outage_r${rep}"
+        wait_idle 120 || die "the pipeline is not idle before the outage"
+        total=$((OUTAGE_LEAD + OUTAGE + OUTAGE_TAIL))
+        t_load=$(now)
+        spawn "$LOGS/$name.log" "$SIM_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json \
+            --endpoint presence-mix --rate "$outage_rate" --duration "${total}s" --seed "$((100 + rep))"
+        LOAD_PID=$SPAWNED
+        sleep "$OUTAGE_LEAD"
+        sim_faults '{"down": true}'
+        t_down=$(now)
+        sleep "$OUTAGE"
+        sim_faults '{}'
+        t_clear=$(now)
+        peak=0 t_peak=$t_clear t_drained='' t_webhooks=''
+        deadline=$((SECONDS + DRAIN_MAX))
+        while ((SECONDS < deadline)); do
+            status=$(outbox_status)
+            if [[ -n $status ]]; then
+                t=$(now)
+                p=$(pending_of legacy "$status")
+                w=$(pending_of webhooks "$status")
+                if ((p > peak)); then peak=$p t_peak=$t; fi
+                if [[ -z $t_webhooks ]] && ((w <= threshold)); then t_webhooks=$t; fi
+                if ((p <= threshold)); then
+                    t_drained=$t
+                    [[ -n $t_webhooks ]] && break
+                fi
+            fi
+            sleep 0.5
+        done
+        t_load_end=$(calc "$t_load + $total")
+        if pid_alive "$LOAD_PID"; then kill -INT "$LOAD_PID" 2>/dev/null || true; fi
+        wait "$LOAD_PID" 2>/dev/null || true
+        LOAD_PID=
+        [[ -n $t_drained ]] || die "the legacy backlog did not drain within ${DRAIN_MAX}s of the end of the outage"
+        drain_s=$(calc "$t_drained - $t_peak")
+        arrived=$(calc "$outage_rate * (($t_load_end < $t_drained ? $t_load_end : $t_drained) - $t_peak)")
+        if awk "BEGIN { exit !($drain_s > 0) }"; then
+            net=$(calc "$peak / $drain_s")
+            gross=$(calc "($peak + ($arrived > 0 ? $arrived : 0)) / $drain_s")
+        else
+            net=0 gross=0
+        fi
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage outage --case "r$outage_rate" --rep "$rep" \
+            "rate=$outage_rate" "outage_s=$(calc "$t_clear - $t_down")" "peak_backlog=$peak" \
+            "resume_s=$(calc "$t_peak - $t_clear")" "recovery_s=$(calc "$t_drained - $t_clear")" \
+            "webhooks_recovery_s=$(calc "${t_webhooks:-$t_drained} - $t_clear")" \
+            "drain_rate_net=$net" "drain_rate_gross=$gross" "threshold=$threshold"
+        printf '  outage rep %s: backlog %s, drained %ss after the clear (net %s/s, gross %s/s)\n' \
+            "$rep" "$peak" "$(calc "$t_drained - $t_clear")" "$net" "$gross" >&2
+        wait_idle 300 || die "the pipeline did not go idle after the outage"
+        curl -sf --noproxy '*' -X POST "http://$SIM_ADMIN/admin/reset" >/dev/null || true
+    done
+    record_memory worker "$WORKER_PID"
+    stop_pid "$WORKER_PID" "latch worker" 20
+    WORKER_PID=
+    stop_relay
+    stop_pid "$SIM_PID" "latch-sim legacy" 20
+    SIM_PID=
+    end_stage
+fi
+
+# --- 4: the relay draining a pre-filled outbox ----------------------------------------------
+if want relay; then
+    begin_stage "relay drain"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        # PostgreSQL's side alone: the relay's claim + delete, one client, batches of 500.
+        reset_tables
+        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
+        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
+        pgbench_run "pg_claim_r${rep}" -f bench/relay_claim_delete.sql -c 1 -t "$((RELAY_ROWS / RELAY_BATCH))"
+        [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]] || die "pgbench's claim + delete left rows behind"
+        "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_claim --case "batch$RELAY_BATCH" --rep "$rep" \
+            --stdout "$RAW/pg_claim_r${rep}.txt" --rows-per-tx "$RELAY_BATCH" "rows=$RELAY_ROWS"
+
+        # The relay itself, from ready to an empty outbox.
+        reset_tables
+        t_fill=$(now)
+        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
+        fill_s=$(calc "$(now) - $t_fill")
+        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
+        stream_before=$(stream_messages)
+        t_start=$(now)
+        start_relay
+        t_ready=$(now)
+        deadline=$((SECONDS + 600))
+        until [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]]; do
+            ((SECONDS < deadline)) || die "the relay did not drain $RELAY_ROWS rows within 600 s"
+            pid_alive "$RELAY_PID" || die "latch relay exited while draining (see $LOGS/relay.log)"
+            sleep 0.1
+        done
+        # The end: when the server stored the last message (the DELETE follows within
+        # a round trip), read from its monitoring endpoint, not from our 100 ms polling.
+        t_empty=$("${BENCH_PY[@]}" stream-last --monitor "$NATS_MONITOR_URL" --stream LATCH_EVENTS)
+        stream_after=$(stream_messages)
+        ((stream_after - stream_before == RELAY_ROWS)) ||
+            die "the stream grew by $((stream_after - stream_before)) messages for $RELAY_ROWS rows"
+        stop_relay
+        rate=$(calc "$RELAY_ROWS / ($t_empty - $t_ready)")
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage relay_drain --case "batch$RELAY_BATCH" --rep "$rep" \
+            "rows=$RELAY_ROWS" "rows_per_s=$rate" "drain_s=$(calc "$t_empty - $t_ready")" \
+            "startup_s=$(calc "$t_ready - $t_start")" "rows_per_s_from_process_start=$(calc "$RELAY_ROWS / ($t_empty - $t_start)")" "fill_rows_per_s=$(calc "$RELAY_ROWS / $fill_s")"
+        printf '  relay rep %s: %s rows in %ss: %s rows/s\n' "$rep" "$RELAY_ROWS" "$(calc "$t_empty - $t_ready")" "$rate" >&2
+    done
+    end_stage
+fi
+
+# --- 6: memory, report, plots --------------------------------------------------------------
+begin_stage "report"
+record_memory api "$API_PID"
+stop_pid "$API_PID" "latch api" 20
+API_PID=
+for stage_name in "${!STAGE_SECONDS[@]}"; do
+    "${BENCH_PY[@]}" record --results "$RESULTS" --stage timing --case "$stage_name" --rep 1 \
+        "seconds=${STAGE_SECONDS[$stage_name]}"
+done
+
+# matplotlib for the plots: already importable, or in a private venv, or (where Debian's
+# python3-venv is missing) installed with pip into .local/pydeps, or Debian's package.
+PLOT_PY=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    venv=$ROOT/.local/bench-venv
+    if [[ -x $venv/bin/python ]] && "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        PLOT_PY=$venv/bin/python
+    elif [[ -d $ROOT/.local/pydeps ]] && PYTHONPATH=$ROOT/.local/pydeps python3 -c 'import matplotlib' 2>/dev/null; then
+        export PYTHONPATH=$ROOT/.local/pydeps
+    else
+        log "installing matplotlib for the plots (into $venv)"
+        rm -rf -- "$venv"
+        if python3 -m venv "$venv" >/dev/null 2>&1 &&
+            "$venv/bin/python" -m pip install -q --disable-pip-version-check matplotlib >&2; then
+            PLOT_PY=$venv/bin/python
+        else
+            rm -rf -- "$venv"
+            warn "no python3 venv here; installing matplotlib with pip into .local/pydeps"
+            if python3 -m pip install -q --disable-pip-version-check --target "$ROOT/.local/pydeps" matplotlib >&2; then
+                export PYTHONPATH=$ROOT/.local/pydeps
+            else
+                apt_install python3-matplotlib
+            fi
+        fi
+    fi
+fi
+"$PLOT_PY" "$ROOT/bench/plot.py" --dir "$OUT"
+"${BENCH_PY[@]}" report --dir "$OUT" >/dev/null
+end_stage
+
+log "stage timings (s): $(for s in "${!STAGE_SECONDS[@]}"; do printf '%s=%s; ' "$s" "${STAGE_SECONDS[$s]}"; done)"
+sed -n '1,/^## 1/p' "$OUT/results.md" | sed '$d'
+log "tables: $OUT/results.md; plots: $OUT/plots/"
