@@ -9,8 +9,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
-use tracing::Instrument;
 use rand::RngCore;
+use tracing::Instrument;
 
 pub const HEADER: &str = "traceparent";
 
