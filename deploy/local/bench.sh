@@ -28,7 +28,9 @@
 #   --reps N         repetitions of every measurement (default 3; smoke 1)
 #   --duration S     seconds of each measured run (default 10; smoke 2)
 #   --only LIST      run only these stages, comma-separated: write,jetstream,pipeline,relay
-#   --no-build       use the release binaries already in target/
+#   --no-build       use the binaries already in target/
+#   --dev            build and use debug binaries: quicker to build, meaningless numbers
+#                    (for --smoke in CI, to check that the harness still works)
 #   --out DIR        results directory (default bench-results/<timestamp>)
 set -euo pipefail
 
@@ -41,7 +43,7 @@ export PYTHONDONTWRITEBYTECODE=1
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 ARGS=("$@")
-SMOKE=0 REPS='' DURATION='' ONLY='' BUILD=1 OUT=''
+SMOKE=0 REPS='' DURATION='' ONLY='' BUILD=1 OUT='' PROFILE=release
 while (($#)); do
     case $1 in
     --smoke) SMOKE=1 ;;
@@ -49,6 +51,7 @@ while (($#)); do
     --duration) DURATION=${2:?--duration needs seconds}; shift ;;
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --no-build) BUILD=0 ;;
+    --dev) PROFILE=debug ;;
     --out) OUT=${2:?--out needs a directory}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option $1" ;;
@@ -81,6 +84,9 @@ fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive whole number"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
 RELAY_BATCH=500
+# The API's database pool (LATCH_DATABASE_POOL_SIZE, default 16): pgbench's open loop gets as
+# many connections.
+API_POOL=16
 # The relay's batch size is what the drain is compared with; keep the fill a multiple of it.
 ((RELAY_ROWS % RELAY_BATCH == 0)) || die "RELAY_ROWS must be a multiple of $RELAY_BATCH"
 
@@ -104,13 +110,18 @@ ensure_nats_server
 [[ -x $PG_BIN/pgbench ]] || die "no pgbench in $PG_BIN (Debian's postgresql package ships it)"
 
 if ((BUILD)); then
-    log "building latch and latch-sim (release)"
-    cargo build --release -p latch-cli -p latch-sim
+    log "building latch and latch-sim ($PROFILE)"
+    if [[ $PROFILE == release ]]; then
+        cargo build --release -p latch-cli -p latch-sim
+    else
+        warn "debug binaries: the numbers of this run mean nothing"
+        cargo build -p latch-cli -p latch-sim
+    fi
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LATCH_BIN=$TARGET_DIR/release/latch
-SIM_BIN=$TARGET_DIR/release/latch-sim
-[[ -x $LATCH_BIN && -x $SIM_BIN ]] || die "no release binaries in $TARGET_DIR/release (build them, or drop --no-build)"
+LATCH_BIN=$TARGET_DIR/$PROFILE/latch
+SIM_BIN=$TARGET_DIR/$PROFILE/latch-sim
+[[ -x $LATCH_BIN && -x $SIM_BIN ]] || die "no $PROFILE binaries in $TARGET_DIR/$PROFILE (build them, or drop --no-build)"
 
 # --- results and the private stack -----------------------------------------------------------
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -201,15 +212,22 @@ KEYS=$RUN_DIR/keys.env
     for ((i = 1; i <= HOLDERS; i++)); do echo "LATCH_DEMO_CARD_$i=BENCH-$i"; done
 } >"$KEYS"
 
+# The disk's sync latency, which bounds both servers' durable writes (full runs only).
+fsync_fact=
+if ((!SMOKE)); then
+    "$PG_BIN/pg_test_fsync" -s 1 -f "$RUN_DIR/fsync.test" >"$RAW/pg_test_fsync.txt" 2>&1 || true
+    rm -f -- "$RUN_DIR/fsync.test"
+    fsync_fact=$(awk '/one 8kB write/ { one = 1 } one && $1 == "fdatasync" { printf "fdatasync of one 8 kB write: %s ops/s (%s µs), pg_test_fsync", $2, $4; exit }' "$RAW/pg_test_fsync.txt")
+fi
 "${BENCH_PY[@]}" machine --out "$OUT/machine.json" --root "$ROOT" --mode "$MODE" \
-    --pg-bin "$PG_BIN" --nats-server "$NATS_SERVER_BIN" \
+    --pg-bin "$PG_BIN" --nats-server "$NATS_SERVER_BIN" "disk_sync=${fsync_fact:-not measured}" \
     "command=./deploy/local/bench.sh${ARGS[*]:+ ${ARGS[*]}}" "reps=$REPS" "busy_at_start=${busy:-none}" \
-    "settings=reps $REPS, ${WARMUP} s warm-up + ${DURATION} s measured per run; $DOORS doors/readers, $HOLDERS holders; PostgreSQL fsync on, synchronous_commit on; nats-server sync_interval always; latch defaults (pool 16, HTTP workers = cores)"
+    "settings=$PROFILE build; reps $REPS, ${WARMUP} s warm-up + ${DURATION} s measured per run; $DOORS doors/readers, $HOLDERS holders; PostgreSQL fsync on, synchronous_commit on; nats-server sync_interval always; latch defaults (pool 16, HTTP workers = cores)"
 
 # --- helpers -------------------------------------------------------------------------------
 now() { date +%s.%N; }
 # Float arithmetic: calc EXPR (awk syntax).
-calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 round() { awk "BEGIN { printf \"%d\", $1 + 0.5 }"; }
 
 # spawn LOG CMD...: start CMD in its own session (so Ctrl-C reaches only this script, which
@@ -376,11 +394,43 @@ pgbench_run() {
     }
 }
 
+# CPU time (clock ticks) of one process, 0 when it is gone.
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# cpu_snapshot FILE: the CPU time used so far by every process of the stack (PostgreSQL:
+# the postmaster and its backends), and by this script's children (the load generator).
+cpu_snapshot() {
+    local postmaster pg child
+    postmaster=$(head -n 1 "$LATCH_PG_DATA/postmaster.pid")
+    pg=$(proc_ticks "$postmaster")
+    for child in $(pgrep -P "$postmaster"); do pg=$((pg + $(proc_ticks "$child"))); done
+    {
+        echo "wall $(now)"
+        echo "clk_tck $(getconf CLK_TCK)"
+        echo "api $(proc_ticks "$API_PID")"
+        echo "postgres $pg"
+        echo "relay $(proc_ticks "$RELAY_PID")"
+        echo "nats $(proc_ticks "$LATCH_NATS_PID")"
+        echo "worker $(proc_ticks "$WORKER_PID")"
+        echo "sim $(proc_ticks "$SIM_PID")"
+        # `times` in this shell (not in a pipeline's subshell, which has no children yet).
+        times >"$1.times"
+        echo "harness $(tail -n 1 "$1.times")"
+    } >"$1"
+    rm -f -- "$1.times"
+}
+
 declare -A STAGE_SECONDS=()
+BUSY_SEEN=''
 begin_stage() {
     STAGE=$1
     STAGE_START=$SECONDS
     log "stage: $1"
+    # Builds running meanwhile make a stage's numbers noisy: remember where they were seen.
+    if pgrep -x 'cargo|rustc|cc1|ld' >/dev/null 2>&1; then
+        warn "other builds are running during stage \"$1\""
+        BUSY_SEEN+="${BUSY_SEEN:+; }$1"
+    fi
 }
 end_stage() { STAGE_SECONDS[$STAGE]=$((SECONDS - STAGE_START)); }
 
@@ -439,15 +489,16 @@ if want write; then
             --json "$RAW/api_checkin_c${CHECKIN_C}_r${rep}.json" "concurrency=$CHECKIN_C"
     done
 
-    # Open loop at half the API's best closed-loop rate, the same rate offered to pgbench.
+    # Open loop at half the API's best closed-loop rate, the same rate offered to pgbench
+    # with as many connections as the API's pool has (its default, 16).
     best=$("${BENCH_PY[@]}" value --results "$RESULTS" --stage api_unlock --metric throughput_rps)
     OPEN_RATE=$(round "$best / 2")
     ((OPEN_RATE > 0)) || die "the API answered nothing in the closed loop"
     log "open loop at $OPEN_RATE unlocks/s (half of $best)"
     for ((rep = 1; rep <= REPS; rep++)); do
         reset_tables
-        pgbench_run "pg_open_r${rep}.warmup" -f "$UNLOCK_SQL" -c 64 -j 2 -R "$OPEN_RATE" -T "$WARMUP"
-        pgbench_run "pg_open_r${rep}" -f "$UNLOCK_SQL" -c 64 -j 2 -R "$OPEN_RATE" -T "$DURATION" \
+        pgbench_run "pg_open_r${rep}.warmup" -f "$UNLOCK_SQL" -c "$API_POOL" -j 2 -R "$OPEN_RATE" -T "$WARMUP"
+        pgbench_run "pg_open_r${rep}" -f "$UNLOCK_SQL" -c "$API_POOL" -j 2 -R "$OPEN_RATE" -T "$DURATION" \
             -l --log-prefix="$RAW/pg_open_r${rep}"
         "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_open --case "r$OPEN_RATE" --rep "$rep" \
             --stdout "$RAW/pg_open_r${rep}.txt" --log-prefix "$RAW/pg_open_r${rep}" \
@@ -458,6 +509,32 @@ if want write; then
         "${BENCH_PY[@]}" record --results "$RESULTS" --stage api_open --case "r$OPEN_RATE" --rep "$rep" \
             --json "$RAW/api_open_r${rep}.json" "rate=$OPEN_RATE"
     done
+
+    # A diagnostic, not latch's transaction: the same statement with the outbox trigger's
+    # NOTIFY taken out, to show what the NOTIFY costs (PostgreSQL serializes the commits of
+    # notifying transactions). The trigger is restored right after.
+    notify_line="PERFORM pg_notify('latch_outbox', '');"
+    trigger_def=$(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)")
+    if [[ $trigger_def == *"$notify_line"* ]]; then
+        psql_su <<<"${trigger_def//"$notify_line"/};" >/dev/null
+        [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") != *pg_notify* ]] ||
+            die "could not take the NOTIFY out of the outbox trigger"
+        threads=$((CHECKIN_C < 2 ? CHECKIN_C : 2))
+        for ((rep = 1; rep <= REPS; rep++)); do
+            reset_tables
+            pgbench_run "pg_nonotify_c${CHECKIN_C}_r${rep}.warmup" -f "$UNLOCK_SQL" -c "$CHECKIN_C" -j "$threads" -T "$WARMUP"
+            pgbench_run "pg_nonotify_c${CHECKIN_C}_r${rep}" -f "$UNLOCK_SQL" -c "$CHECKIN_C" -j "$threads" -T "$DURATION" \
+                -l --log-prefix="$RAW/pg_nonotify_c${CHECKIN_C}_r${rep}"
+            "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_nonotify --case "c$CHECKIN_C" --rep "$rep" \
+                --stdout "$RAW/pg_nonotify_c${CHECKIN_C}_r${rep}.txt" --log-prefix "$RAW/pg_nonotify_c${CHECKIN_C}_r${rep}" \
+                "concurrency=$CHECKIN_C"
+        done
+        psql_su <<<"$trigger_def;" >/dev/null
+        [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") == "$trigger_def" ]] ||
+            die "could not restore the outbox trigger"
+    else
+        warn "the outbox trigger has no '$notify_line' line any more; skipping the NOTIFY diagnostic"
+    fi
     end_stage
 fi
 
@@ -472,7 +549,10 @@ if want jetstream || want relay; then
     log "latch's envelopes weigh $ENVELOPE_SIZE bytes on average"
     js_cases=("atomic-${RELAY_BATCH}x1:atomic --batch $RELAY_BATCH --in-flight 1")
     if want jetstream; then
-        js_cases=("single-1000:single --in-flight 1000" "${js_cases[@]}"
+        # Throughput (many in flight) and the latency floor of one publish awaited alone:
+        # what a relay round waits for at low load.
+        js_cases=("single-1000:single --in-flight 1000" "single-1:single --in-flight 1"
+            "atomic-1x1:atomic --batch 1 --in-flight 1" "${js_cases[@]}"
             "atomic-${RELAY_BATCH}x4:atomic --batch $RELAY_BATCH --in-flight 4")
     fi
     for ((rep = 1; rep <= REPS; rep++)); do
@@ -519,13 +599,22 @@ if want pipeline; then
             wait_idle 120 || die "the pipeline did not catch up within 120 s after the warm-up at $load/s"
             curl -sf --noproxy '*' "http://$RELAY_ADMIN/metrics" >"$RAW/$name.relay.before.prom"
             curl -sf --noproxy '*' "http://$WORKER_ADMIN/metrics" >"$RAW/$name.worker.before.prom"
+            cpu_snapshot "$RAW/$name.cpu.before"
             readers "$name" --endpoint presence-mix --rate "$load" --duration "${DURATION}s" --seed "$rep"
+            cpu_snapshot "$RAW/$name.cpu.load-end"
             caught_up=1
             wait_idle 300 || caught_up=0
+            cpu_snapshot "$RAW/$name.cpu.after"
             curl -sf --noproxy '*' "http://$RELAY_ADMIN/metrics" >"$RAW/$name.relay.after.prom"
             curl -sf --noproxy '*' "http://$WORKER_ADMIN/metrics" >"$RAW/$name.worker.after.prom"
             "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.relay.before.prom" --after "$RAW/$name.relay.after.prom" \
                 --metric latch_relay_commit_to_stream_seconds >"$RAW/$name.stream.json"
+            "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.relay.before.prom" --after "$RAW/$name.relay.after.prom" \
+                --metric latch_relay_publish_duration_seconds >"$RAW/$name.publish.json"
+            "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.relay.before.prom" --after "$RAW/$name.relay.after.prom" \
+                --metric latch_relay_batch_size_rows --raw >"$RAW/$name.batch.json"
+            "${BENCH_PY[@]}" cpu-delta --before "$RAW/$name.cpu.before" --load-end "$RAW/$name.cpu.load-end" \
+                --after "$RAW/$name.cpu.after" --events "$RAW/$name.json" >"$RAW/$name.cpu.json"
             for sink in legacy webhooks; do
                 "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.worker.before.prom" --after "$RAW/$name.worker.after.prom" \
                     --metric latch_worker_commit_to_delivered_seconds --label "sink=$sink" >"$RAW/$name.$sink.json"
@@ -533,6 +622,8 @@ if want pipeline; then
             "${BENCH_PY[@]}" record --results "$RESULTS" --stage pipeline --case "r$load" --rep "$rep" \
                 --json "api=$RAW/$name.json" --json "stream=$RAW/$name.stream.json" \
                 --json "legacy=$RAW/$name.legacy.json" --json "webhooks=$RAW/$name.webhooks.json" \
+                --json "publish=$RAW/$name.publish.json" --json "batch=$RAW/$name.batch.json" \
+                --json "cpu=$RAW/$name.cpu.json" \
                 "offered=$load" "caught_up=$caught_up"
             printf '  pipeline %s/s rep %s: stream %s | legacy %s | webhooks %s\n' "$load" "$rep" \
                 "$(cat "$RAW/$name.stream.json")" "$(cat "$RAW/$name.legacy.json")" "$(cat "$RAW/$name.webhooks.json")" >&2
@@ -691,6 +782,16 @@ if ! python3 -c 'import matplotlib' 2>/dev/null; then
         fi
     fi
 fi
+python3 - "$OUT/machine.json" "${BUSY_SEEN:-none}" <<'PY'
+import json, os, sys
+path, busy = sys.argv[1], sys.argv[2]
+with open(path) as src:
+    facts = json.load(src)
+facts["load_average_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+facts["builds_seen_during"] = busy
+with open(path, "w") as out:
+    json.dump(facts, out, indent=2)
+PY
 "$PLOT_PY" "$ROOT/bench/plot.py" --dir "$OUT"
 "${BENCH_PY[@]}" report --dir "$OUT" >/dev/null
 end_stage

@@ -6,7 +6,8 @@
 //! a legacy time-and-attendance API (form posts, XML answers, an API key) and a
 //! third-party webhook receiver (JSON, signed), both applying each `Idempotency-Key`
 //! once and counting what they received. It also simulates the card readers on the
-//! other side of latch, as a load generator ([`readers`]).
+//! other side of latch, as a load generator ([`readers`]), and measures raw JetStream
+//! publishing, the relay's limit ([`jetstream`]).
 //!
 //! # Layout
 //!
@@ -39,6 +40,7 @@ pub mod endpoint;
 pub mod faults;
 mod gate;
 mod headers;
+pub mod jetstream;
 mod ledger;
 pub mod legacy;
 mod listener;

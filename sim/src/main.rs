@@ -8,13 +8,16 @@ use latch_core::config::Source;
 use latch_core::telemetry::{self, LogConfig};
 
 /// latch-sim — simulated systems around latch: the legacy time-and-attendance API and a
-/// webhook receiver, with fault knobs; and card readers, to load the latch API.
+/// webhook receiver, with fault knobs; card readers, to load the latch API; and a raw
+/// JetStream publisher, to measure the relay's limit.
 ///
 /// Logs go to stderr (LATCH_LOG sets the filter, LATCH_LOG_FORMAT=pretty for a terminal).
 ///
 /// Example: latch-sim legacy --addr 127.0.0.1:8090 --admin-addr 127.0.0.1:8091
 ///
 /// Example: latch-sim readers --keys-file .local/stack/demo.env --requests 1000
+///
+/// Example: latch-sim jetstream atomic --batch 500 --url nats://127.0.0.1:4222 --duration 10s
 #[derive(Debug, Parser)]
 #[command(name = "latch-sim", version, propagate_version = true)]
 struct Cli {
@@ -28,6 +31,7 @@ enum Command {
     // below.
     Legacy(latch_sim::cli::LegacyArgs),
     Readers(latch_sim::readers::ReadersArgs),
+    Jetstream(latch_sim::jetstream::JetstreamArgs),
 }
 
 #[tokio::main]
@@ -38,6 +42,7 @@ async fn main() -> ExitCode {
         match cli.command {
             Command::Legacy(args) => latch_sim::cli::run_legacy(args).await,
             Command::Readers(args) => latch_sim::readers::run_readers(args).await,
+            Command::Jetstream(args) => latch_sim::jetstream::run_jetstream(args).await,
         }
     };
     match result.await {

@@ -1,0 +1,1151 @@
+#!/usr/bin/env python3
+"""Helpers of deploy/local/bench.sh: everything that parses, computes or formats.
+
+Standard library only (the plots, which need matplotlib, are in plot.py). Subcommands:
+
+  unlock-script   turn latch's unlock statement, captured from PostgreSQL's log while
+                  the API served one request, into a pgbench script
+  pgbench         read a pgbench run (its output and per-transaction logs) and append
+                  one result line; writes the latency distribution as CSV
+  record          append one result line from JSON files and key=value pairs
+  prom-delta      quantiles of a Prometheus histogram between two /metrics snapshots
+  cpu-delta       CPU time per event of every process of the stack during a load
+  pending         a sink's backlog from `latch outbox status --json`
+  stream-last     when a stream stored its last message (epoch seconds), from /jsz
+  summary         one line about a latch-sim readers or jetstream JSON report
+  value           a median (or the max of medians over cases) from the results
+  machine         the machine facts (cores, CPU, versions, commit) as JSON
+  report          results.jsonl + machine.json -> results.md (the tables and targets)
+
+Results are JSON lines (results.jsonl), one per measured run: {"stage", "case", "rep",
+...metrics}. Medians, minima and maxima over repetitions are taken in `report`.
+"""
+
+import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import urllib.request
+from datetime import datetime, timezone
+
+
+# --- small helpers ----------------------------------------------------------------------
+
+
+def fail(message):
+    print(f"bench.py: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def append_result(path, record):
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_results(path):
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path, encoding="utf-8") as src:
+        for line in src:
+            line = line.strip()
+            if line:
+                records.append(json.loads(line))
+    return records
+
+
+def parse_value(text):
+    """key=value values: numbers become numbers, the rest stays text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def get_path(record, dotted):
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def nearest_rank(sorted_values, q):
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def quantile_steps():
+    """Quantiles as HdrHistogram iterates them (5 steps per halving of 1 - q), then 1."""
+    steps = []
+    i = 0
+    while True:
+        q = 1.0 - 0.5 ** (i / 5.0)
+        if q >= 0.99999:
+            break
+        steps.append(q)
+        i += 1
+    steps.append(1.0)
+    return steps
+
+
+def write_cdf(path, sorted_ms):
+    """The same CSV as `latch-sim readers --histogram-out x.csv`."""
+    n = len(sorted_ms)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("value_ms,percentile,total_count\n")
+        for q in quantile_steps():
+            value = nearest_rank(sorted_ms, q)
+            count = max(1, math.ceil(q * n)) if n else 0
+            out.write(f"{value:.3f},{q * 100:.6f},{count}\n")
+
+
+# --- unlock-script ----------------------------------------------------------------------
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def log_entries(path, offset):
+    """PostgreSQL stderr log entries from byte `offset`: (first line, continuation lines)."""
+    with open(path, "rb") as src:
+        src.seek(offset)
+        text = src.read().decode("utf-8", "replace")
+    entries = []
+    for line in text.splitlines():
+        if LOG_LINE.match(line):
+            entries.append([line, []])
+        elif entries:
+            # Continuation lines of a multi-line message start with a tab.
+            entries[-1][1].append(line[1:] if line.startswith("\t") else line)
+    return entries
+
+
+PARAM = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
+EXECUTE = re.compile(r"LOG:\s+duration: [\d.]+ ms\s+execute [^:]*:\s?(.*)$")
+
+
+def find_unlock_statement(entries):
+    """The last executed statement that inserts into actions, and its parameters."""
+    found = None
+    for i, (first, rest) in enumerate(entries):
+        match = EXECUTE.search(first)
+        if not match:
+            continue
+        sql = "\n".join([match.group(1)] + rest).strip()
+        if "INSERT INTO actions" not in sql or "verdict" not in sql:
+            continue
+        params = {}
+        for later_first, later_rest in entries[i + 1 : i + 3]:
+            if "DETAIL:" in later_first and "parameters:" in later_first:
+                text = " ".join([later_first] + later_rest)
+                params = {int(n): v for n, v in PARAM.findall(text)}
+                break
+        found = (sql, params)
+    return found
+
+
+def psql(args, sql):
+    command = [
+        os.path.join(os.environ["PG_BIN"], "psql"),
+        "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+        "-h", os.environ.get("PGHOST", "127.0.0.1"),
+        "-p", os.environ["PGPORT"],
+        "-U", os.environ.get("PGUSER", "latch"),
+        "-d", args.db,
+    ]
+    done = subprocess.run(command, input=sql, capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(f"psql failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def cmd_unlock_script(args):
+    entries = log_entries(args.log, args.offset)
+    found = find_unlock_statement(entries)
+    if not found:
+        fail(
+            f"no executed statement inserting into actions in {args.log} after byte "
+            f"{args.offset}; did the unlock reach PostgreSQL with log_min_duration_statement = 0?"
+        )
+    sql, params = found
+    numbers = sorted({int(n) for n in re.findall(r"\$(\d+)", sql)})
+    if not numbers:
+        fail("the captured unlock statement has no parameters")
+    missing = [n for n in numbers if n not in params]
+    if missing:
+        fail(f"no logged value for parameter(s) {missing} of the unlock statement")
+    # The parameter types PostgreSQL infers, exactly as for the API's own prepare.
+    types_text = psql(
+        args,
+        f"PREPARE bench_unlock AS {sql};\n"
+        "SELECT array_to_string(parameter_types::text[], '|') FROM pg_prepared_statements "
+        "WHERE name = 'bench_unlock';\n",
+    )
+    types = types_text.split("|")
+    if len(types) < max(numbers):
+        fail(f"PostgreSQL reports {len(types)} parameter types for {max(numbers)} parameters")
+
+    key_hash = "'\\x" + hashlib.sha256(args.key.encode()).hexdigest() + "'"
+    roles = {}
+    for n in numbers:
+        value = params[n]
+        if value == key_hash:
+            roles[n] = "key"
+        elif value == f"'{args.card}'":
+            roles[n] = "card"
+        elif value == f"'{args.action_id}'":
+            roles[n] = "action_id"
+    for role in ("key", "card", "action_id"):
+        if role not in roles.values():
+            fail(f"cannot tell which parameter of the unlock statement is the {role}: {params}")
+
+    expressions = {}
+    for n in numbers:
+        kind = types[n - 1]
+        role = roles.get(n)
+        if role == "key":
+            value = f"sha256(convert_to('{args.key_prefix}' || :reader, 'UTF8'))"
+        elif role == "card":
+            value = f"('{args.card_prefix}' || :card)"
+        elif role == "action_id":
+            value = "gen_random_uuid()"
+        else:
+            value = params[n]
+        expressions[n] = f"CAST({value} AS {kind})"
+
+    body = re.sub(r"\$(\d+)", lambda m: expressions[int(m.group(1))], sql)
+    if "$" in re.sub(r"'(?:[^']|'')*'", "", body):
+        fail("a parameter placeholder is left in the pgbench statement")
+    if ";" in body:
+        fail("the unlock statement holds a ';', which pgbench would split")
+    with open(args.out, "w", encoding="utf-8") as out:
+        out.write(
+            "-- latch's unlock statement as the API ran it (captured from PostgreSQL's log by\n"
+            "-- deploy/local/bench.sh), with pgbench variables for the reader key and the card;\n"
+            "-- the key's SHA-256 is computed here instead of in the API.\n"
+            f"\\set reader random(1, {args.readers})\n"
+            f"\\set card random(1, {args.holders})\n"
+            f"{body};\n"
+        )
+    summary = {
+        "parameters": len(numbers),
+        "types": types[: max(numbers)],
+        "roles": {str(k): v for k, v in roles.items()},
+        "others": {str(n): params[n] for n in numbers if n not in roles},
+    }
+    with open(args.out + ".json", "w", encoding="utf-8") as out:
+        json.dump({"statement": sql, **summary}, out, indent=2)
+    print(json.dumps(summary))
+
+
+# --- pgbench ----------------------------------------------------------------------------
+
+
+def parse_pgbench_output(text):
+    result = {}
+    patterns = {
+        "tps": r"^tps = ([\d.]+)",
+        "transactions": r"^number of transactions actually processed: (\d+)",
+        "failed": r"^number of failed transactions: (\d+)",
+        "latency_avg_ms": r"^latency average = ([\d.]+) ms",
+        "schedule_lag_avg_ms": r"^rate limit schedule lag: avg ([\d.]+)",
+        "clients": r"^number of clients: (\d+)",
+    }
+    for key, pattern in patterns.items():
+        match = re.search(pattern, text, re.MULTILINE)
+        if match:
+            result[key] = parse_value(match.group(1))
+    if "tps" not in result:
+        fail("no 'tps = ' line in the pgbench output")
+    return result
+
+
+def cmd_pgbench(args):
+    with open(args.stdout, encoding="utf-8") as src:
+        result = parse_pgbench_output(src.read())
+    record = {"stage": args.stage, "case": args.case, "rep": args.rep, "tool": "pgbench"}
+    record.update(result)
+    record["throughput"] = result["tps"] * args.rows_per_tx
+    if args.log_prefix:
+        latencies = []
+        failed = 0
+        files = sorted(glob.glob(args.log_prefix + ".*"))
+        if not files:
+            fail(f"no pgbench log files {args.log_prefix}.*")
+        for name in files:
+            with open(name, encoding="utf-8") as src:
+                for line in src:
+                    fields = line.split()
+                    if len(fields) < 3:
+                        continue
+                    try:
+                        latencies.append(int(fields[2]) / 1000.0)
+                    except ValueError:
+                        failed += 1
+        latencies.sort()
+        if latencies:
+            record["latency_ms"] = {
+                "p50": nearest_rank(latencies, 0.5),
+                "p90": nearest_rank(latencies, 0.9),
+                "p99": nearest_rank(latencies, 0.99),
+                "p999": nearest_rank(latencies, 0.999),
+                "max": latencies[-1],
+                "mean": round(statistics.fmean(latencies), 3),
+            }
+        record["logged"] = len(latencies)
+        record["logged_failures"] = failed
+        if args.cdf:
+            write_cdf(args.cdf, latencies)
+        if not args.keep_logs:
+            for name in files:
+                os.remove(name)
+    for pair in args.extra or []:
+        key, _, value = pair.partition("=")
+        record[key] = parse_value(value)
+    append_result(args.results, record)
+    lat = record.get("latency_ms", {})
+    print(
+        f"  pgbench {args.case} rep {args.rep}: {record['throughput']:.1f}/s"
+        + (f", p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms" if lat else ""),
+        file=sys.stderr,
+    )
+
+
+# --- record -----------------------------------------------------------------------------
+
+
+def cmd_record(args):
+    record = {"stage": args.stage, "case": args.case, "rep": args.rep}
+    for item in args.json or []:
+        prefix, _, path = item.rpartition("=")
+        with open(path, encoding="utf-8") as src:
+            text = src.read().strip()
+        # A tool's JSON report is its last line (anything before it is not ours).
+        data = json.loads(text.splitlines()[-1]) if text else {}
+        if prefix:
+            record[prefix] = data
+        else:
+            record.update(data)
+    for pair in args.pairs or []:
+        key, _, value = pair.partition("=")
+        record[key] = parse_value(value)
+    append_result(args.results, record)
+
+
+# --- prom-delta -------------------------------------------------------------------------
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def read_metrics(path):
+    samples = []
+    with open(path, encoding="utf-8") as src:
+        for line in src:
+            if line.startswith("#"):
+                continue
+            match = SAMPLE.match(line.strip())
+            if not match:
+                continue
+            name, labels, value = match.groups()
+            labels = dict(LABEL.findall(labels or ""))
+            try:
+                samples.append((name, labels, float(value)))
+            except ValueError:
+                pass
+    return samples
+
+
+def histogram(samples, metric, want):
+    buckets, total, count = {}, 0.0, 0.0
+    for name, labels, value in samples:
+        if any(labels.get(k) != v for k, v in want.items()):
+            continue
+        if name == metric + "_bucket":
+            le = labels.get("le")
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + value
+        elif name == metric + "_sum":
+            total += value
+        elif name == metric + "_count":
+            count += value
+    return buckets, total, count
+
+
+def bucket_quantile(q, bounds, counts):
+    """histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    total = counts[-1] if counts else 0
+    if total <= 0:
+        return None, False
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts):
+        if cumulative >= rank:
+            if math.isinf(bound):
+                # Beyond the last finite bucket: all we know is "more than" it.
+                return lower, True
+            inside = cumulative - below
+            fraction = (rank - below) / inside if inside > 0 else 1.0
+            return lower + (bound - lower) * fraction, False
+        lower, below = bound, cumulative
+    return lower, True
+
+
+def cmd_prom_delta(args):
+    want = dict(pair.split("=", 1) for pair in args.label or [])
+    b_buckets, b_sum, b_count = histogram(read_metrics(args.before), args.metric, want)
+    a_buckets, a_sum, a_count = histogram(read_metrics(args.after), args.metric, want)
+    bounds = sorted(a_buckets)
+    counts = [a_buckets[b] - b_buckets.get(b, 0.0) for b in bounds]
+    count = a_count - b_count
+    # Seconds are reported in milliseconds; --raw keeps the unit (e.g. rows).
+    scale, suffix = (1.0, "") if args.raw else (1000.0, "_ms")
+    result = {"count": int(round(count))}
+    if count > 0:
+        result["mean" + suffix] = round((a_sum - b_sum) / count * scale, 3)
+        for q, key in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+            value, beyond = bucket_quantile(q, bounds, counts)
+            result[key + suffix] = round(value * scale, 3)
+            if beyond:
+                result[key + "_beyond_last_bucket"] = True
+    print(json.dumps(result))
+
+
+# --- cpu-delta --------------------------------------------------------------------------
+
+CPU_PARTS = ("api", "postgres", "relay", "nats", "worker", "sim", "harness")
+
+
+def read_cpu(path):
+    """A cpu_snapshot file of bench.sh: seconds of CPU per part, and the wall clock."""
+    values, clk = {}, 100.0
+    with open(path, encoding="utf-8") as src:
+        for line in src:
+            name, _, rest = line.strip().partition(" ")
+            if name == "clk_tck":
+                clk = float(rest)
+            elif name == "harness":
+                # `times`: children's user and system time, e.g. "0m1.250s 0m0.340s".
+                total = 0.0
+                for part in rest.split():
+                    match = re.match(r"(\d+)m([\d.]+)s", part)
+                    if match:
+                        total += int(match.group(1)) * 60 + float(match.group(2))
+                values[name] = ("seconds", total)
+            else:
+                values[name] = ("raw", float(rest))
+    out = {}
+    for name, (kind, value) in values.items():
+        out[name] = value if kind == "seconds" or name == "wall" else value / clk
+    return out
+
+
+def cmd_cpu_delta(args):
+    before, load_end, after = read_cpu(args.before), read_cpu(args.load_end), read_cpu(args.after)
+    with open(args.events, encoding="utf-8") as src:
+        report = json.loads(src.read().strip().splitlines()[-1])
+    # Events: actions recorded (201 check-in/out, 200 unlock); refusals record nothing.
+    events = sum(n for status, n in report.get("statuses", {}).items() if status in ("200", "201"))
+    result = {"events": events, "load_s": round(load_end["wall"] - before["wall"], 3),
+              "total_s": round(after["wall"] - before["wall"], 3), "per_event_ms": {}}
+    total_cpu, load_cpu = 0.0, 0.0
+    for part in CPU_PARTS:
+        used = max(0.0, after.get(part, 0.0) - before.get(part, 0.0))
+        total_cpu += used
+        load_cpu += max(0.0, load_end.get(part, 0.0) - before.get(part, 0.0))
+        if events:
+            result["per_event_ms"][part] = round(used / events * 1000.0, 3)
+    if events:
+        result["per_event_ms"]["total"] = round(total_cpu / events * 1000.0, 3)
+    # How many of the machine's cores the stack kept busy while the load was on.
+    if result["load_s"] > 0:
+        result["cores_busy"] = round(load_cpu / result["load_s"], 2)
+    print(json.dumps(result))
+
+
+# --- pending ----------------------------------------------------------------------------
+
+
+def cmd_pending(args):
+    text = sys.stdin.read().strip()
+    try:
+        status = json.loads(text.splitlines()[-1])
+    except (ValueError, IndexError):
+        fail(f"unreadable `latch outbox status --json` output: {text[:200]!r}")
+    if args.what == "outbox":
+        print(status["outbox"]["pending_rows"])
+        return
+    if args.what == "stream":
+        print(status["stream"]["messages"])
+        return
+    for consumer in status.get("consumers", []):
+        if consumer["sink"] == args.what:
+            print(consumer["pending"] + consumer["in_flight"])
+            return
+    fail(f"no consumer for sink {args.what} in {status}")
+
+
+# --- stream-last ------------------------------------------------------------------------
+
+
+def cmd_stream_last(args):
+    url = args.monitor.rstrip("/") + "/jsz?streams=true"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as answer:
+        jsz = json.load(answer)
+    for account in jsz.get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            if stream.get("name") == args.stream:
+                stamp = stream["state"]["last_ts"]
+                # RFC 3339 with nanoseconds: datetime takes microseconds.
+                match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", stamp)
+                if not match:
+                    fail(f"unreadable last_ts {stamp!r}")
+                base = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+                fraction = float("0." + (match.group(2) or "0"))
+                print(f"{base.timestamp() + fraction:.6f}")
+                return
+    fail(f"no stream {args.stream} at {url}")
+
+
+# --- summary ----------------------------------------------------------------------------
+
+
+def cmd_summary(args):
+    with open(args.file, encoding="utf-8") as src:
+        report = json.loads(src.read().strip().splitlines()[-1])
+    if "msgs_per_s" in report:
+        lat = report["ack_latency_ms"]
+        print(
+            f"{report['msgs_per_s']:,.0f} msg/s, ack p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms"
+        )
+    else:
+        lat = report["latency_ms"]
+        print(
+            f"{report['throughput_rps']:,.1f}/s, p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, "
+            f"errors {report['errors']}, statuses {report['statuses']}"
+        )
+
+
+# --- value ------------------------------------------------------------------------------
+
+
+def medians_by_case(records, stage, metric):
+    by_case = {}
+    for record in records:
+        if record.get("stage") != stage:
+            continue
+        value = get_path(record, metric)
+        if isinstance(value, (int, float)):
+            by_case.setdefault(record.get("case"), []).append(value)
+    return {case: statistics.median(values) for case, values in by_case.items()}
+
+
+def cmd_value(args):
+    medians = medians_by_case(read_results(args.results), args.stage, args.metric)
+    if args.case is not None:
+        if args.case not in medians:
+            fail(f"no {args.metric} for {args.stage}/{args.case} in {args.results}")
+        print(f"{medians[args.case]:.6g}")
+    else:
+        if not medians:
+            fail(f"no {args.metric} for stage {args.stage} in {args.results}")
+        print(f"{max(medians.values()):.6g}")
+
+
+# --- machine ----------------------------------------------------------------------------
+
+
+def run_text(command):
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cmd_machine(args):
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as src:
+        for line in src:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = 0.0
+    with open("/proc/meminfo", encoding="utf-8") as src:
+        for line in src:
+            if line.startswith("MemTotal:"):
+                mem_gib = int(line.split()[1]) / 1024 / 1024
+    commit = run_text(["git", "-C", args.root, "rev-parse", "--short=12", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", args.root, "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.strip()
+    facts = {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": args.mode,
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_gib, 1),
+        "kernel": os.uname().release,
+        "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "postgres": run_text([os.path.join(args.pg_bin, "postgres"), "--version"]),
+        "pgbench": run_text([os.path.join(args.pg_bin, "pgbench"), "--version"]),
+        "nats_server": run_text([args.nats_server, "--version"]),
+        "rustc": run_text(["rustc", "--version"]),
+        "git_commit": commit + (" (with uncommitted changes)" if dirty else ""),
+    }
+    for pair in args.pairs or []:
+        key, _, value = pair.partition("=")
+        facts[key] = parse_value(value)
+    with open(args.out, "w", encoding="utf-8") as out:
+        json.dump(facts, out, indent=2)
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def fmt_num(value, digits=0):
+    if value is None:
+        return "–"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+class Table:
+    def __init__(self, records):
+        self.records = records
+
+    def values(self, stage, case, metric):
+        out = []
+        for record in self.records:
+            if record.get("stage") == stage and record.get("case") == case:
+                value = get_path(record, metric)
+                if isinstance(value, (int, float)):
+                    out.append(value)
+        return out
+
+    def median(self, stage, case, metric):
+        values = self.values(stage, case, metric)
+        return statistics.median(values) if values else None
+
+    def cell(self, stage, case, metric, digits=0):
+        """median [min–max] over the repetitions (just the value when there is one)."""
+        values = self.values(stage, case, metric)
+        if not values:
+            return "–"
+        med = statistics.median(values)
+        if len(values) == 1:
+            return fmt_num(med, digits)
+        return f"{fmt_num(med, digits)} [{fmt_num(min(values), digits)}–{fmt_num(max(values), digits)}]"
+
+    def cases(self, stage):
+        seen = []
+        for record in self.records:
+            if record.get("stage") == stage and record.get("case") not in seen:
+                seen.append(record.get("case"))
+        return seen
+
+
+def verdict(ok):
+    if ok is None:
+        return "not measured"
+    return "**met**" if ok else "**missed**"
+
+
+def ratio_text(value):
+    return "–" if value is None else f"{value:.2f}"
+
+
+def cmd_report(args):
+    records = read_results(os.path.join(args.dir, "results.jsonl"))
+    with open(os.path.join(args.dir, "machine.json"), encoding="utf-8") as src:
+        machine = json.load(src)
+    t = Table(records)
+    lines = []
+    add = lines.append
+    reps = machine.get("reps", "?")
+    add(f"# latch benchmark — {machine.get('date_utc')} ({machine.get('mode')} mode)")
+    add("")
+    add(
+        f"Every cell is the median over {reps} repetition(s) [min–max], each after a warm-up; "
+        "baselines were measured in the same run on the same private stack. Latencies are "
+        "milliseconds. Nothing here is asserted."
+    )
+    add("")
+    add("| machine | |")
+    add("|---|---|")
+    for key in (
+        "cores", "cpu", "memory_gib", "kernel", "disk_sync", "postgres", "pgbench", "nats_server", "rustc",
+        "git_commit", "load_average_at_start", "load_average_at_end", "busy_at_start",
+        "builds_seen_during", "command", "settings",
+    ):
+        if key in machine:
+            add(f"| {key.replace('_', ' ')} | {machine[key]} |")
+    add("")
+
+    targets = []
+
+    # 1 + 2: the write path.
+    concurrencies = [c for c in t.cases("pg_unlock")]
+    add("## 1–2. The unlock write path: PostgreSQL's limit (pgbench) vs the latch API")
+    add("")
+    add(
+        "pgbench runs latch's own unlock statement (captured from the API, see "
+        "`raw/unlock.pgbench.sql`) against the same seeded schema, one statement per "
+        "transaction, synchronous commit; the API is driven by `latch-sim readers` in a "
+        "closed loop (C readers, each waiting for its answer). Both start from empty "
+        "`actions`/`outbox` tables after a CHECKPOINT; no relay runs."
+    )
+    add("")
+    add(
+        "| C | pgbench tx/s | pgbench p50 | pgbench p99 | latch unlocks/s | latch p50 | latch p99 "
+        "| latch p99.9 | latch / pgbench |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|")
+    throughput_ratios = {}
+    for case in concurrencies:
+        pg = t.median("pg_unlock", case, "throughput")
+        api = t.median("api_unlock", case, "throughput_rps")
+        ratio = api / pg if pg and api is not None else None
+        throughput_ratios[case] = ratio
+        add(
+            f"| {case.lstrip('c')} | {t.cell('pg_unlock', case, 'throughput')} "
+            f"| {t.cell('pg_unlock', case, 'latency_ms.p50', 3)} "
+            f"| {t.cell('pg_unlock', case, 'latency_ms.p99', 3)} "
+            f"| {t.cell('api_unlock', case, 'throughput_rps')} "
+            f"| {t.cell('api_unlock', case, 'latency_ms.p50', 3)} "
+            f"| {t.cell('api_unlock', case, 'latency_ms.p99', 3)} "
+            f"| {t.cell('api_unlock', case, 'latency_ms.p999', 3)} | {ratio_text(ratio)} |"
+        )
+    pg_best_case = None
+    for case in concurrencies:
+        value = t.median("pg_unlock", case, "throughput")
+        if value is not None and (pg_best_case is None or value > t.median("pg_unlock", pg_best_case, "throughput")):
+            pg_best_case = case
+    api_best_case = None
+    for case in t.cases("api_unlock"):
+        value = t.median("api_unlock", case, "throughput_rps")
+        if value is not None and (api_best_case is None or value > t.median("api_unlock", api_best_case, "throughput_rps")):
+            api_best_case = case
+    if pg_best_case and api_best_case:
+        pg_best = t.median("pg_unlock", pg_best_case, "throughput")
+        api_best = t.median("api_unlock", api_best_case, "throughput_rps")
+        add(
+            f"| best | {fmt_num(pg_best)} (C={pg_best_case.lstrip('c')}) | | | {fmt_num(api_best)} "
+            f"(C={api_best_case.lstrip('c')}) | | | | {ratio_text(api_best / pg_best)} |"
+        )
+    add("")
+    add(
+        "The seeded site answers about two thirds of unlocks `granted`; the rest are denials "
+        "of every kind (recorded and published all the same). 409s on check-ins are the "
+        "deactivated holders (1 in 50), answered by design."
+    )
+    add("")
+    for case in t.cases("pg_nonotify"):
+        add(
+            f"Diagnostic (not latch's transaction): the same pgbench run at C = {case.lstrip('c')} with "
+            "the `pg_notify` call taken out of the outbox trigger: "
+            f"{t.cell('pg_nonotify', case, 'throughput')} tx/s, p50 {t.cell('pg_nonotify', case, 'latency_ms.p50', 3)}, "
+            f"p99 {t.cell('pg_nonotify', case, 'latency_ms.p99', 3)} — against "
+            f"{t.cell('pg_unlock', case, 'throughput')} tx/s with it."
+        )
+        add("")
+    for case in t.cases("api_checkin"):
+        add(
+            f"Check-ins (`POST /v1/check-ins`, closed loop, C = {case.lstrip('c')}): "
+            f"{t.cell('api_checkin', case, 'throughput_rps')} req/s, "
+            f"p50 {t.cell('api_checkin', case, 'latency_ms.p50', 3)}, "
+            f"p99 {t.cell('api_checkin', case, 'latency_ms.p99', 3)}, "
+            f"p99.9 {t.cell('api_checkin', case, 'latency_ms.p999', 3)}."
+        )
+        add("")
+    if throughput_ratios:
+        met = all(r is not None and r >= 0.8 for r in throughput_ratios.values())
+        detail = ", ".join(
+            f"C={c.lstrip('c')}: {ratio_text(r)}" for c, r in throughput_ratios.items()
+        )
+        targets.append(("API unlock throughput ≥ 80% of pgbench at the same concurrency", detail, verdict(met)))
+
+    open_cases = t.cases("pg_open")
+    if open_cases:
+        case = open_cases[0]
+        add(f"### Open loop at {case.replace('r', '')} unlocks/s (half the API's best closed-loop rate)")
+        add("")
+        add(
+            "Requests start on a fixed timetable whatever the answers; latency counts from when "
+            "each was due (pgbench `-R` with 16 clients, the size of the API's connection pool; "
+            "`latch-sim readers --rate`)."
+        )
+        add("")
+        add("| | achieved/s | p50 | p90 | p99 | p99.9 | max |")
+        add("|---|---|---|---|---|---|---|")
+        add(
+            f"| pgbench | {t.cell('pg_open', case, 'throughput')} | {t.cell('pg_open', case, 'latency_ms.p50', 3)} "
+            f"| {t.cell('pg_open', case, 'latency_ms.p90', 3)} | {t.cell('pg_open', case, 'latency_ms.p99', 3)} "
+            f"| {t.cell('pg_open', case, 'latency_ms.p999', 3)} | {t.cell('pg_open', case, 'latency_ms.max', 3)} |"
+        )
+        add(
+            f"| latch API | {t.cell('api_open', case, 'throughput_rps')} | {t.cell('api_open', case, 'latency_ms.p50', 3)} "
+            f"| {t.cell('api_open', case, 'latency_ms.p90', 3)} | {t.cell('api_open', case, 'latency_ms.p99', 3)} "
+            f"| {t.cell('api_open', case, 'latency_ms.p999', 3)} | {t.cell('api_open', case, 'latency_ms.max', 3)} |"
+        )
+        add("")
+        pg99 = t.median("pg_open", case, "latency_ms.p99")
+        api99 = t.median("api_open", case, "latency_ms.p99")
+        ratio = api99 / pg99 if pg99 and api99 is not None else None
+        targets.append(
+            (
+                "unlock p99 ≤ 2× pgbench's p99 at half the max rate",
+                f"{fmt_num(api99, 3)} ms vs {fmt_num(pg99, 3)} ms: {ratio_text(ratio)}×",
+                verdict(None if ratio is None else ratio <= 2.0),
+            )
+        )
+
+    # 3: JetStream.
+    js_cases = t.cases("js")
+    if js_cases:
+        add("## 3. JetStream's limit: raw publishing (`latch-sim jetstream`)")
+        add("")
+        size = None
+        for r in records:
+            if r.get("stage") == "js" and "size" in r:
+                size = r["size"]
+        add(
+            f"Same nats-server (`sync_interval: always`), its own stream, {size}-byte payloads "
+            "(the mean size of latch's envelopes in this run) with latch's headers; every "
+            "message has its own `Nats-Msg-Id`."
+        )
+        add("")
+        add("| mode | in flight | msg/s | ack p50 | ack p99 |")
+        add("|---|---|---|---|---|")
+        names = {
+            "single-1000": ("single publishes", "1,000"),
+            "single-1": ("single publishes, each awaited", "1"),
+            "atomic-1x1": ("atomic batches of 1", "1 batch"),
+        }
+        for case in js_cases:
+            label, flight = names.get(case, (None, None))
+            if label is None:
+                match = re.match(r"atomic-(\d+)x(\d+)", case)
+                label = f"atomic batches of {match.group(1)}" if match else case
+                flight = f"{match.group(2)} batch(es)" if match else ""
+            add(
+                f"| {label} | {flight} | {t.cell('js', case, 'msgs_per_s')} | {t.cell('js', case, 'ack_latency_ms.p50', 3)} "
+                f"| {t.cell('js', case, 'ack_latency_ms.p99', 3)} |"
+            )
+        add("")
+        add(
+            "An ack is one message's (single) or one whole batch's (atomic). Atomic batches are "
+            "what the relay sends: 500 rows per batch, one batch at a time."
+        )
+        add("")
+
+    # 4: relay drain.
+    if t.cases("relay_drain") or t.cases("pg_claim"):
+        add("## 4. Relay: draining a pre-filled outbox")
+        add("")
+        rows = None
+        for r in records:
+            if r.get("stage") == "relay_drain":
+                rows = r.get("rows")
+        add(
+            f"{fmt_num(rows)} rows inserted through `actions` (the trigger builds the real "
+            "envelopes), then `latch relay` started; its time runs from its admin endpoint "
+            "answering (connected, stream ready) to the server storing the last message "
+            "(the outbox is then empty). PostgreSQL's side alone: pgbench doing the relay's "
+            "claim (500 rows, `FOR UPDATE SKIP LOCKED`) + DELETE, one client. JetStream's "
+            "side alone: stage 3's atomic batches of 500, one at a time, as the relay sends them."
+        )
+        add("")
+        add("| | rows/s |")
+        add("|---|---|")
+        add(f"| latch relay (batch 500) | {t.cell('relay_drain', 'batch500', 'rows_per_s')} |")
+        add(
+            f"| latch relay, counted from its process start | "
+            f"{t.cell('relay_drain', 'batch500', 'rows_per_s_from_process_start')} |"
+        )
+        add(f"| PostgreSQL claim + delete (pgbench, 1 client) | {t.cell('pg_claim', 'batch500', 'throughput')} |")
+        add(f"| JetStream atomic batches of 500, 1 in flight | {t.cell('js', 'atomic-500x1', 'msgs_per_s')} |")
+        add("")
+        relay = t.median("relay_drain", "batch500", "rows_per_s")
+        bounds = [
+            v
+            for v in (
+                t.median("pg_claim", "batch500", "throughput"),
+                t.median("js", "atomic-500x1", "msgs_per_s"),
+            )
+            if v
+        ]
+        if relay is not None and bounds:
+            ratio = relay / min(bounds)
+            targets.append(
+                (
+                    "relay ≥ 60% of min(raw JetStream atomic 500, PG claim+delete)",
+                    f"{fmt_num(relay)} vs {fmt_num(min(bounds))} rows/s: {ratio_text(ratio)}",
+                    verdict(ratio >= 0.6),
+                )
+            )
+
+    # 5: pipeline.
+    pipe_cases = t.cases("pipeline")
+    if pipe_cases:
+        add("## 5. The whole pipeline at fixed offered loads")
+        add("")
+        add(
+            "Check-ins and check-outs (`latch-sim readers --endpoint presence-mix`, open loop) "
+            "through api → PostgreSQL → relay → JetStream → worker → `latch-sim legacy` "
+            "(both sinks). Lags are quantiles of the relay's and worker's Prometheus histograms "
+            "between snapshots taken before and after the measured part (interpolated inside "
+            "buckets 1, 2.5, 5, 10, 25, 50 ms …, so read them as ±half a bucket)."
+        )
+        add("")
+        add(
+            "| offered/s | achieved/s | API p50 | API p99 | commit→stream p50 | p99 | commit→legacy p50 | p99 "
+            "| commit→webhooks p50 | p99 |"
+        )
+        add("|---|---|---|---|---|---|---|---|---|---|")
+        for case in pipe_cases:
+            add(
+                f"| {case.lstrip('r')} | {t.cell('pipeline', case, 'api.throughput_rps')} "
+                f"| {t.cell('pipeline', case, 'api.latency_ms.p50', 2)} "
+                f"| {t.cell('pipeline', case, 'api.latency_ms.p99', 2)} "
+                f"| {t.cell('pipeline', case, 'stream.p50_ms', 2)} | {t.cell('pipeline', case, 'stream.p99_ms', 2)} "
+                f"| {t.cell('pipeline', case, 'legacy.p50_ms', 2)} | {t.cell('pipeline', case, 'legacy.p99_ms', 2)} "
+                f"| {t.cell('pipeline', case, 'webhooks.p50_ms', 2)} | {t.cell('pipeline', case, 'webhooks.p99_ms', 2)} |"
+            )
+        add("")
+        add(
+            "What the relay did meanwhile (its own histograms): the time to publish one batch "
+            "(atomic batch sent → acknowledged) and the rows per batch."
+        )
+        add("")
+        add("| offered/s | relay batches | rows per batch (mean) | publish p50 | publish p99 |")
+        add("|---|---|---|---|---|")
+        for case in pipe_cases:
+            add(
+                f"| {case.lstrip('r')} | {t.cell('pipeline', case, 'publish.count')} "
+                f"| {t.cell('pipeline', case, 'batch.mean', 1)} | {t.cell('pipeline', case, 'publish.p50_ms', 2)} "
+                f"| {t.cell('pipeline', case, 'publish.p99_ms', 2)} |"
+            )
+        add("")
+        if any(get_path(r, "cpu.per_event_ms.total") is not None for r in records if r.get("stage") == "pipeline"):
+            add(
+                "CPU time per recorded event (ms), from each process's /proc counters between the "
+                "start of the load and the pipeline going idle; the load generator and the "
+                "harness's polling are counted together. `cores busy`: CPU used while the load "
+                "was on, in cores (the machine has "
+                f"{machine.get('cores')})."
+            )
+            add("")
+            add("| offered/s | api | postgres | relay | nats-server | worker | sinks (sim) | load gen. | total | cores busy |")
+            add("|---|---|---|---|---|---|---|---|---|---|")
+            for case in pipe_cases:
+                cells = [t.cell("pipeline", case, f"cpu.per_event_ms.{p}", 3) for p in CPU_PARTS]
+                add(
+                    f"| {case.lstrip('r')} | " + " | ".join(cells)
+                    + f" | {t.cell('pipeline', case, 'cpu.per_event_ms.total', 3)} | {t.cell('pipeline', case, 'cpu.cores_busy', 2)} |"
+                )
+            add("")
+        target_case = None
+        for case in pipe_cases:
+            if case == "r1000":
+                target_case = case
+        if target_case:
+            worst50 = max(
+                v for v in (
+                    t.median("pipeline", target_case, "legacy.p50_ms"),
+                    t.median("pipeline", target_case, "webhooks.p50_ms"),
+                ) if v is not None
+            )
+            worst99 = max(
+                v for v in (
+                    t.median("pipeline", target_case, "legacy.p99_ms"),
+                    t.median("pipeline", target_case, "webhooks.p99_ms"),
+                ) if v is not None
+            )
+            targets.append(
+                (
+                    "commit→delivered p50 < 5 ms at 1,000 events/s",
+                    f"{fmt_num(worst50, 2)} ms (slower sink)",
+                    verdict(worst50 < 5.0),
+                )
+            )
+            targets.append(
+                (
+                    "commit→delivered p99 < 25 ms at 1,000 events/s",
+                    f"{fmt_num(worst99, 2)} ms (slower sink)",
+                    verdict(worst99 < 25.0),
+                )
+            )
+    outage_cases = t.cases("outage")
+    if outage_cases:
+        case = outage_cases[0]
+        add(f"### Backlog after a simulated legacy outage (load {case.lstrip('r')} events/s kept on)")
+        add("")
+        add(
+            "`PUT /faults {\"down\": true}` on the simulator for the outage, then `{}`; the "
+            "legacy consumer's backlog (`latch outbox status --json`: pending + in flight) is "
+            "polled until it is back to the steady state."
+        )
+        add("")
+        add("| outage s | backlog at peak | clear → delivering again s | clear → drained s | drain rate (deliveries/s) | net backlog reduction/s |")
+        add("|---|---|---|---|---|---|")
+        add(
+            f"| {t.cell('outage', case, 'outage_s')} | {t.cell('outage', case, 'peak_backlog')} "
+            f"| {t.cell('outage', case, 'resume_s', 1)} | {t.cell('outage', case, 'recovery_s', 1)} "
+            f"| {t.cell('outage', case, 'drain_rate_gross')} | {t.cell('outage', case, 'drain_rate_net')} |"
+        )
+        add("")
+
+    # 6: memory.
+    if t.cases("memory"):
+        add("## 6. Memory: peak RSS (VmHWM) of each latch process")
+        add("")
+        add("| process | peak RSS MB |")
+        add("|---|---|")
+        worst = None
+        for case in t.cases("memory"):
+            add(f"| latch {case} | {t.cell('memory', case, 'vmhwm_mb', 1)} |")
+            value = max(t.values("memory", case, "vmhwm_mb") or [0])
+            worst = value if worst is None else max(worst, value)
+        add("")
+        detail = ", ".join(
+            f"{case} {fmt_num(max(t.values('memory', case, 'vmhwm_mb')), 1)} MB" for case in t.cases("memory")
+        )
+        targets.append(("each latch process < 64 MB RSS", detail, verdict(worst is not None and worst < 64)))
+
+    plots = sorted(glob.glob(os.path.join(args.dir, "plots", "*.png")))
+    if plots:
+        add("## Plots")
+        add("")
+        for path in plots:
+            name = os.path.basename(path)
+            add(f"![{name}](plots/{name})")
+            add("")
+
+    out = [lines[0], ""]
+    if targets:
+        out.append("## Targets (measured, not asserted)")
+        out.append("")
+        out.append("| target | measured | |")
+        out.append("|---|---|---|")
+        for name, measured, result in targets:
+            out.append(f"| {name} | {measured} | {result} |")
+        out.append("")
+    text = "\n".join(out + lines[1:]) + "\n"
+    with open(os.path.join(args.dir, "results.md"), "w", encoding="utf-8") as dst:
+        dst.write(text)
+    with open(os.path.join(args.dir, "targets.json"), "w", encoding="utf-8") as dst:
+        json.dump([{"target": n, "measured": m, "result": r} for n, m, r in targets], dst, indent=2)
+    print(text)
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("unlock-script")
+    p.add_argument("--log", required=True)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--key", required=True)
+    p.add_argument("--card", required=True)
+    p.add_argument("--action-id", required=True)
+    p.add_argument("--key-prefix", required=True)
+    p.add_argument("--card-prefix", required=True)
+    p.add_argument("--readers", type=int, required=True)
+    p.add_argument("--holders", type=int, required=True)
+    p.add_argument("--db", default="latch")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_unlock_script)
+
+    p = sub.add_parser("pgbench")
+    p.add_argument("--results", required=True)
+    p.add_argument("--stage", required=True)
+    p.add_argument("--case", required=True)
+    p.add_argument("--rep", type=int, required=True)
+    p.add_argument("--stdout", required=True)
+    p.add_argument("--log-prefix")
+    p.add_argument("--cdf")
+    p.add_argument("--rows-per-tx", type=int, default=1)
+    p.add_argument("--keep-logs", action="store_true")
+    p.add_argument("extra", nargs="*")
+    p.set_defaults(func=cmd_pgbench)
+
+    p = sub.add_parser("record")
+    p.add_argument("--results", required=True)
+    p.add_argument("--stage", required=True)
+    p.add_argument("--case", required=True)
+    p.add_argument("--rep", type=int, required=True)
+    p.add_argument("--json", action="append", help="[PREFIX=]FILE")
+    p.add_argument("pairs", nargs="*")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("prom-delta")
+    p.add_argument("--before", required=True)
+    p.add_argument("--after", required=True)
+    p.add_argument("--metric", required=True)
+    p.add_argument("--label", action="append")
+    p.add_argument("--raw", action="store_true", help="keep the unit (not seconds -> ms)")
+    p.set_defaults(func=cmd_prom_delta)
+
+    p = sub.add_parser("cpu-delta")
+    p.add_argument("--before", required=True)
+    p.add_argument("--load-end", required=True)
+    p.add_argument("--after", required=True)
+    p.add_argument("--events", required=True, help="the latch-sim readers JSON report of the load")
+    p.set_defaults(func=cmd_cpu_delta)
+
+    p = sub.add_parser("pending")
+    p.add_argument("what", help="outbox, stream, or a sink name")
+    p.set_defaults(func=cmd_pending)
+
+    p = sub.add_parser("stream-last")
+    p.add_argument("--monitor", required=True)
+    p.add_argument("--stream", required=True)
+    p.set_defaults(func=cmd_stream_last)
+
+    p = sub.add_parser("summary")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("value")
+    p.add_argument("--results", required=True)
+    p.add_argument("--stage", required=True)
+    p.add_argument("--metric", required=True)
+    p.add_argument("--case")
+    p.set_defaults(func=cmd_value)
+
+    p = sub.add_parser("machine")
+    p.add_argument("--out", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--mode", required=True)
+    p.add_argument("--pg-bin", required=True)
+    p.add_argument("--nats-server", required=True)
+    p.add_argument("pairs", nargs="*")
+    p.set_defaults(func=cmd_machine)
+
+    p = sub.add_parser("report")
+    p.add_argument("--dir", required=True)
+    p.set_defaults(func=cmd_report)
+
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
