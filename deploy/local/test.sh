@@ -107,4 +107,9 @@ step "formatting" cargo fmt --all -- --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "alert rules and dashboards" deploy/prometheus/check.sh
 step "tests" cargo test --workspace --locked "$@"
+# The benchmark harness in its smoke mode (debug binaries, a few seconds a stage), so it
+# cannot rot unnoticed; skipped when arguments narrow the run to some tests.
+if [[ $# -eq 0 ]]; then
+    step "benchmark harness (smoke)" deploy/local/bench.sh --smoke --dev
+fi
 printf '\n==> all checks passed\n'
