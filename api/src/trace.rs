@@ -9,6 +9,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
+use latch_core::otel;
 use rand::RngCore;
 use tracing::Instrument;
 
@@ -27,11 +28,7 @@ impl TraceParent {
         let mut parts = value.trim().split('-');
         let (version, trace_id, span_id, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
+        let hex = otel::lower_hex;
         let valid = parts.next().is_none()
             && version == "00"
             && hex(trace_id, 32)
@@ -86,10 +83,28 @@ impl std::fmt::Display for TraceParent {
 
 /// Runs each request inside a span that carries its trace and span ids, so every log line
 /// of the request can be matched with the action it recorded and the sink calls it caused.
+/// When spans are exported (OpenTelemetry), the request's server span is started here and
+/// its ids become the request's [`TraceParent`], so the exported span is the parent of the
+/// worker's delivery spans.
 pub async fn span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = req.match_pattern();
+    let mut exported = otel::start(
+        format!(
+            "{} {}",
+            req.method(),
+            route.as_deref().unwrap_or("unmatched")
+        ),
+        otel::Kind::Server,
+        req.headers().get(HEADER).and_then(|v| v.to_str().ok()),
+    );
+    if let Some(span) = &exported
+        && let Some(trace) = TraceParent::parse(&span.traceparent())
+    {
+        req.extensions_mut().insert(trace);
+    }
     let trace = TraceParent::for_request(req.request());
     let span = tracing::info_span!(
         "request",
@@ -98,7 +113,24 @@ pub async fn span(
         trace_id = %trace.trace_id,
         span_id = %trace.span_id
     );
-    next.call(req).instrument(span).await
+    if let Some(exported) = &mut exported {
+        exported.set("http.request.method", req.method().as_str().to_owned());
+        exported.set("http.route", route.unwrap_or_default());
+    }
+    let response = next.call(req).instrument(span).await;
+    if let Some(exported) = &mut exported {
+        match &response {
+            Ok(response) => {
+                let status = response.status();
+                exported.set("http.response.status_code", i64::from(status.as_u16()));
+                if status.is_server_error() {
+                    exported.fail(status.to_string());
+                }
+            }
+            Err(error) => exported.fail(error.to_string()),
+        }
+    }
+    response
 }
 
 fn random_hex<const N: usize>() -> String {

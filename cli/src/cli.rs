@@ -83,18 +83,28 @@ enum Command {
     Demo(demo::DemoCommand),
 }
 
+/// Logging, and span export when an OTLP endpoint is configured; the guard flushes the
+/// last spans when the role returns.
+fn observe(source: &Source, service: &'static str) -> anyhow::Result<latch_core::otel::Guard> {
+    telemetry::init(&LogConfig::from_source(source)?)?;
+    // The OTLP exporter's HTTP client uses rustls with the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    latch_core::otel::init(service)
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let source = Source::load(cli.config.as_deref())?;
     match cli.command {
         Command::Api => {
-            telemetry::init(&LogConfig::from_source(&source)?)?;
+            let _spans = observe(&source, "latch-api")?;
             roles::api(&source).await?;
         }
         Command::Worker => {
-            telemetry::init(&LogConfig::from_source(&source)?)?;
+            let _spans = observe(&source, "latch-worker")?;
             roles::worker(&source).await?;
         }
         Command::Relay => {
+            // The relay records no spans of its own: it forwards each event's context.
             telemetry::init(&LogConfig::from_source(&source)?)?;
             roles::relay(&source).await?;
         }

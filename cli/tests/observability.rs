@@ -45,6 +45,12 @@
 //! proved by its unit tests (`deploy/prometheus/alerts_test.yml`, `promtool test rules`,
 //! run by `deploy/prometheus/check.sh`).
 //!
+//! - Span export (OpenTelemetry over OTLP/HTTP, to the [`OtlpCollector`] the roles are
+//!   pointed at with `OTEL_EXPORTER_OTLP_ENDPOINT`): one check-in's trace holds the API's
+//!   server span (child of the caller's), one delivery span per sink (children of the API's)
+//!   and each sink was called with its delivery span as parent; a dead-lettered delivery's
+//!   span has an error status.
+//!
 //! Waiting is polling with deadlines. Ports are picked by binding port 0; since the roles
 //! and Prometheus bind them again themselves, a start that loses its port to another
 //! process is retried on a new one.
@@ -59,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use latch_core::credentials::{self, CredentialKind};
 use latch_sim::{Endpoint, Faults, Reject, SimConfig, Simulator, SinkFaults};
-use latch_testkit::{NatsServer, TestDb, wait_until};
+use latch_testkit::{NatsServer, OtlpCollector, ReceivedSpan, TestDb, wait_until};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -103,7 +109,13 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
     let db = TestDb::new().await;
     let mut nats = NatsServer::start();
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let collector = OtlpCollector::start().await;
     let app_url = db.app_url().expose().clone();
+    // The API and the worker export their spans to the collector, in small, quick batches.
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ];
 
     let api = start_listening(&http, "api", dir.path(), "/readyz", |port| {
         latch(
@@ -113,6 +125,8 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
                 ("LATCH_HTTP_ADDR", format!("127.0.0.1:{port}")),
                 ("LATCH_HTTP_WORKERS", "2".into()),
                 ("LATCH_DATABASE_POOL_SIZE", "4".into()),
+                otel[0].clone(),
+                otel[1].clone(),
             ],
         )
     })
@@ -228,6 +242,8 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
                 ("LATCH_SINKS_LEGACY_MAX_ATTEMPTS", "3".into()),
                 ("LATCH_RETRY_BASE", "20ms".into()),
                 ("LATCH_RETRY_MAX", "100ms".into()),
+                otel[0].clone(),
+                otel[1].clone(),
             ],
         )
     })
@@ -316,6 +332,9 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
             json!({"card_id": "CARD-OBS-B"}),
         )
         .await;
+
+    // --- one trace, exported by every role that took part -------------------------------
+    check_exported_trace(&api_client, &reader_key, &sim, &collector).await;
 
     // --- what Prometheus shows agrees with what happened ---------------------------------
     let actions: i64 = db
@@ -426,6 +445,98 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
                 .join("\n")
         );
     }
+}
+
+/// A check-in sent with a `traceparent` is exported as the API's server span, a child of
+/// the caller's span and the span named in the response's `traceparent`; each sink's
+/// delivery is the worker's consumer span, a child of the API's; each sink call names its
+/// delivery span as parent. The dead-lettered delivery is exported as failed.
+async fn check_exported_trace(
+    api: &ApiClient,
+    reader_key: &str,
+    sim: &Simulator,
+    collector: &OtlpCollector,
+) {
+    let caller = "00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-01";
+    let response = api
+        .http
+        .post(format!("{}/v1/check-ins", api.base))
+        .bearer_auth(reader_key)
+        .header("traceparent", caller)
+        .json(&json!({"card_id": "CARD-OBS-A"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let returned = response.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let event = response.json::<Value>().await.unwrap()["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let trace_id = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let api_span_id = returned.split('-').nth(2).unwrap().to_owned();
+    assert_eq!(returned.split('-').nth(1), Some(trace_id), "{returned}");
+
+    let (server, deliveries) = wait_until(
+        "the API's span and both deliveries' spans at the collector",
+        DEADLINE,
+        || async {
+            let spans: Vec<ReceivedSpan> = collector
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == trace_id)
+                .collect();
+            let server = spans.iter().find(|s| s.service == "latch-api")?.clone();
+            let deliveries: Vec<ReceivedSpan> = spans
+                .into_iter()
+                .filter(|s| s.service == "latch-worker")
+                .collect();
+            (deliveries.len() == 2).then_some((server, deliveries))
+        },
+    )
+    .await;
+    assert_eq!(server.name, "POST /v1/check-ins");
+    assert_eq!(server.kind, 2, "a server span");
+    assert_eq!(server.span_id, api_span_id, "the span the response names");
+    assert_eq!(
+        server.parent_span_id, "051581bf3cb55c13",
+        "the caller's span"
+    );
+    assert_eq!(server.attributes["http.route"], "/v1/check-ins");
+    assert_eq!(server.attributes["http.response.status_code"], "201");
+
+    let stats = sim.stats().await;
+    for delivery in &deliveries {
+        assert_eq!(delivery.kind, 5, "a consumer span: {delivery:?}");
+        assert_eq!(delivery.parent_span_id, api_span_id, "{delivery:?}");
+        assert_eq!(delivery.attributes["latch.event_id"], event);
+        assert_eq!(delivery.attributes["latch.outcome"], "delivered");
+        let sink = delivery.attributes["latch.sink"].as_str();
+        let received = match sink {
+            "legacy" => &stats.legacy,
+            "webhooks" => &stats.webhooks,
+            other => panic!("unknown sink {other}"),
+        };
+        let sent = received.events[&event].traceparent.clone().unwrap();
+        assert_eq!(
+            sent,
+            format!("00-{trace_id}-{}-01", delivery.span_id),
+            "{sink} was called as a child of its delivery span"
+        );
+    }
+
+    // Holder B's punch was refused and dead-lettered: its delivery span says so.
+    let failed = wait_until("the dead-lettered delivery's span", DEADLINE, || async {
+        collector.spans().into_iter().find(|s| {
+            s.attributes.get("latch.outcome").map(String::as_str) == Some("dead_lettered")
+        })
+    })
+    .await;
+    assert_eq!(failed.status, 2, "an error status: {failed:?}");
+    assert_eq!(failed.attributes["latch.sink"], "legacy");
 }
 
 /// Waits until the relay has published every outbox row.

@@ -13,8 +13,9 @@
 //! - [`shutdown`]: the shutdown token every long-running loop takes.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the relay/worker admin endpoints.
 //! - [`telemetry`]: log set-up (JSON in production, readable in a terminal).
+//! - [`otel`]: OpenTelemetry spans, exported over OTLP when an endpoint is configured.
 //!
-//! This crate knows nothing about HTTP, NATS or any sink: it holds the vocabulary and the
+//! This crate knows nothing about HTTP routes or any sink: it holds the vocabulary and the
 //! plumbing the roles are built from.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod db;
 pub mod event;
 pub mod metrics;
 pub mod nats;
+pub mod otel;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -8,13 +8,16 @@
 //!   `LATCH_NATS_SERVER`.
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes — the only way
 //!   tests wait for something to happen.
+//! - [`OtlpCollector`]: an OTLP/HTTP trace receiver that records the spans sent to it.
 
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
 mod db;
 mod nats;
+mod otlp;
 mod wait;
 
 pub use db::TestDb;
 pub use nats::NatsServer;
+pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use wait::wait_until;

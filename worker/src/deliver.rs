@@ -28,6 +28,7 @@ use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use latch_core::event::Envelope;
+use latch_core::otel;
 use latch_core::shutdown::CancellationToken;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -107,8 +108,7 @@ impl SinkWorker {
             let lane = lane.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(message) = rx.recv().await {
-                    let span = delivery_span(lane.sink.name(), &message);
-                    lane.handle(message).instrument(span).await;
+                    lane.traced(message).await;
                 }
             }));
         }
@@ -161,27 +161,32 @@ impl SinkWorker {
     }
 }
 
-/// A span per delivery carrying the event id and the trace id of the request that caused
-/// it, so every log line about it can be found from the reader's request.
-fn delivery_span(sink: &'static str, message: &Message) -> tracing::Span {
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default()
-    };
-    let traceparent = header("traceparent");
-    let trace_id = traceparent.split('-').nth(1).unwrap_or_default();
-    let span_id = traceparent.split('-').nth(2).unwrap_or_default();
-    tracing::info_span!(
-        "delivery",
-        sink,
-        event_id = %header("Latch-Event-Id"),
-        trace_id = %trace_id,
-        span_id = %span_id
-    )
+/// The `traceparent` a message carries (the request that caused the event), if any.
+fn traceparent_of(message: &Message) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// How a delivery ended, for the delivery's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    Delivered,
+    DeadLettered,
+    /// Shutting down: the message goes back to the stream for the next worker.
+    HandedBack,
+}
+
+impl Handled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Handled::Delivered => "delivered",
+            Handled::DeadLettered => "dead_lettered",
+            Handled::HandedBack => "handed_back",
+        }
+    }
 }
 
 /// The lane of a message: by holder, so one holder's events stay in order.
@@ -214,6 +219,48 @@ struct Lane {
 }
 
 impl Lane {
+    /// Handles one message inside a span per delivery that carries the event id and the
+    /// trace id of the request that caused it, so every log line about it can be found
+    /// from the reader's request. With span export on, the delivery is also an exported
+    /// consumer span, a child of the request's span, and the sink call names it as its
+    /// parent; otherwise the sink receives the request's `traceparent` unchanged.
+    async fn traced(&self, message: Message) {
+        let sink = self.sink.name();
+        let incoming = traceparent_of(&message);
+        let mut exported = otel::start(
+            format!("deliver {sink}"),
+            otel::Kind::Consumer,
+            incoming.as_deref(),
+        );
+        let outgoing = exported.as_ref().map(otel::Span::traceparent).or(incoming);
+        let ids = outgoing.as_deref().unwrap_or_default();
+        let event_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Latch-Event-Id"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "delivery",
+            sink,
+            event_id = %event_id,
+            trace_id = %ids.split('-').nth(1).unwrap_or_default(),
+            span_id = %ids.split('-').nth(2).unwrap_or_default()
+        );
+        if let Some(exported) = &mut exported {
+            exported.set("latch.sink", sink);
+            exported.set("latch.event_id", event_id);
+            exported.set("messaging.destination.name", message.subject.to_string());
+        }
+        let handled = self.handle(message, outgoing).instrument(span).await;
+        if let Some(exported) = &mut exported {
+            exported.set("latch.outcome", handled.as_str());
+            if handled == Handled::DeadLettered {
+                exported.fail("dead-lettered");
+            }
+        }
+    }
+
     fn count(&self, outcome: &str) {
         self.metrics
             .deliveries
@@ -221,22 +268,17 @@ impl Lane {
             .inc();
     }
 
-    async fn handle(&self, message: Message) {
+    async fn handle(&self, message: Message, traceparent: Option<String>) -> Handled {
         let sink = self.sink.name();
         let envelope = match serde_json::from_slice::<Envelope>(&message.payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 let reason = format!("not a readable event envelope: {error}");
-                self.dead_letter(&message, Class::Malformed, &reason, 0, None)
+                return self
+                    .dead_letter(&message, Class::Malformed, &reason, 0, None)
                     .await;
-                return;
             }
         };
-        let traceparent = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("traceparent"))
-            .map(|v| v.as_str().to_owned());
         let mut attempts = message
             .info()
             .map(|i| i.delivered.max(1) as u32)
@@ -258,7 +300,7 @@ impl Lane {
                     break permit;
                 }
                 if !self.hold(&message, BREAKER_POLL, &mut last_progress).await {
-                    return;
+                    return Handled::HandedBack;
                 }
             };
             self.limiter.until_ready().await;
@@ -285,13 +327,13 @@ impl Lane {
                         .commit_to_delivered
                         .with_label_values(&[sink])
                         .observe(lag.as_seconds_f64().max(0.0));
-                    return;
+                    return Handled::Delivered;
                 }
                 Outcome::Permanent { reason, status } => {
                     permit.success();
-                    self.dead_letter(&message, Class::Permanent, &reason, attempts, status)
+                    return self
+                        .dead_letter(&message, Class::Permanent, &reason, attempts, status)
                         .await;
-                    return;
                 }
                 Outcome::Retry {
                     reason,
@@ -305,16 +347,16 @@ impl Lane {
                     }
                     if attempts >= self.sink.config.max_attempts {
                         let reason = format!("{reason} (after {attempts} attempts)");
-                        self.dead_letter(&message, Class::Exhausted, &reason, attempts, None)
+                        return self
+                            .dead_letter(&message, Class::Exhausted, &reason, attempts, None)
                             .await;
-                        return;
                     }
                     self.counters.retried.fetch_add(1, Ordering::Relaxed);
                     self.count("retry");
                     let delay = self.retry.delay(attempts).max(after.unwrap_or_default());
                     tracing::debug!(sink, event = %envelope.id, attempts, ?delay, %reason, "retrying");
                     if !self.hold(&message, delay, &mut last_progress).await {
-                        return;
+                        return Handled::HandedBack;
                     }
                 }
             }
@@ -353,7 +395,7 @@ impl Lane {
         reason: &str,
         attempts: u32,
         status: Option<u16>,
-    ) {
+    ) -> Handled {
         let sink = self.sink.name();
         let letter = DeadLetter {
             sink,
@@ -374,6 +416,7 @@ impl Lane {
                 let _ = message.ack_with(AckKind::Term).await;
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 self.count("dead");
+                Handled::DeadLettered
             }
             Err(error) => {
                 // Not terminated: the server redelivers it after ACK_WAIT and we try again.
@@ -382,6 +425,7 @@ impl Lane {
                     error = format!("{error:#}"),
                     "cannot write the dead letter; the event stays in the stream"
                 );
+                Handled::HandedBack
             }
         }
     }
