@@ -90,16 +90,21 @@ pub async fn span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = req.match_pattern();
-    let mut exported = otel::start(
-        format!(
-            "{} {}",
-            req.method(),
-            route.as_deref().unwrap_or("unmatched")
-        ),
-        otel::Kind::Server,
-        req.headers().get(HEADER).and_then(|v| v.to_str().ok()),
-    );
+    // Nothing is computed for export unless it is on.
+    let route = otel::enabled().then(|| req.match_pattern()).flatten();
+    let mut exported = otel::enabled()
+        .then(|| {
+            otel::start(
+                format!(
+                    "{} {}",
+                    req.method(),
+                    route.as_deref().unwrap_or("unmatched")
+                ),
+                otel::Kind::Server,
+                req.headers().get(HEADER).and_then(|v| v.to_str().ok()),
+            )
+        })
+        .flatten();
     if let Some(span) = &exported
         && let Some(trace) = TraceParent::parse(&span.traceparent())
     {

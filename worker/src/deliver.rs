@@ -227,11 +227,15 @@ impl Lane {
     async fn traced(&self, message: Message) {
         let sink = self.sink.name();
         let incoming = traceparent_of(&message);
-        let mut exported = otel::start(
-            format!("deliver {sink}"),
-            otel::Kind::Consumer,
-            incoming.as_deref(),
-        );
+        let mut exported = otel::enabled()
+            .then(|| {
+                otel::start(
+                    format!("deliver {sink}"),
+                    otel::Kind::Consumer,
+                    incoming.as_deref(),
+                )
+            })
+            .flatten();
         let outgoing = exported.as_ref().map(otel::Span::traceparent).or(incoming);
         let ids = outgoing.as_deref().unwrap_or_default();
         let event_id = message
