@@ -7,9 +7,10 @@
 //! with its connection, so a leader that crashes or loses the database hands over within
 //! one poll interval, with no lease to expire.
 //!
-//! The same connection LISTENs for the API's NOTIFY. Interest is registered before the
-//! first drain, so a row committed while the leader drains wakes it again rather than
-//! waiting for the poll fallback.
+//! The same connection LISTENs for the writers' NOTIFY, which they send only while the
+//! leader is armed (see [`crate::wake`]). Interest is registered before the first drain,
+//! so a notification sent while the leader drains wakes it again rather than waiting for
+//! the poll fallback.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ const LEADER_LOCK: i64 = 0x6c_61_74_63_68;
 pub struct Leadership {
     // Held for the lock and the LISTEN; dropping it closes the connection.
     _client: tokio_postgres::Client,
-    /// Notified when a row is committed (or the connection has something to say).
+    /// Notified when a writer wakes the relay (or the connection is lost).
     pub wake: Arc<Notify>,
     /// Cancelled when the connection, and with it the lock, is gone.
     pub lost: CancellationToken,

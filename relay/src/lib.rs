@@ -6,9 +6,10 @@
 //! - [`outbox`]: claim a batch (`FOR UPDATE SKIP LOCKED`), delete what was published.
 //! - [`publish`]: one atomic JetStream batch per claim, with the single-publish fallback
 //!   for batches holding already-stored ids.
-//! - this file: the loop — drain while there is work, then wait for a NOTIFY or the poll
-//!   interval; back off (capped, exponential) while NATS or PostgreSQL is unavailable,
-//!   logging once per change of state.
+//! - [`wake`]: the handshake that makes writers NOTIFY only while the relay waits.
+//! - this file: the loop — drain while there is work; once the outbox is empty, arm and
+//!   wait for a NOTIFY or the poll interval; back off (capped, exponential) while NATS or
+//!   PostgreSQL is unavailable, logging once per change of state.
 //!
 //! # Guarantees
 //!
@@ -24,6 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod outbox;
 pub mod publish;
+pub mod wake;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ use latch_core::shutdown::CancellationToken;
 use crate::leader::Leadership;
 use crate::metrics::RelayMetrics;
 use crate::publish::{MAX_BATCH, PublishError, Publisher};
+use crate::wake::Wake;
 use latch_core::admin::Readiness;
 
 /// The relay's own settings.
@@ -43,8 +46,8 @@ use latch_core::admin::Readiness;
 pub struct RelayConfig {
     /// Rows per claim and per atomic batch (1–1000).
     pub batch_size: usize,
-    /// How often to look for rows without a NOTIFY, and how often a standby relay tries
-    /// to take over.
+    /// How often to look for rows without a NOTIFY (also the longest an arming waits for
+    /// a writer transaction left open), and how often a standby relay tries to take over.
     pub poll_interval: Duration,
     /// The longest wait between retries while a dependency is down.
     pub max_backoff: Duration,
@@ -114,6 +117,8 @@ impl From<deadpool_postgres::PoolError> for DrainError {
 /// Counts what the relay did, for logs and tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DrainReport {
+    /// Rows claimed (0: the outbox had nothing to publish).
+    pub claimed: usize,
     pub published: usize,
     pub duplicates: usize,
 }
@@ -211,6 +216,8 @@ impl Relay {
         let mut backoff = Backoff::new(self.config.max_backoff);
         let mut failing: Option<&'static str> = None;
         let mut backlog_read = Instant::now() - self.config.poll_interval;
+        // Writers notify only once the relay has armed (see `wake`); at start it has not.
+        let mut wake = Wake::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -230,9 +237,12 @@ impl Relay {
                         self.read_backlog().await;
                         backlog_read = Instant::now();
                     }
-                    if report.published + report.duplicates >= self.config.batch_size {
+                    if report.claimed > 0 {
+                        // Rows may have been committed meanwhile: look again at once.
                         continue;
                     }
+                    // The outbox is empty: writers must wake us before we wait.
+                    wake.arm(&self.pool, self.config.poll_interval);
                     None
                 }
                 Err(error) => {
@@ -249,11 +259,26 @@ impl Relay {
                 }
             };
             match wait {
-                None => tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = leadership.wake.notified() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
-                },
+                None => {
+                    let poll = tokio::time::sleep(self.config.poll_interval);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        result = wake.arming() => {
+                            // Armed: rows of the writers it waited for are committed
+                            // now; drain once more before waiting.
+                            wake.arming_ended(result);
+                            continue;
+                        }
+                        _ = leadership.wake.notified() => {
+                            self.metrics.wakeups.with_label_values(&["notify"]).inc();
+                            wake.woken();
+                        }
+                        _ = poll => {
+                            self.metrics.wakeups.with_label_values(&["poll"]).inc();
+                            wake.woken();
+                        }
+                    }
+                }
                 Some(delay) => tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(delay) => {}
@@ -288,6 +313,7 @@ impl Relay {
             return Err(failure.into());
         }
         Ok(DrainReport {
+            claimed: rows.len(),
             published: published.acked.len() - published.duplicates,
             duplicates: published.duplicates,
         })

@@ -15,6 +15,7 @@ pub struct RelayMetrics {
     pub publish_duration: Histogram,
     pub commit_to_stream: Histogram,
     pub errors: IntCounterVec,
+    pub wakeups: IntCounterVec,
     pub leader: IntGauge,
 }
 
@@ -83,6 +84,17 @@ impl RelayMetrics {
                         "Failed relay rounds by kind (postgres, nats_unavailable, nats_refused).",
                     ),
                     &["kind"],
+                )
+                .expect("valid counter"),
+            ),
+            wakeups: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_relay_wakeups_total",
+                        "Times the leading relay stopped waiting for new rows, by cause (notify: a writer's NOTIFY, poll: the poll interval passed).",
+                    ),
+                    &["cause"],
                 )
                 .expect("valid counter"),
             ),

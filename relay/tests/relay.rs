@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use latch_core::config::DatabaseConfig;
 use latch_core::nats::NatsConfig;
 use latch_core::shutdown::CancellationToken;
+use latch_relay::metrics::RelayMetrics;
 use latch_relay::{Relay, RelayConfig};
 use latch_testkit::{NatsServer, TestDb, wait_until};
 use serde_json::Value;
@@ -30,6 +31,12 @@ impl Setup {
     }
 
     async fn relay(&self, batch_size: usize) -> Relay {
+        self.relay_polling(batch_size, Duration::from_millis(200))
+            .await
+    }
+
+    /// A relay that polls only every `poll_interval`.
+    async fn relay_polling(&self, batch_size: usize, poll_interval: Duration) -> Relay {
         let pool = latch_core::db::pool(&DatabaseConfig {
             url: self.db.app_url(),
             pool_size: 4,
@@ -38,7 +45,7 @@ impl Setup {
         .unwrap();
         let config = RelayConfig {
             batch_size,
-            poll_interval: Duration::from_millis(200),
+            poll_interval,
             max_backoff: Duration::from_millis(500),
         };
         let mut nats = NatsConfig::for_url(self.nats.url());
@@ -69,20 +76,30 @@ impl Setup {
             .unwrap()
     }
 
-    async fn pending(&self) -> i64 {
+    /// One value read with the owner's rights.
+    async fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
         self.db
             .owner()
             .await
-            .query_one("SELECT count(*) FROM outbox", &[])
+            .query_one(sql, &[])
             .await
             .unwrap()
             .get(0)
     }
 
+    async fn pending(&self) -> i64 {
+        self.value("SELECT count(*) FROM outbox").await
+    }
+
     /// Waits until the stream holds `n` messages and the outbox is empty.
     async fn wait_for_messages(&self, n: u64) {
+        self.wait_for_messages_within(n, DEADLINE).await;
+    }
+
+    /// The same, for at most `deadline`.
+    async fn wait_for_messages_within(&self, n: u64, deadline: Duration) {
         let stream = self.stream().await;
-        wait_until("the stream to hold every event", DEADLINE, || async {
+        wait_until("the stream to hold every event", deadline, || async {
             let count = stream.get_info().await.ok()?.state.messages;
             assert!(
                 count <= n,
@@ -339,4 +356,225 @@ async fn the_stream_is_created_with_the_durable_settings() {
     assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
     assert!(info.config.duplicate_window >= Duration::from_secs(600));
     assert!(info.config.allow_atomic_publish);
+}
+
+// --- Waking the relay ----------------------------------------------------------------------
+
+/// A poll interval longer than any test: what these tests see arrive was not polled for.
+const NO_POLL: Duration = Duration::from_secs(600);
+/// How soon a woken relay must have published (far below `NO_POLL`).
+const PROMPTLY: Duration = Duration::from_secs(10);
+
+impl Setup {
+    async fn armed(&self) -> bool {
+        self.value("SELECT armed FROM outbox_wake").await
+    }
+
+    async fn set_armed(&self, armed: bool) {
+        self.db
+            .owner()
+            .await
+            .execute("UPDATE outbox_wake SET armed = $1", &[&armed])
+            .await
+            .unwrap();
+    }
+
+    /// True while a session waits for the wake key exclusively (the relay arming).
+    async fn arming_waits(&self) -> bool {
+        let key = latch_relay::wake::WAKE_LOCK;
+        self.db
+            .owner()
+            .await
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_locks
+                 WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' AND NOT granted
+                   AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid
+                   AND objsubid = 1",
+                &[&key],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Starts a relay that would poll only after `NO_POLL`: it can learn of new rows
+    /// only from the wake-up handshake. Also returns its metrics.
+    async fn spawn_unpolled(&self, batch_size: usize) -> (CancellationToken, RelayMetrics) {
+        let relay = self.relay_polling(batch_size, NO_POLL).await;
+        let metrics = relay.metrics.clone();
+        (self.spawn(relay), metrics)
+    }
+}
+
+fn poll_wakeups(metrics: &RelayMetrics) -> u64 {
+    metrics.wakeups.with_label_values(&["poll"]).get()
+}
+
+#[tokio::test]
+async fn a_row_committed_while_the_relay_waits_wakes_it() {
+    let setup = Setup::new().await;
+    let (token, metrics) = setup.spawn_unpolled(100).await;
+    let client = setup.db.app().await;
+    let holder = Uuid::now_v7();
+    for n in 1..=3 {
+        // The relay has found the outbox empty and armed; the writer that finds it armed
+        // notifies.
+        wait_until("the relay to arm", DEADLINE, || async {
+            setup.armed().await.then_some(())
+        })
+        .await;
+        record(&client, holder, n).await;
+        setup.wait_for_messages_within(n as u64, PROMPTLY).await;
+    }
+    assert_eq!(poll_wakeups(&metrics), 0);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn rows_committed_while_the_relay_is_busy_are_all_published_without_polling() {
+    let setup = Setup::new().await;
+    let (token, metrics) = setup.spawn_unpolled(16).await;
+    write_concurrently(&setup.db, 8, 40).await;
+    setup.wait_for_messages_within(320, DEADLINE).await;
+    assert_once_and_in_holder_order(&setup.messages().await);
+    assert_eq!(poll_wakeups(&metrics), 0);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_writer_that_read_the_flag_before_the_relay_armed_is_waited_for() {
+    let setup = Setup::new().await;
+    // The flag as the writer that last woke a relay left it.
+    setup.set_armed(false).await;
+    // A writer reads it (so it will not notify) and stays open.
+    let mut open = setup.db.app().await;
+    let open_tx = open.transaction().await.unwrap();
+    let late = record_in(&open_tx, Uuid::now_v7()).await;
+
+    // The relay finds the outbox empty and arms: the arming waits for that writer.
+    let (token, metrics) = setup.spawn_unpolled(100).await;
+    wait_until(
+        "the relay's arming to wait for the open writer",
+        DEADLINE,
+        || async { setup.arming_waits().await.then_some(()) },
+    )
+    .await;
+
+    // Meanwhile other writers are not held up: they notify, and their rows go out.
+    write_concurrently(&setup.db, 2, 3).await;
+    setup.wait_for_messages_within(6, PROMPTLY).await;
+    assert!(setup.arming_waits().await);
+
+    // The open writer commits: the arming completes and the relay looks once more.
+    open_tx.commit().await.unwrap();
+    setup.wait_for_messages_within(7, PROMPTLY).await;
+    let messages = setup.messages().await;
+    assert_eq!(messages.last().unwrap().event_id, late.to_string());
+    assert_eq!(poll_wakeups(&metrics), 0);
+    token.cancel();
+}
+
+/// The notifications on the relay's channel, seen from a connection of its own.
+struct Listener {
+    notifications: tokio::sync::mpsc::UnboundedReceiver<String>,
+    _client: tokio_postgres::Client,
+}
+
+impl Listener {
+    async fn new(db: &TestDb) -> Listener {
+        let (client, mut connection) =
+            tokio_postgres::connect(db.app_url().expose(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        let (tx, notifications) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", latch_core::event::OUTBOX_CHANNEL))
+            .await
+            .unwrap();
+        Listener {
+            notifications,
+            _client: client,
+        }
+    }
+
+    /// How many notifications arrived since the last call: a marker notification sent
+    /// now arrives after every one committed before it.
+    async fn count(&mut self, db: &TestDb) -> usize {
+        db.owner()
+            .await
+            .execute(
+                "SELECT pg_notify($1, 'marker')",
+                &[&latch_core::event::OUTBOX_CHANNEL],
+            )
+            .await
+            .unwrap();
+        let mut count = 0;
+        loop {
+            let payload = tokio::time::timeout(DEADLINE, self.notifications.recv())
+                .await
+                .expect("the marker notification in time")
+                .unwrap();
+            if payload == "marker" {
+                return count;
+            }
+            count += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn writers_notify_only_while_the_relay_is_armed_or_arming() {
+    let setup = Setup::new().await;
+    let mut listener = Listener::new(&setup.db).await;
+    let client = setup.db.app().await;
+    let holder = Uuid::now_v7();
+
+    // Armed: the first writer notifies and clears the flag for the others.
+    setup.set_armed(true).await;
+    for seq in 0..3 {
+        record(&client, holder, seq).await;
+    }
+    assert_eq!(listener.count(&setup.db).await, 1);
+    assert!(!setup.armed().await);
+
+    // Not armed (the relay is busy, or there is none): nobody notifies.
+    write_concurrently(&setup.db, 4, 5).await;
+    assert_eq!(listener.count(&setup.db).await, 0);
+
+    // While the relay arms (holds or waits for the wake key), every writer notifies.
+    let mut arming = setup.db.owner().await;
+    let arming_tx = arming.transaction().await.unwrap();
+    arming_tx
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&latch_relay::wake::WAKE_LOCK],
+        )
+        .await
+        .unwrap();
+    for seq in 3..5 {
+        record(&client, holder, seq).await;
+    }
+    arming_tx.rollback().await.unwrap();
+    assert_eq!(listener.count(&setup.db).await, 2);
+
+    // A transaction that is not READ COMMITTED cannot trust the flag: it notifies.
+    let mut rr = setup.db.app().await;
+    let rr_tx = rr
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    record_in(&rr_tx, holder).await;
+    rr_tx.commit().await.unwrap();
+    assert_eq!(listener.count(&setup.db).await, 1);
+    assert!(!setup.armed().await);
 }
