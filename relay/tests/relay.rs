@@ -240,11 +240,24 @@ async fn every_committed_row_reaches_the_stream_once_as_committed() {
 
 #[tokio::test]
 async fn a_crash_after_publishing_and_before_deleting_leaves_no_duplicate() {
-    let setup = Setup::new().await;
-    write_concurrently(&setup.db, 5, 10).await;
+    // 50 rows: one atomic batch.
+    crash_after_publishing(5, 10, false).await;
+}
 
-    // A relay publishes a batch and dies before its DELETE commits.
+#[tokio::test]
+async fn a_crash_after_publishing_a_few_rows_one_by_one_leaves_no_duplicate() {
+    crash_after_publishing(3, 1, true).await;
+}
+
+/// A relay publishes `writers * per_writer` rows and dies before its DELETE commits; the
+/// next relay publishes them again with new rows, and the stream holds each row once.
+async fn crash_after_publishing(writers: usize, per_writer: i64, one_by_one: bool) {
+    let setup = Setup::new().await;
+    write_concurrently(&setup.db, writers, per_writer).await;
+    let n = writers * per_writer as usize;
+
     let relay = setup.relay(500).await;
+    assert_eq!(relay.publisher().costs().one_by_one(n), one_by_one);
     let pool = latch_core::db::pool(&DatabaseConfig {
         url: setup.db.app_url(),
         pool_size: 1,
@@ -255,19 +268,20 @@ async fn a_crash_after_publishing_and_before_deleting_leaves_no_duplicate() {
         let mut client = pool.get().await.unwrap();
         let tx = client.transaction().await.unwrap();
         let rows = latch_relay::outbox::claim(&tx, 500).await.unwrap();
-        assert_eq!(rows.len(), 50);
+        assert_eq!(rows.len(), n);
         let published = relay.publisher().publish(&rows).await.unwrap();
-        assert_eq!(published.acked.len(), 50);
+        assert_eq!(published.acked.len(), n);
         // Dropped without commit: the rows are unlocked and still pending.
     }
-    assert_eq!(setup.pending().await, 50);
+    assert_eq!(setup.pending().await, n as i64);
 
-    // More events arrive; the next relay republishes the 50 (deduplicated) with the new 20.
+    // More events arrive; the next relay republishes the first rows (deduplicated) with
+    // the new ones.
     write_concurrently(&setup.db, 2, 10).await;
     let token = setup.spawn(relay);
-    setup.wait_for_messages(70).await;
+    setup.wait_for_messages(n as u64 + 20).await;
     let messages = setup.messages().await;
-    assert_eq!(messages.len(), 70);
+    assert_eq!(messages.len(), n + 20);
     assert_once_and_in_holder_order(&messages);
     token.cancel();
 }
