@@ -4,8 +4,8 @@
 //!
 //! - [`leader`]: one relay leads (advisory lock) and LISTENs for new rows; others wait.
 //! - [`outbox`]: claim a batch (`FOR UPDATE SKIP LOCKED`), delete what was published.
-//! - [`publish`]: one atomic JetStream batch per claim, with the single-publish fallback
-//!   for batches holding already-stored ids.
+//! - [`publish`]: one atomic JetStream batch per claim, or for a few rows one message at a
+//!   time, with the single-publish fallback for batches holding already-stored ids.
 //! - [`wake`]: the handshake that makes writers NOTIFY only while the relay waits.
 //! - this file: the loop — drain while there is work; once the outbox is empty, arm and
 //!   wait for a NOTIFY or the poll interval; back off (capped, exponential) while NATS or
@@ -18,8 +18,10 @@
 //! after a crash carries the same `Nats-Msg-Id` and is dropped by the stream's duplicate
 //! window. One holder's events enter the stream in commit order: the outbox trigger takes
 //! a per-holder transaction lock before it allocates the row id (so ids follow commit order
-//! per holder), a single leader publishes in id order, one batch at a time, and a batch is
-//! stored contiguously.
+//! per holder), a single leader publishes in id order, one batch at a time (the next only
+//! once the stream acknowledged the last), and a batch is stored in order. The DELETE and
+//! COMMIT of an acknowledged batch may still run while the next batch is claimed: the
+//! claim skips its still-locked rows, which the stream already holds.
 
 pub mod leader;
 pub mod metrics;
@@ -37,6 +39,7 @@ use latch_core::shutdown::CancellationToken;
 
 use crate::leader::Leadership;
 use crate::metrics::RelayMetrics;
+use crate::outbox::Claimed;
 use crate::publish::{MAX_BATCH, PublishError, Publisher};
 use crate::wake::Wake;
 use latch_core::admin::Readiness;
@@ -108,9 +111,40 @@ impl From<tokio_postgres::Error> for DrainError {
     }
 }
 
+impl From<outbox::ClaimError> for DrainError {
+    fn from(e: outbox::ClaimError) -> Self {
+        DrainError::Database(e.to_string())
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for DrainError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         DrainError::Database(e.to_string())
+    }
+}
+
+/// The DELETE and COMMIT of the last published batch, running while the next one is
+/// claimed and published.
+#[derive(Default)]
+struct Committing(Option<tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>>);
+
+impl Committing {
+    fn start(&mut self, claimed: Claimed, published: Vec<i64>) {
+        debug_assert!(self.0.is_none());
+        self.0 = Some(tokio::spawn(
+            async move { claimed.finish(&published).await },
+        ));
+    }
+
+    /// Waits for the commit in flight, if any.
+    async fn settle(&mut self) -> Result<(), DrainError> {
+        match self.0.take() {
+            None => Ok(()),
+            Some(handle) => match handle.await {
+                Ok(result) => Ok(result?),
+                Err(error) => Err(DrainError::Database(error.to_string())),
+            },
+        }
     }
 }
 
@@ -218,15 +252,17 @@ impl Relay {
         let mut backlog_read = Instant::now() - self.config.poll_interval;
         // Writers notify only once the relay has armed (see `wake`); at start it has not.
         let mut wake = Wake::default();
+        let mut committing = Committing::default();
         loop {
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || leadership.lost.is_cancelled() {
+                if leadership.lost.is_cancelled() {
+                    tracing::warn!("lost the leadership connection; re-electing");
+                }
+                // Let the last batch's deletion finish (its rows are in the stream).
+                let _ = committing.settle().await;
                 return;
             }
-            if leadership.lost.is_cancelled() {
-                tracing::warn!("lost the leadership connection; re-electing");
-                return;
-            }
-            let wait = match self.drain_once().await {
+            let wait = match self.drain_once(&mut committing).await {
                 Ok(report) => {
                     if let Some(state) = failing.take() {
                         tracing::info!(recovered_from = state, "relay publishing again");
@@ -287,36 +323,59 @@ impl Relay {
         }
     }
 
-    /// Claims one batch, publishes it and deletes what the stream acknowledged.
-    async fn drain_once(&self) -> Result<DrainReport, DrainError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let rows = outbox::claim(&tx, self.config.batch_size).await?;
+    /// Claims one batch and publishes it; the published rows are deleted in the claiming
+    /// transaction. Its DELETE and COMMIT run while the next batch is claimed and
+    /// published (`committing`): the stream already holds those rows, their locks keep
+    /// the next claim off them until the commit, and should the commit fail they are
+    /// published again and the stream drops them as duplicates. A batch is published
+    /// only once the one before it was acknowledged, and at most one commit is in flight.
+    async fn drain_once(&self, committing: &mut Committing) -> Result<DrainReport, DrainError> {
+        let mut claimed = Claimed::begin(&self.pool, self.config.batch_size).await?;
+        let rows = std::mem::take(&mut claimed.rows);
         if rows.is_empty() {
+            claimed.finish(&[]).await?;
             return Ok(DrainReport::default());
         }
         let started = Instant::now();
-        let published = self.publisher.publish(&rows).await?;
+        let published = match self.publisher.publish(&rows).await {
+            Ok(published) => published,
+            Err(error) => {
+                // Not acknowledged: the rows are released and published again later
+                // (any the stream did store are then dropped as duplicates).
+                let _ = claimed.finish(&[]).await;
+                return Err(error.into());
+            }
+        };
+        let publish_time = started.elapsed();
         self.metrics
             .publish_duration
-            .observe(started.elapsed().as_secs_f64());
-        outbox::delete(&tx, &published.acked).await?;
-        tx.commit().await?;
+            .observe(publish_time.as_secs_f64());
         self.observe(&rows, &published);
+        let costs = self.publisher.costs();
         tracing::debug!(
             rows = rows.len(),
             duplicates = published.duplicates,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            publish_ms = publish_time.as_secs_f64() * 1e3,
+            single_ms_estimate = costs.single * 1e3,
+            atomic_ms_estimate = costs.atomic * 1e3,
             "published batch"
         );
-        if let Some(failure) = published.failure {
-            return Err(failure.into());
-        }
-        Ok(DrainReport {
+        let report = DrainReport {
             claimed: rows.len(),
             published: published.acked.len() - published.duplicates,
             duplicates: published.duplicates,
-        })
+        };
+        let previous = committing.settle().await;
+        match published.failure {
+            None => committing.start(claimed, published.acked),
+            Some(failure) => {
+                // Delete what was stored before the failure; the rest stays pending.
+                claimed.finish(&published.acked).await?;
+                return Err(failure.into());
+            }
+        }
+        previous?;
+        Ok(report)
     }
 
     fn observe(&self, rows: &[outbox::OutboxRow], published: &publish::Published) {

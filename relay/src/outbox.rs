@@ -9,8 +9,12 @@
 //!
 //! There is no `id > last_seen` cursor: every claim looks at every pending row, so a row
 //! whose transaction committed late (a lower id than rows already relayed) is found.
+//!
+//! [`Claimed`] owns its pooled connection, so that the DELETE and COMMIT of a published
+//! batch can run while the relay claims and publishes the next one (its rows stay locked
+//! until then, and the next claim skips them).
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Object, Pool};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -36,13 +40,23 @@ ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED";
 
-/// Locks and returns up to `limit` pending rows, oldest first.
+const DELETE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
+
+/// Locks and returns up to `limit` pending rows, oldest first (call in a transaction).
 pub async fn claim(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
     let statement = tx.prepare_cached(CLAIM).await?;
-    let rows = tx.query(&statement, &[&(limit as i64)]).await?;
+    claim_prepared(tx, &statement, limit).await
+}
+
+async fn claim_prepared(
+    client: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+    let rows = client.query(statement, &[&(limit as i64)]).await?;
     Ok(rows
         .into_iter()
         .map(|row| OutboxRow {
@@ -60,14 +74,83 @@ pub async fn claim(
 }
 
 /// Removes published rows (call in the claiming transaction, then commit).
-pub async fn delete(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
+pub async fn delete(tx: &impl GenericClient, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
     if ids.is_empty() {
         return Ok(0);
     }
-    let statement = tx
-        .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
-        .await?;
+    let statement = tx.prepare_cached(DELETE).await?;
     tx.execute(&statement, &[&ids]).await
+}
+
+/// A claimed batch: its rows, and the open transaction that holds their locks.
+pub struct Claimed {
+    pub rows: Vec<OutboxRow>,
+    /// `None` once the transaction has ended.
+    client: Option<Object>,
+}
+
+impl Claimed {
+    /// Opens a transaction and claims up to `limit` rows in it, in one round trip.
+    pub async fn begin(pool: &Pool, limit: usize) -> Result<Claimed, ClaimError> {
+        let client = pool.get().await?;
+        // Prepared (once per connection) beforehand, so that BEGIN and the claim go out
+        // together: requests polled together are pipelined, in the order first polled.
+        let statement = client.prepare_cached(CLAIM).await?;
+        let mut claimed = Claimed {
+            rows: Vec::new(),
+            client: Some(client),
+        };
+        let client = claimed.client.as_ref().expect("just set");
+        let (begun, rows) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            claim_prepared(client, &statement, limit)
+        );
+        begun?;
+        claimed.rows = rows?;
+        Ok(claimed)
+    }
+
+    /// Deletes the published rows `ids` and ends the transaction, which releases every
+    /// claimed row (rolls back when `ids` is empty).
+    pub async fn finish(mut self, ids: &[i64]) -> Result<(), tokio_postgres::Error> {
+        let client = self.client.as_ref().expect("transaction open");
+        if ids.is_empty() {
+            client.batch_execute("ROLLBACK").await?;
+        } else {
+            // DELETE and COMMIT go out together; if the DELETE fails, COMMIT only ends the
+            // failed transaction, and the error is the DELETE's.
+            let statement = client.prepare_cached(DELETE).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+            let (deleted, committed) = tokio::join!(
+                client.execute(&statement, &params),
+                client.batch_execute("COMMIT")
+            );
+            deleted?;
+            committed?;
+        }
+        // Ended cleanly: the connection goes back to the pool.
+        self.client = None;
+        Ok(())
+    }
+}
+
+impl Drop for Claimed {
+    /// A transaction left open (an error, or a cancelled drain) must not go back to the
+    /// pool: the connection is closed instead, and the server rolls the transaction back.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Why a claim failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
 }
 
 /// Pending rows and the age of the oldest, for metrics and `latch outbox status`.
