@@ -406,6 +406,10 @@ def cmd_prom_delta(args):
     want = dict(pair.split("=", 1) for pair in args.label or [])
     b_buckets, b_sum, b_count = histogram(read_metrics(args.before), args.metric, want)
     a_buckets, a_sum, a_count = histogram(read_metrics(args.after), args.metric, want)
+    if not a_buckets:
+        # A misspelt name or label would otherwise show as "–" in the report.
+        labels = ",".join(f'{k}="{v}"' for k, v in want.items())
+        fail(f"no histogram {args.metric}{{{labels}}} in {args.after}")
     bounds = sorted(a_buckets)
     counts = [a_buckets[b] - b_buckets.get(b, 0.0) for b in bounds]
     count = a_count - b_count
@@ -706,7 +710,8 @@ def cmd_report(args):
         "`raw/unlock.pgbench.sql`) against the same seeded schema, one statement per "
         "transaction, synchronous commit; the API is driven by `latch-sim readers` in a "
         "closed loop (C readers, each waiting for its answer). Both start from empty "
-        "`actions`/`outbox` tables after a CHECKPOINT; no relay runs."
+        "`actions`/`outbox` tables after a CHECKPOINT; no relay runs (so no writer "
+        "notifies: the outbox trigger sends a NOTIFY only while a relay waits for one)."
     )
     add("")
     add(
@@ -753,13 +758,15 @@ def cmd_report(args):
         "deactivated holders (1 in 50), answered by design."
     )
     add("")
-    for case in t.cases("pg_nonotify"):
+    for case in t.cases("pg_notify_each"):
         add(
             f"Diagnostic (not latch's transaction): the same pgbench run at C = {case.lstrip('c')} with "
-            "the `pg_notify` call taken out of the outbox trigger: "
-            f"{t.cell('pg_nonotify', case, 'throughput')} tx/s, p50 {t.cell('pg_nonotify', case, 'latency_ms.p50', 3)}, "
-            f"p99 {t.cell('pg_nonotify', case, 'latency_ms.p99', 3)} — against "
-            f"{t.cell('pg_unlock', case, 'throughput')} tx/s with it."
+            "the outbox trigger as it was before the wake-up handshake "
+            "(`migrations/V2__outbox_order.sql`: a `pg_notify` in every transaction, and "
+            "PostgreSQL serialises the commits of notifying transactions): "
+            f"{t.cell('pg_notify_each', case, 'throughput')} tx/s, p50 {t.cell('pg_notify_each', case, 'latency_ms.p50', 3)}, "
+            f"p99 {t.cell('pg_notify_each', case, 'latency_ms.p99', 3)} — against "
+            f"{t.cell('pg_unlock', case, 'throughput')} tx/s with latch's trigger."
         )
         add("")
     for case in t.cases("api_checkin"):
@@ -848,7 +855,8 @@ def cmd_report(args):
         add("")
         add(
             "An ack is one message's (single) or one whole batch's (atomic). Atomic batches are "
-            "what the relay sends: 500 rows per batch, one batch at a time."
+            "what the relay sends when it drains a backlog: 500 rows per batch, one batch at a "
+            "time (a batch of a few rows goes one message at a time, like `single-1`)."
         )
         add("")
 
@@ -928,7 +936,8 @@ def cmd_report(args):
         add("")
         add(
             "What the relay did meanwhile (its own histograms): the time to publish one batch "
-            "(atomic batch sent → acknowledged) and the rows per batch."
+            "(sent → acknowledged: one atomic batch, or for a few rows one message at a time, "
+            "each acknowledged before the next) and the rows per batch."
         )
         add("")
         add("| offered/s | relay batches | rows per batch (mean) | publish p50 | publish p99 |")

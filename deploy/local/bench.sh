@@ -394,6 +394,19 @@ pgbench_run() {
     }
 }
 
+# pgbench_unlock STAGE C REP [ARGS...]: latch's unlock statement, closed loop at concurrency C,
+# from empty tables after a warm-up; recorded as STAGE, case cC (ARGS go to bench.py pgbench).
+pgbench_unlock() {
+    local stage=$1 c=$2 rep=$3
+    shift 3
+    local name="${stage}_c${c}_r${rep}" threads=$((c < 2 ? c : 2))
+    reset_tables
+    pgbench_run "$name.warmup" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$WARMUP"
+    pgbench_run "$name" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$DURATION" -l --log-prefix="$RAW/$name"
+    "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage "$stage" --case "c$c" --rep "$rep" \
+        --stdout "$RAW/$name.txt" --log-prefix "$RAW/$name" "$@" "concurrency=$c"
+}
+
 # CPU time (clock ticks) of one process, 0 when it is gone.
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
@@ -464,16 +477,9 @@ end_stage
 if want write; then
     begin_stage "write path (pgbench vs latch API)"
     for c in "${CONCURRENCIES[@]}"; do
-        threads=$((c < 2 ? c : 2))
         for ((rep = 1; rep <= REPS; rep++)); do
             # pgbench and the API alternate, so drift in the machine hits both alike.
-            reset_tables
-            pgbench_run "pg_unlock_c${c}_r${rep}.warmup" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$WARMUP"
-            pgbench_run "pg_unlock_c${c}_r${rep}" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$DURATION" \
-                -l --log-prefix="$RAW/pg_unlock_c${c}_r${rep}"
-            "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_unlock --case "c$c" --rep "$rep" \
-                --stdout "$RAW/pg_unlock_c${c}_r${rep}.txt" --log-prefix "$RAW/pg_unlock_c${c}_r${rep}" \
-                --cdf "$RAW/pg_unlock_c${c}_r${rep}.cdf.csv" "concurrency=$c"
+            pgbench_unlock pg_unlock "$c" "$rep" --cdf "$RAW/pg_unlock_c${c}_r${rep}.cdf.csv"
             reset_tables
             readers "api_unlock_c${c}_r${rep}" --endpoint unlock --concurrency "$c" \
                 --warmup "${WARMUP}s" --duration "${DURATION}s" --histogram-out "$RAW/api_unlock_c${c}_r${rep}.cdf.csv"
@@ -510,31 +516,21 @@ if want write; then
             --json "$RAW/api_open_r${rep}.json" "rate=$OPEN_RATE"
     done
 
-    # A diagnostic, not latch's transaction: the same statement with the outbox trigger's
-    # NOTIFY taken out, to show what the NOTIFY costs (PostgreSQL serializes the commits of
-    # notifying transactions). The trigger is restored right after.
-    notify_line="PERFORM pg_notify('latch_outbox', '');"
+    # A diagnostic, not latch's transaction: the same statement with the outbox trigger as
+    # it was before the wake-up handshake (migrations/V2__outbox_order.sql: a NOTIFY from
+    # every transaction), to show what the handshake saves (PostgreSQL serialises the
+    # commits of notifying transactions). latch's trigger is restored right after.
     trigger_def=$(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)")
-    if [[ $trigger_def == *"$notify_line"* ]]; then
-        psql_su <<<"${trigger_def//"$notify_line"/};" >/dev/null
-        [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") != *pg_notify* ]] ||
-            die "could not take the NOTIFY out of the outbox trigger"
-        threads=$((CHECKIN_C < 2 ? CHECKIN_C : 2))
-        for ((rep = 1; rep <= REPS; rep++)); do
-            reset_tables
-            pgbench_run "pg_nonotify_c${CHECKIN_C}_r${rep}.warmup" -f "$UNLOCK_SQL" -c "$CHECKIN_C" -j "$threads" -T "$WARMUP"
-            pgbench_run "pg_nonotify_c${CHECKIN_C}_r${rep}" -f "$UNLOCK_SQL" -c "$CHECKIN_C" -j "$threads" -T "$DURATION" \
-                -l --log-prefix="$RAW/pg_nonotify_c${CHECKIN_C}_r${rep}"
-            "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_nonotify --case "c$CHECKIN_C" --rep "$rep" \
-                --stdout "$RAW/pg_nonotify_c${CHECKIN_C}_r${rep}.txt" --log-prefix "$RAW/pg_nonotify_c${CHECKIN_C}_r${rep}" \
-                "concurrency=$CHECKIN_C"
-        done
-        psql_su <<<"$trigger_def;" >/dev/null
-        [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") == "$trigger_def" ]] ||
-            die "could not restore the outbox trigger"
-    else
-        warn "the outbox trigger has no '$notify_line' line any more; skipping the NOTIFY diagnostic"
-    fi
+    old_trigger=$(sed -n '/^CREATE OR REPLACE FUNCTION latch_action_to_outbox()/,/^\$\$;/p' migrations/V2__outbox_order.sql)
+    [[ $old_trigger == *"PERFORM pg_notify('latch_outbox', '');"* ]] ||
+        die "cannot find the per-transaction NOTIFY trigger in migrations/V2__outbox_order.sql"
+    psql_su <<<"$old_trigger" >/dev/null
+    for ((rep = 1; rep <= REPS; rep++)); do
+        pgbench_unlock pg_notify_each "$CHECKIN_C" "$rep"
+    done
+    psql_su <<<"$trigger_def;" >/dev/null
+    [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") == "$trigger_def" ]] ||
+        die "could not restore the outbox trigger"
     end_stage
 fi
 
