@@ -297,21 +297,28 @@ impl Relay {
             match wait {
                 None => {
                     let poll = tokio::time::sleep(self.config.poll_interval);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        result = wake.arming() => {
-                            // Armed: rows of the writers it waited for are committed
-                            // now; drain once more before waiting.
-                            wake.arming_ended(result);
-                            continue;
-                        }
-                        _ = leadership.wake.notified() => {
-                            self.metrics.wakeups.with_label_values(&["notify"]).inc();
-                            wake.woken();
-                        }
-                        _ = poll => {
-                            self.metrics.wakeups.with_label_values(&["poll"]).inc();
-                            wake.woken();
+                    tokio::pin!(poll);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            result = wake.arming() => {
+                                // Armed (or it should be tried again at once): rows of the
+                                // writers it waited for are committed now, so drain once
+                                // more before waiting. Otherwise wait as without it.
+                                if wake.arming_ended(result) {
+                                    break;
+                                }
+                            }
+                            _ = leadership.wake.notified() => {
+                                self.metrics.wakeups.with_label_values(&["notify"]).inc();
+                                wake.woken();
+                                break;
+                            }
+                            _ = &mut poll => {
+                                self.metrics.wakeups.with_label_values(&["poll"]).inc();
+                                wake.woken();
+                                break;
+                            }
                         }
                     }
                 }

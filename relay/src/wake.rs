@@ -20,23 +20,37 @@
 //! interactive session) does not hold up the relay: while the arming waits for it, every
 //! other writer notifies, and the relay keeps draining on their notifications. An arming
 //! that was overtaken by a wake-up (its flag may already have been cleared by the writer
-//! that woke the relay) does not count: the relay arms again before it waits.
+//! that woke the relay) does not count: the relay arms again before it waits. An arming
+//! that fails for another reason (the schema predates the handshake, a missing grant) is
+//! logged once, and the relay falls back to its poll until one works.
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 
 /// The advisory lock key of the handshake (`latchw` in ASCII), distinct from the
 /// leadership key and from the per-holder two-int4 keys. The outbox trigger uses the
 /// same number.
 pub const WAKE_LOCK: i64 = 0x6c_61_74_63_68_77;
 
+/// Why an arming did not arm.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmError {
+    /// A writer transaction stayed open for `lock_timeout`: try again.
+    #[error("a writer transaction is still open")]
+    WriterOpen,
+    /// Anything else (the database is down, the schema predates the handshake...).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Sets `outbox_wake.armed` once no writer that may have missed it is still running.
-/// Gives up after `lock_timeout` (a writer transaction is still open): the caller arms
-/// again later.
-pub async fn arm(pool: &Pool, lock_timeout: Duration) -> anyhow::Result<()> {
-    let client = pool.get().await?;
+/// Gives up after `lock_timeout` (a writer transaction is still open).
+pub async fn arm(pool: &Pool, lock_timeout: Duration) -> Result<(), ArmError> {
+    let failed = |e: &dyn std::fmt::Display| ArmError::Failed(e.to_string());
+    let client = pool.get().await.map_err(|e| failed(&e))?;
     // One simple query: its statements run as one transaction, in one round trip.
     let timeout_ms = lock_timeout.as_millis().max(1);
     client
@@ -46,8 +60,11 @@ pub async fn arm(pool: &Pool, lock_timeout: Duration) -> anyhow::Result<()> {
              SELECT pg_advisory_xact_lock({WAKE_LOCK});
              UPDATE outbox_wake SET armed = true WHERE NOT armed"
         ))
-        .await?;
-    Ok(())
+        .await
+        .map_err(|e| match e.code() {
+            Some(&SqlState::LOCK_NOT_AVAILABLE) => ArmError::WriterOpen,
+            _ => failed(&e),
+        })
 }
 
 /// Where the leading relay stands in the handshake.
@@ -56,9 +73,12 @@ pub(crate) struct Wake {
     /// Armed, and not woken since: writers will notify.
     armed: bool,
     /// An arming in progress.
-    arming: Option<JoinHandle<anyhow::Result<()>>>,
+    arming: Option<JoinHandle<Result<(), ArmError>>>,
     /// The arming in progress started before the last wake-up.
     stale: bool,
+    /// An arming failed (not for an open writer) and that was logged; cleared once one
+    /// works.
+    failing: bool,
 }
 
 impl Wake {
@@ -74,24 +94,39 @@ impl Wake {
 
     /// Completes when the arming in progress ends (never when there is none); then
     /// [`Wake::arming_ended`] must be called with the result.
-    pub(crate) async fn arming(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn arming(&mut self) -> Result<(), ArmError> {
         match self.arming.as_mut() {
-            Some(handle) => handle.await.unwrap_or_else(|e| Err(e.into())),
+            Some(handle) => handle
+                .await
+                .unwrap_or_else(|e| Err(ArmError::Failed(e.to_string()))),
             None => std::future::pending().await,
         }
     }
 
-    /// Records how the arming ended.
-    pub(crate) fn arming_ended(&mut self, result: anyhow::Result<()>) {
+    /// Records how the arming ended. True when the relay should drain now (and arm again
+    /// if need be); false when it could not arm and must wait for the poll instead.
+    pub(crate) fn arming_ended(&mut self, result: Result<(), ArmError>) -> bool {
         self.arming = None;
         match result {
-            Ok(()) if !self.stale => self.armed = true,
-            Ok(()) => {}
+            Ok(()) => {
+                self.armed = !self.stale;
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the relay's wake-up handshake works again");
+                }
+                true
+            }
+            Err(ArmError::WriterOpen) => {
+                tracing::debug!("arming waited for an open writer transaction; arming again");
+                true
+            }
             Err(error) => {
-                tracing::debug!(
-                    error = format!("{error:#}"),
-                    "could not arm the wake-up yet"
-                )
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(
+                        %error,
+                        "cannot arm the wake-up (is the schema migrated?); new rows wait for the poll"
+                    );
+                }
+                false
             }
         }
     }

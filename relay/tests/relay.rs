@@ -592,3 +592,22 @@ async fn writers_notify_only_while_the_relay_is_armed_or_arming() {
     assert_eq!(listener.count(&setup.db).await, 1);
     assert!(!setup.armed().await);
 }
+
+#[tokio::test]
+async fn a_relay_that_cannot_arm_falls_back_to_its_poll() {
+    let setup = Setup::new().await;
+    // As if the handshake were missing: the relay's role may not set the flag.
+    setup.set_armed(false).await;
+    setup
+        .db
+        .owner()
+        .await
+        .batch_execute("REVOKE UPDATE ON outbox_wake FROM latch_app")
+        .await
+        .unwrap();
+    let token = setup.spawn(setup.relay(100).await);
+    write_concurrently(&setup.db, 2, 5).await;
+    setup.wait_for_messages(10).await;
+    assert_once_and_in_holder_order(&setup.messages().await);
+    token.cancel();
+}
