@@ -792,8 +792,9 @@ def cmd_report(args):
         add("")
         add(
             "Requests start on a fixed timetable whatever the answers; latency counts from when "
-            "each was due (pgbench `-R` with 16 clients, the size of the API's connection pool; "
-            "`latch-sim readers --rate`)."
+            f"each was due (pgbench `-R` with {fmt_num(t.median('pg_open', case, 'clients'))} clients"
+            + (", the size of the API's connection pool" if t.median("pg_open", case, "clients") == 16 else "")
+            + "; `latch-sim readers --rate`)."
         )
         add("")
         add("| | achieved/s | p50 | p90 | p99 | p99.9 | max |")
