@@ -13,7 +13,6 @@ usage: plot.py --dir bench-results/<run>
 """
 
 import argparse
-import json
 import os
 import statistics
 
@@ -23,21 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from bench import get_path as get, read_results  # noqa: E402  (bench/bench.py, beside this file)
+
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-
-
-def read_results(path):
-    with open(path, encoding="utf-8") as src:
-        return [json.loads(line) for line in src if line.strip()]
-
-
-def get(record, dotted):
-    value = record
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
 
 
 def by_case(records, stage, metric):

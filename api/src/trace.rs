@@ -25,18 +25,8 @@ pub struct TraceParent {
 impl TraceParent {
     /// Parses `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; rejects all-zero ids.
     pub fn parse(value: &str) -> Option<TraceParent> {
-        let mut parts = value.trim().split('-');
-        let (version, trace_id, span_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = otel::lower_hex;
-        let valid = parts.next().is_none()
-            && version == "00"
-            && hex(trace_id, 32)
-            && hex(span_id, 16)
-            && hex(flags, 2)
-            && trace_id.bytes().any(|b| b != b'0')
-            && span_id.bytes().any(|b| b != b'0');
-        valid.then(|| TraceParent {
+        let (trace_id, span_id, flags) = otel::parse_traceparent(value)?;
+        Some(TraceParent {
             trace_id: trace_id.to_owned(),
             span_id: span_id.to_owned(),
             flags: flags.to_owned(),
@@ -91,24 +81,27 @@ pub async fn span(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     // Nothing is computed for export unless it is on.
-    let route = otel::enabled().then(|| req.match_pattern()).flatten();
-    let mut exported = otel::enabled()
-        .then(|| {
-            otel::start(
-                format!(
-                    "{} {}",
-                    req.method(),
-                    route.as_deref().unwrap_or("unmatched")
-                ),
-                otel::Kind::Server,
-                req.headers().get(HEADER).and_then(|v| v.to_str().ok()),
-            )
-        })
-        .flatten();
-    if let Some(span) = &exported
-        && let Some(trace) = TraceParent::parse(&span.traceparent())
-    {
-        req.extensions_mut().insert(trace);
+    let export = otel::enabled();
+    let route = if export { req.match_pattern() } else { None };
+    let mut exported = if export {
+        otel::start(
+            format!(
+                "{} {}",
+                req.method(),
+                route.as_deref().unwrap_or("unmatched")
+            ),
+            otel::Kind::Server,
+            req.headers().get(HEADER).and_then(|v| v.to_str().ok()),
+        )
+    } else {
+        None
+    };
+    if let Some(span) = &exported {
+        req.extensions_mut().insert(TraceParent {
+            trace_id: span.trace_id(),
+            span_id: span.span_id(),
+            flags: span.flags(),
+        });
     }
     let trace = TraceParent::for_request(req.request());
     let span = tracing::info_span!(

@@ -117,15 +117,14 @@ impl Span {
         self.inner.span_context().span_id().to_string()
     }
 
+    /// The trace flags, as the two hex digits of a `traceparent`.
+    pub fn flags(&self) -> String {
+        format!("{:02x}", self.inner.span_context().trace_flags().to_u8())
+    }
+
     /// The `traceparent` naming this span as the parent of whatever it calls.
     pub fn traceparent(&self) -> String {
-        let cx = self.inner.span_context();
-        format!(
-            "00-{}-{}-{:02x}",
-            cx.trace_id(),
-            cx.span_id(),
-            cx.trace_flags().to_u8()
-        )
+        format!("00-{}-{}-{}", self.trace_id(), self.span_id(), self.flags())
     }
 
     pub fn set(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) {
@@ -144,42 +143,39 @@ impl Drop for Span {
     }
 }
 
-/// Whether `s` is `len` lowercase hex digits, as every `traceparent` field must be.
-pub fn lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Parses `00-<trace id>-<span id>-<flags>` into a remote span context.
-fn remote_context(traceparent: &str) -> Option<SpanContext> {
-    let mut parts = traceparent.trim().split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+/// The trace id, span id and flags of a W3C `traceparent`
+/// (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase, ids not all zero),
+/// or `None` if it is not one. The one parser of the header in latch.
+pub fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
     let lower_hex = |s: &str, len: usize| {
         s.len() == len
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
-    if version != "00"
-        || parts.next().is_some()
-        || !lower_hex(trace, 32)
-        || !lower_hex(span, 16)
-        || !lower_hex(flags, 2)
-    {
-        return None;
-    }
-    let trace = TraceId::from_hex(trace).ok()?;
-    let span = SpanId::from_hex(span).ok()?;
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    let cx = SpanContext::new(
-        trace,
-        span,
-        TraceFlags::new(flags),
+    let not_zero = |s: &str| s.bytes().any(|b| b != b'0');
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none()
+        && version == "00"
+        && lower_hex(trace, 32)
+        && lower_hex(span, 16)
+        && lower_hex(flags, 2)
+        && not_zero(trace)
+        && not_zero(span);
+    valid.then_some((trace, span, flags))
+}
+
+/// A received `traceparent` as the remote parent of a span.
+fn remote_context(traceparent: &str) -> Option<SpanContext> {
+    let (trace, span, flags) = parse_traceparent(traceparent)?;
+    Some(SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
         true,
         TraceState::default(),
-    );
-    cx.is_valid().then_some(cx)
+    ))
 }
 
 #[cfg(test)]

@@ -237,7 +237,10 @@ impl Lane {
             })
             .flatten();
         let outgoing = exported.as_ref().map(otel::Span::traceparent).or(incoming);
-        let ids = outgoing.as_deref().unwrap_or_default();
+        let (trace_id, span_id, _) = outgoing
+            .as_deref()
+            .and_then(otel::parse_traceparent)
+            .unwrap_or_default();
         let event_id = message
             .headers
             .as_ref()
@@ -248,8 +251,8 @@ impl Lane {
             "delivery",
             sink,
             event_id = %event_id,
-            trace_id = %ids.split('-').nth(1).unwrap_or_default(),
-            span_id = %ids.split('-').nth(2).unwrap_or_default()
+            trace_id = %trace_id,
+            span_id = %span_id
         );
         if let Some(exported) = &mut exported {
             exported.set("latch.sink", sink);
