@@ -8,8 +8,7 @@ pub async fn api(source: &Source) -> anyhow::Result<()> {
     let http = HttpConfig::from_source(source)?;
     let db = DatabaseConfig::from_source(source)?;
     let api = latch_api::ApiConfig::from_source(source)?;
-    let pool = latch_core::db::pool(&db)?;
-    let app = latch_api::Application::build(http, pool, latch_core::metrics::registry("api"), api)?;
+    let app = latch_api::Application::build(http, &db, latch_core::metrics::registry("api"), api)?;
     let token = CancellationToken::new();
     shutdown::on_signal(token.clone());
     app.run_until(token).await

@@ -43,13 +43,10 @@ impl Pipeline {
         let nats = NatsServer::start();
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
         let stop = CancellationToken::new();
-        let pool = || {
-            latch_core::db::pool(&DatabaseConfig {
-                url: db.app_url(),
-                pool_size: 4,
-                connect_timeout: Duration::from_secs(5),
-            })
-            .unwrap()
+        let db_config = DatabaseConfig {
+            url: db.app_url(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
         };
         let registry = prometheus::Registry::new();
         let api = latch_api::Application::build(
@@ -58,7 +55,7 @@ impl Pipeline {
                 body_limit_bytes: 64 * 1024,
                 workers: 2,
             },
-            pool(),
+            &db_config,
             prometheus::Registry::new(),
             latch_api::ApiConfig::default(),
         )
@@ -73,7 +70,7 @@ impl Pipeline {
             },
             &nats_config,
             db.app_url(),
-            pool(),
+            latch_core::db::pool(&db_config).unwrap(),
             &registry,
             &stop,
         )

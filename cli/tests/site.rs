@@ -27,19 +27,17 @@ impl Drop for Site {
 impl Site {
     async fn start() -> Site {
         let db = TestDb::new().await;
-        let pool = latch_core::db::pool(&DatabaseConfig {
-            url: db.app_url(),
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
-        })
-        .unwrap();
         let api = latch_api::Application::build(
             HttpConfig {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 body_limit_bytes: 64 * 1024,
                 workers: 1,
             },
-            pool,
+            &DatabaseConfig {
+                url: db.app_url(),
+                pool_size: 4,
+                connect_timeout: Duration::from_secs(5),
+            },
             prometheus::Registry::new(),
             latch_api::ApiConfig::default(),
         )

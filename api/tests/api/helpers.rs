@@ -60,19 +60,17 @@ pub async fn spawn_app_configured(body_limit_bytes: usize, api: ApiConfig) -> Te
 
 /// Builds and starts an API process over `db`; answers its base URL and its stop token.
 fn start(db: &TestDb, body_limit_bytes: usize, api: ApiConfig) -> (String, CancellationToken) {
-    let pool = latch_core::db::pool(&DatabaseConfig {
-        url: db.app_url(),
-        pool_size: 8,
-        connect_timeout: std::time::Duration::from_secs(5),
-    })
-    .expect("pool");
     let app = Application::build(
         HttpConfig {
             addr: "127.0.0.1:0".parse().expect("addr"),
             body_limit_bytes,
             workers: 2,
         },
-        pool,
+        &DatabaseConfig {
+            url: db.app_url(),
+            pool_size: 8,
+            connect_timeout: std::time::Duration::from_secs(5),
+        },
         prometheus::Registry::new(),
         api,
     )
