@@ -17,7 +17,8 @@
 //!   concurrency, or open loop at a rate), when to [`Stop`], keys, cards, seed.
 //! - [`keys`]: the local stack's demo keys file, read for reader keys and cards.
 //! - `plan`: request number `n` → URL, key, card, `Idempotency-Key`; deterministic.
-//! - `send`: one request and its outcome; the run's HTTP client.
+//! - `send`: one request and its outcome; the run's HTTP client (`conn`: its plain-HTTP
+//!   connections).
 //! - `timeline`: the run's phases (warm-up, measured) and the reachability probe.
 //! - `closed` / `open`: the two loops. `run`: from config to report.
 //! - `tally`: per-worker histogram and counters; [`report`]: [`LoadReport`] as JSON and
@@ -27,6 +28,7 @@
 pub mod args;
 mod closed;
 pub mod config;
+mod conn;
 mod distribution;
 pub mod keys;
 mod open;

@@ -13,8 +13,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
+use bytes::Bytes;
+use http::Uri;
+use http::header::HeaderValue;
 use reqwest::Url;
-use reqwest::header::HeaderValue;
 
 use super::config::{LoadConfig, ReaderEndpoint};
 
@@ -36,23 +38,24 @@ pub(crate) enum ShotKind {
 /// One request, ready to send.
 pub(crate) struct Shot {
     pub kind: ShotKind,
-    pub url: Url,
+    /// The whole URL (cloning it only counts a reference).
+    pub url: Uri,
     pub authorization: HeaderValue,
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub idempotency_key: Option<String>,
 }
 
 struct Card {
     /// `{"card_id": "..."}`, rendered once.
-    body: Vec<u8>,
+    body: Bytes,
     uses: AtomicU64,
 }
 
 pub(crate) struct Plan {
     endpoint: ReaderEndpoint,
-    unlock: Url,
-    check_in: Url,
-    check_out: Url,
+    unlock: Uri,
+    check_in: Uri,
+    check_out: Uri,
     authorizations: Vec<HeaderValue>,
     cards: Vec<Card>,
     seed: u64,
@@ -70,9 +73,11 @@ impl Plan {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let join = |path: &str| {
-            base.join(path.trim_start_matches('/'))
-                .with_context(|| format!("cannot join {path} to {base}"))
+        let join = |path: &str| -> anyhow::Result<Uri> {
+            let url = base
+                .join(path.trim_start_matches('/'))
+                .with_context(|| format!("cannot join {path} to {base}"))?;
+            Uri::try_from(url.as_str()).with_context(|| format!("{url} is not a request URI"))
         };
         let authorizations = config
             .reader_keys
@@ -89,7 +94,7 @@ impl Plan {
             .iter()
             .map(|card| {
                 Ok(Card {
-                    body: serde_json::to_vec(&serde_json::json!({ "card_id": card }))?,
+                    body: serde_json::to_vec(&serde_json::json!({ "card_id": card }))?.into(),
                     uses: AtomicU64::new(0),
                 })
             })
@@ -182,7 +187,7 @@ mod tests {
         (0..50)
             .map(|n| {
                 let shot = plan.shot(n);
-                (shot.authorization.as_bytes().to_vec(), shot.body)
+                (shot.authorization.as_bytes().to_vec(), shot.body.to_vec())
             })
             .collect()
     }
@@ -204,17 +209,17 @@ mod tests {
     #[test]
     fn paths_are_joined_below_the_base_url() {
         let shot = plan(ReaderEndpoint::CheckOut, 0, "http://h:1/api").shot(0);
-        assert_eq!(shot.url.as_str(), "http://h:1/api/v1/check-outs");
+        assert_eq!(shot.url.to_string(), "http://h:1/api/v1/check-outs");
         assert_eq!(shot.kind, ShotKind::CheckOut);
         let shot = plan(ReaderEndpoint::Unlock, 0, "http://h:1/").shot(0);
-        assert_eq!(shot.url.as_str(), "http://h:1/v1/unlock");
+        assert_eq!(shot.url.to_string(), "http://h:1/v1/unlock");
         assert!(shot.idempotency_key.is_none());
     }
 
     #[test]
     fn presence_mix_alternates_per_card_starting_with_a_check_in() {
         let plan = plan(ReaderEndpoint::PresenceMix, 3, "http://h");
-        let mut last: std::collections::HashMap<Vec<u8>, ShotKind> = Default::default();
+        let mut last: std::collections::HashMap<Bytes, ShotKind> = Default::default();
         for n in 0..60 {
             let shot = plan.shot(n);
             let expected = match last.get(&shot.body) {

@@ -244,7 +244,7 @@ fn counts(counts: &BTreeMap<String, u64>) -> String {
 pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
-    use reqwest::StatusCode;
+    use http::StatusCode;
 
     use super::*;
     use crate::readers::config::Stop;

@@ -7,12 +7,11 @@ use std::time::Instant;
 
 use anyhow::bail;
 use latch_core::shutdown::CancellationToken;
-use reqwest::Client;
 
 use super::config::{LoadConfig, Mode};
 use super::plan::Plan;
 use super::report::LoadReport;
-use super::send;
+use super::send::{self, Client};
 use super::tally::Tally;
 use super::timeline::{GIVE_UP_AFTER_REFUSALS, Probe, Timeline};
 use super::{closed, open};
@@ -46,7 +45,7 @@ pub async fn run_until(
 ) -> anyhow::Result<LoadReport> {
     let base = config.validate()?;
     let plan = Plan::new(&config, &base)?;
-    let client = send::client(config.mode.connections(), config.timeout)?;
+    let client = send::client(&base, config.mode.connections(), config.timeout)?;
     let run = Arc::new(Run {
         client,
         plan,

@@ -4,17 +4,23 @@
 //!
 //! The client is built once per run: HTTP/1.1 with keep-alive, one idle connection kept
 //! per request that may be in flight, no proxy (a proxy would be measured too), and the
-//! run's timeout over the whole exchange, body included.
+//! run's timeout over the whole exchange, connecting and body included. Plain `http://`
+//! targets get the lean client of [`super::conn`]; `https://` ones reqwest.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Client, StatusCode};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http::{Request, StatusCode, Uri};
+use http_body_util::Full;
 use serde::Deserialize;
 
+use super::conn::{Connections, ExchangeError};
 use super::plan::{Shot, ShotKind};
 use crate::headers::IDEMPOTENCY_KEY_HEADER;
+
+const USER_AGENT_VALUE: &str = concat!("latch-sim/", env!("CARGO_PKG_VERSION"));
 
 /// What became of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,45 +75,127 @@ impl Decision {
 }
 
 /// The run's one HTTP client.
-pub(crate) fn client(connections: usize, timeout: Duration) -> anyhow::Result<Client> {
-    // reqwest is built without a default TLS provider (see the workspace manifest); it
-    // may already be installed by the process, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(connections)
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .tcp_nodelay(true)
-        .no_proxy()
-        .user_agent(concat!("latch-sim/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client")
+pub(crate) struct Client {
+    transport: Transport,
+    timeout: Duration,
 }
 
-/// Sends `shot` and reads its answer to the end.
+enum Transport {
+    /// `http://`: hyper connections of our own; `host` is the `Host` header.
+    Plain {
+        connections: Connections,
+        host: HeaderValue,
+    },
+    /// `https://`.
+    Tls(reqwest::Client),
+}
+
+/// The client for targets under `base`, keeping up to `connections` idle connections.
+pub(crate) fn client(
+    base: &reqwest::Url,
+    connections: usize,
+    timeout: Duration,
+) -> anyhow::Result<Client> {
+    let transport = if base.scheme() == "http" {
+        let host = base.host_str().context("the URL has no host")?;
+        let port = base.port_or_known_default().unwrap_or(80);
+        let authority = match base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        // An IPv6 literal comes bracketed in the URL; the socket wants it bare.
+        let connect_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Transport::Plain {
+            connections: Connections::new(connect_host, port, connections),
+            host: HeaderValue::try_from(authority).context("the URL's host is not a header")?,
+        }
+    } else {
+        // reqwest is built without a default TLS provider (see the workspace manifest);
+        // it may already be installed by the process, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(connections)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .user_agent(USER_AGENT_VALUE)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Transport::Tls(client)
+    };
+    Ok(Client { transport, timeout })
+}
+
+/// Sends `shot` and reads its answer to the end (reading the body is part of the
+/// exchange, and frees the connection for the next request).
 pub(crate) async fn send(client: &Client, shot: Shot) -> Outcome {
+    let kind = shot.kind;
+    let exchanged = match &client.transport {
+        Transport::Plain { connections, host } => {
+            let exchange = send_plain(connections, host, shot);
+            match tokio::time::timeout(client.timeout, exchange).await {
+                Ok(exchanged) => exchanged,
+                Err(_) => Err(Outcome::Failed {
+                    kind: Failure::Timeout,
+                    message: format!("no whole answer within {:?}", client.timeout),
+                }),
+            }
+        }
+        Transport::Tls(tls) => send_tls(tls, shot).await,
+    };
+    match exchanged {
+        Ok((status, body)) => {
+            let decision =
+                (kind == ShotKind::Unlock && status == StatusCode::OK).then(|| decision_in(&body));
+            Outcome::Answered { status, decision }
+        }
+        Err(failed) => failed,
+    }
+}
+
+async fn send_plain(
+    connections: &Connections,
+    host: &HeaderValue,
+    shot: Shot,
+) -> Result<(StatusCode, Bytes), Outcome> {
+    let failed = |kind, message| Outcome::Failed { kind, message };
+    // Origin form (`/v1/unlock`): the connection is already to the host.
+    let path = shot.url.path_and_query().cloned().map(Uri::from);
+    let mut request = Request::post(path.unwrap_or_else(|| Uri::from_static("/")))
+        .header(HOST, host)
+        .header(AUTHORIZATION, shot.authorization)
+        .header(CONTENT_TYPE, "application/json")
+        .header(USER_AGENT, USER_AGENT_VALUE);
+    if let Some(key) = shot.idempotency_key {
+        request = request.header(IDEMPOTENCY_KEY_HEADER, key);
+    }
+    let request = request
+        .body(Full::new(shot.body))
+        .map_err(|e| failed(Failure::Transport, format!("cannot build the request: {e}")))?;
+    connections.exchange(request).await.map_err(|e| match e {
+        ExchangeError::Connect(message) => failed(Failure::Connect, message),
+        ExchangeError::Transport(message) => failed(Failure::Transport, message),
+    })
+}
+
+async fn send_tls(client: &reqwest::Client, shot: Shot) -> Result<(StatusCode, Bytes), Outcome> {
     let mut request = client
-        .post(shot.url)
+        .post(shot.url.to_string())
         .header(AUTHORIZATION, shot.authorization)
         .header(CONTENT_TYPE, "application/json")
         .body(shot.body);
     if let Some(key) = shot.idempotency_key {
         request = request.header(IDEMPOTENCY_KEY_HEADER, key);
     }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => return failed(error),
-    };
+    let response = request.send().await.map_err(failed)?;
     let status = response.status();
-    // Reading the body is part of the exchange (and frees the connection for reuse).
-    let body = match response.bytes().await {
-        Ok(body) => body,
-        Err(error) => return failed(error),
-    };
-    let decision =
-        (shot.kind == ShotKind::Unlock && status == StatusCode::OK).then(|| decision_in(&body));
-    Outcome::Answered { status, decision }
+    let body = response.bytes().await.map_err(failed)?;
+    Ok((status, body))
 }
 
 fn failed(error: reqwest::Error) -> Outcome {

@@ -124,7 +124,7 @@ fn micros(duration: Duration) -> u64 {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use reqwest::StatusCode;
+    use http::StatusCode;
 
     use super::*;
     use crate::readers::send::{Decision, Failure};

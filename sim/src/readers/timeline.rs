@@ -102,7 +102,7 @@ impl Probe {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::StatusCode;
+    use http::StatusCode;
 
     use super::*;
 
