@@ -21,7 +21,9 @@
 //! per holder), a single leader publishes in id order, one batch at a time (the next only
 //! once the stream acknowledged the last), and a batch is stored in order. The DELETE and
 //! COMMIT of an acknowledged batch may still run while the next batch is claimed: the
-//! claim skips its still-locked rows, which the stream already holds.
+//! claim skips its still-locked rows, which the stream already holds. While a backlog
+//! drains, the next batch is claimed while the current one is published; it is published
+//! only after the current one was acknowledged, and released unpublished if that failed.
 
 pub mod leader;
 pub mod metrics;
@@ -148,6 +150,21 @@ impl Committing {
     }
 }
 
+/// The batch claimed while the one before it was published (see [`Relay::drain_once`]).
+#[derive(Default)]
+struct Ahead(Option<Result<Claimed, outbox::ClaimError>>);
+
+impl Ahead {
+    /// Ends the claim's transaction without publishing: its rows are pending again.
+    async fn release(&mut self) {
+        if let Some(Ok(claimed)) = self.0.take() {
+            // Should the rollback fail, dropping the claim closes its connection, and the
+            // server rolls back.
+            let _ = claimed.finish(&[]).await;
+        }
+    }
+}
+
 /// Counts what the relay did, for logs and tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DrainReport {
@@ -253,16 +270,18 @@ impl Relay {
         // Writers notify only once the relay has armed (see `wake`); at start it has not.
         let mut wake = Wake::default();
         let mut committing = Committing::default();
+        let mut ahead = Ahead::default();
         loop {
             if shutdown.is_cancelled() || leadership.lost.is_cancelled() {
                 if leadership.lost.is_cancelled() {
                     tracing::warn!("lost the leadership connection; re-electing");
                 }
+                ahead.release().await;
                 // Let the last batch's deletion finish (its rows are in the stream).
                 let _ = committing.settle().await;
                 return;
             }
-            let wait = match self.drain_once(&mut committing).await {
+            let wait = match self.drain_once(&mut committing, &mut ahead).await {
                 Ok(report) => {
                     if let Some(state) = failing.take() {
                         tracing::info!(recovered_from = state, "relay publishing again");
@@ -282,6 +301,8 @@ impl Relay {
                     None
                 }
                 Err(error) => {
+                    // Nothing claimed stays locked while the relay backs off.
+                    ahead.release().await;
                     self.readiness.set(false);
                     self.metrics
                         .errors
@@ -330,30 +351,56 @@ impl Relay {
         }
     }
 
-    /// Claims one batch and publishes it; the published rows are deleted in the claiming
-    /// transaction. Its DELETE and COMMIT run while the next batch is claimed and
-    /// published (`committing`): the stream already holds those rows, their locks keep
-    /// the next claim off them until the commit, and should the commit fail they are
-    /// published again and the stream drops them as duplicates. A batch is published
-    /// only once the one before it was acknowledged, and at most one commit is in flight.
-    async fn drain_once(&self, committing: &mut Committing) -> Result<DrainReport, DrainError> {
-        let mut claimed = Claimed::begin(&self.pool, self.config.batch_size).await?;
+    /// Claims one batch (or takes the one claimed ahead) and publishes it; the published
+    /// rows are deleted in the claiming transaction. Its DELETE and COMMIT run while the
+    /// next batch is claimed and published (`committing`): the stream already holds those
+    /// rows, their locks keep the next claim off them until the commit, and should the
+    /// commit fail they are published again and the stream drops them as duplicates. A
+    /// batch is published only once the one before it was acknowledged, and at most one
+    /// commit is in flight.
+    ///
+    /// A full batch means a backlog: the next batch is then claimed while this one is
+    /// published (`ahead`), so that the claim's round trips cost the drain nothing. That
+    /// claim skips this batch's rows (locked), and it is published only after this batch
+    /// was acknowledged, or released unpublished if this one failed: the order holds.
+    async fn drain_once(
+        &self,
+        committing: &mut Committing,
+        ahead: &mut Ahead,
+    ) -> Result<DrainReport, DrainError> {
+        let batch_size = self.config.batch_size;
+        let mut claimed = match ahead.0.take() {
+            Some(claimed) => claimed?,
+            None => Claimed::begin(&self.pool, batch_size).await?,
+        };
         let rows = std::mem::take(&mut claimed.rows);
         if rows.is_empty() {
             claimed.finish(&[]).await?;
             return Ok(DrainReport::default());
         }
-        let started = Instant::now();
-        let published = match self.publisher.publish(&rows).await {
+        let publish = async {
+            let started = Instant::now();
+            let published = self.publisher.publish(&rows).await;
+            (published, started.elapsed())
+        };
+        let claim_next = async {
+            if rows.len() < batch_size {
+                return None;
+            }
+            Some(Claimed::begin(&self.pool, batch_size).await)
+        };
+        let ((published, publish_time), next) = tokio::join!(publish, claim_next);
+        let published = match published {
             Ok(published) => published,
             Err(error) => {
                 // Not acknowledged: the rows are released and published again later
-                // (any the stream did store are then dropped as duplicates).
+                // (any the stream did store are then dropped as duplicates), and the next
+                // batch may not go before them.
+                Ahead(next).release().await;
                 let _ = claimed.finish(&[]).await;
                 return Err(error.into());
             }
         };
-        let publish_time = started.elapsed();
         self.metrics
             .publish_duration
             .observe(publish_time.as_secs_f64());
@@ -374,9 +421,14 @@ impl Relay {
         };
         let previous = committing.settle().await;
         match published.failure {
-            None => committing.start(claimed, published.acked),
+            None => {
+                committing.start(claimed, published.acked);
+                ahead.0 = next;
+            }
             Some(failure) => {
-                // Delete what was stored before the failure; the rest stays pending.
+                // Delete what was stored before the failure; the rest stays pending, and
+                // the next batch may not go before it.
+                Ahead(next).release().await;
                 claimed.finish(&published.acked).await?;
                 return Err(failure.into());
             }
@@ -392,9 +444,13 @@ impl Relay {
             .published
             .inc_by((published.acked.len() - published.duplicates) as u64);
         self.metrics.duplicates.inc_by(published.duplicates as u64);
-        for row in rows.iter().filter(|r| published.acked.contains(&r.id)) {
-            let lag = (now - row.created_at).as_seconds_f64().max(0.0);
-            self.metrics.commit_to_stream.observe(lag);
+        // `acked` follows the claim order, as `rows` does.
+        let mut acked = published.acked.iter().peekable();
+        for row in rows {
+            if acked.next_if_eq(&&row.id).is_some() {
+                let lag = (now - row.created_at).as_seconds_f64().max(0.0);
+                self.metrics.commit_to_stream.observe(lag);
+            }
         }
     }
 

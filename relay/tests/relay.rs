@@ -362,6 +362,45 @@ async fn events_written_while_nats_is_down_arrive_after_it_returns() {
 }
 
 #[tokio::test]
+async fn a_batch_claimed_ahead_is_released_when_the_one_before_it_fails() {
+    let mut setup = Setup::new().await;
+    // Batches of 10 over a backlog of 120: every full batch has the next claimed ahead.
+    let relay = setup.relay(10).await;
+    let metrics = relay.metrics.clone();
+    let token = setup.spawn(relay);
+    setup.nats.kill();
+    write_concurrently(&setup.db, 6, 20).await;
+
+    // Publishing fails again and again; between attempts no row stays locked, neither the
+    // failed batch's nor the one claimed ahead of it.
+    wait_until("two failed drains", DEADLINE, || async {
+        let failures: u64 = ["nats_unavailable", "nats_refused"]
+            .iter()
+            .map(|state| metrics.errors.with_label_values(&[*state]).get())
+            .sum();
+        (failures >= 2).then_some(())
+    })
+    .await;
+    wait_until(
+        "every row released while the relay backs off",
+        DEADLINE,
+        || async {
+            let free: i64 = setup
+                .value("SELECT count(*) FROM (SELECT FROM outbox FOR UPDATE SKIP LOCKED) AS free")
+                .await;
+            (free == 120).then_some(())
+        },
+    )
+    .await;
+
+    // Back: the failed batch goes before the one that had been claimed ahead of it.
+    setup.nats.restart();
+    setup.wait_for_messages(120).await;
+    assert_once_and_in_holder_order(&setup.messages().await);
+    token.cancel();
+}
+
+#[tokio::test]
 async fn the_stream_is_created_with_the_durable_settings() {
     let setup = Setup::new().await;
     let _relay = setup.relay(10).await;
