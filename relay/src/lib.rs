@@ -4,8 +4,9 @@
 //!
 //! - [`leader`]: one relay leads (advisory lock) and LISTENs for new rows; others wait.
 //! - [`outbox`]: claim a batch (`FOR UPDATE SKIP LOCKED`), delete what was published.
-//! - [`publish`]: one atomic JetStream batch per claim, or for a few rows one message at a
-//!   time, with the single-publish fallback for batches holding already-stored ids.
+//! - [`publish`]: one atomic JetStream batch per claim, or for a few rows plain publishes
+//!   pipelined in segments of distinct holders; plain publishes also when a batch holds
+//!   ids the stream already has.
 //! - [`wake`]: the handshake that makes writers NOTIFY only while the relay waits.
 //! - this file: the loop — drain while there is work; once the outbox is empty, arm and
 //!   wait for a NOTIFY or the poll interval; back off (capped, exponential) while NATS or
@@ -19,7 +20,8 @@
 //! window. One holder's events enter the stream in commit order: the outbox trigger takes
 //! a per-holder transaction lock before it allocates the row id (so ids follow commit order
 //! per holder), a single leader publishes in id order, one batch at a time (the next only
-//! once the stream acknowledged the last), and a batch is stored in order. The DELETE and
+//! once the stream acknowledged the last), an atomic batch is stored in order, and plain
+//! publishes never have two rows of one holder in flight together. The DELETE and
 //! COMMIT of an acknowledged batch may still run while the next batch is claimed: the
 //! claim skips its still-locked rows, which the stream already holds. While a backlog
 //! drains, the next batch is claimed while the current one is published; it is published

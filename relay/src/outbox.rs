@@ -26,6 +26,8 @@ pub struct OutboxRow {
     pub id: i64,
     pub event_id: Uuid,
     pub subject: String,
+    /// Rows with the same key (the holder, or the door) reach the stream in commit order.
+    pub ordering_key: String,
     /// The envelope, as JSON text.
     pub payload: String,
     /// `traceparent`, `Latch-Event-Id`.
@@ -34,7 +36,7 @@ pub struct OutboxRow {
 }
 
 const CLAIM: &str = "
-SELECT id, event_id, subject, payload::text, headers, created_at
+SELECT id, event_id, subject, ordering_key, payload::text, headers, created_at
 FROM outbox
 ORDER BY id
 LIMIT $1
@@ -63,12 +65,13 @@ async fn claim_prepared(
             id: row.get(0),
             event_id: row.get(1),
             subject: row.get(2),
-            payload: row.get(3),
-            headers: match row.get::<_, Value>(4) {
+            ordering_key: row.get(3),
+            payload: row.get(4),
+            headers: match row.get::<_, Value>(5) {
                 Value::Object(map) => map,
                 _ => Map::new(),
             },
-            created_at: row.get(5),
+            created_at: row.get(6),
         })
         .collect())
 }

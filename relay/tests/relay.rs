@@ -245,19 +245,19 @@ async fn a_crash_after_publishing_and_before_deleting_leaves_no_duplicate() {
 }
 
 #[tokio::test]
-async fn a_crash_after_publishing_a_few_rows_one_by_one_leaves_no_duplicate() {
+async fn a_crash_after_publishing_a_few_rows_as_plain_publishes_leaves_no_duplicate() {
     crash_after_publishing(3, 1, true).await;
 }
 
 /// A relay publishes `writers * per_writer` rows and dies before its DELETE commits; the
 /// next relay publishes them again with new rows, and the stream holds each row once.
-async fn crash_after_publishing(writers: usize, per_writer: i64, one_by_one: bool) {
+async fn crash_after_publishing(writers: usize, per_writer: i64, singles: bool) {
     let setup = Setup::new().await;
     write_concurrently(&setup.db, writers, per_writer).await;
     let n = writers * per_writer as usize;
 
     let relay = setup.relay(500).await;
-    assert_eq!(relay.publisher().costs().one_by_one(n), one_by_one);
+    assert_eq!(relay.publisher().costs().singles(n), singles);
     let pool = latch_core::db::pool(&DatabaseConfig {
         url: setup.db.app_url(),
         pool_size: 1,
