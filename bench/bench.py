@@ -841,6 +841,7 @@ def cmd_report(args):
         names = {
             "single-1000": ("single publishes", "1,000"),
             "single-1": ("single publishes, each awaited", "1"),
+            "single-10": ("single publishes", "10"),
             "atomic-1x1": ("atomic batches of 1", "1 batch"),
         }
         for case in js_cases:
@@ -857,7 +858,8 @@ def cmd_report(args):
         add(
             "An ack is one message's (single) or one whole batch's (atomic). Atomic batches are "
             "what the relay sends when it drains a backlog: 500 rows per batch, one batch at a "
-            "time (a batch of a few rows goes one message at a time, like `single-1`)."
+            "time. A batch of a few rows goes as single publishes pipelined in segments of "
+            "distinct holders, between `single-1` (one holder) and `single-10`."
         )
         add("")
 
@@ -937,8 +939,8 @@ def cmd_report(args):
         add("")
         add(
             "What the relay did meanwhile (its own histograms): the time to publish one batch "
-            "(sent → acknowledged: one atomic batch, or for a few rows one message at a time, "
-            "each acknowledged before the next) and the rows per batch."
+            "(sent → acknowledged: one atomic batch, or for a few rows single publishes "
+            "pipelined in segments of distinct holders) and the rows per batch."
         )
         add("")
         add("| offered/s | relay batches | rows per batch (mean) | publish p50 | publish p99 |")

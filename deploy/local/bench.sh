@@ -545,9 +545,10 @@ if want jetstream || want relay; then
     log "latch's envelopes weigh $ENVELOPE_SIZE bytes on average"
     js_cases=("atomic-${RELAY_BATCH}x1:atomic --batch $RELAY_BATCH --in-flight 1")
     if want jetstream; then
-        # Throughput (many in flight) and the latency floor of one publish awaited alone:
-        # what a relay round waits for at low load.
+        # Throughput (many in flight), the latency floor of one publish awaited alone (what
+        # a relay round waits for at low load) and ten in flight (a small batch's segment).
         js_cases=("single-1000:single --in-flight 1000" "single-1:single --in-flight 1"
+            "single-10:single --in-flight 10"
             "atomic-1x1:atomic --batch 1 --in-flight 1" "${js_cases[@]}"
             "atomic-${RELAY_BATCH}x4:atomic --batch $RELAY_BATCH --in-flight 4")
     fi
