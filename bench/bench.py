@@ -3,8 +3,8 @@
 
 Standard library only (the plots, which need matplotlib, are in plot.py). Subcommands:
 
-  unlock-script   turn latch's unlock statement, captured from PostgreSQL's log while
-                  the API served one request, into a pgbench script
+  statement-script  turn latch's unlock or check-in statement, captured from
+                  PostgreSQL's log while the API served one request, into a pgbench script
   pgbench         read a pgbench run (its output and per-transaction logs) and append
                   one result line; writes the latency distribution as CSV
   record          append one result line from JSON files and key=value pairs
@@ -111,7 +111,7 @@ def write_cdf(path, sorted_ms):
             out.write(f"{value:.3f},{q * 100:.6f},{count}\n")
 
 
-# --- unlock-script ----------------------------------------------------------------------
+# --- statement-script -------------------------------------------------------------------
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
@@ -135,15 +135,20 @@ PARAM = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
 EXECUTE = re.compile(r"LOG:\s+duration: [\d.]+ ms\s+execute [^:]*:\s?(.*)$")
 
 
-def find_unlock_statement(entries):
-    """The last executed statement that inserts into actions, and its parameters."""
+# What tells each reader statement apart among the statements that insert into actions.
+STATEMENT_MARKERS = {"unlock": "verdict", "check-in": "INSERT INTO presence"}
+
+
+def find_statement(entries, marker):
+    """The last executed statement that inserts into actions and holds `marker`, and its
+    parameters."""
     found = None
     for i, (first, rest) in enumerate(entries):
         match = EXECUTE.search(first)
         if not match:
             continue
         sql = "\n".join([match.group(1)] + rest).strip()
-        if "INSERT INTO actions" not in sql or "verdict" not in sql:
+        if "INSERT INTO actions" not in sql or marker not in sql:
             continue
         params = {}
         for later_first, later_rest in entries[i + 1 : i + 3]:
@@ -170,27 +175,28 @@ def psql(args, sql):
     return done.stdout.strip()
 
 
-def cmd_unlock_script(args):
+def cmd_statement_script(args):
+    kind = args.kind
     entries = log_entries(args.log, args.offset)
-    found = find_unlock_statement(entries)
+    found = find_statement(entries, STATEMENT_MARKERS[kind])
     if not found:
         fail(
-            f"no executed statement inserting into actions in {args.log} after byte "
-            f"{args.offset}; did the unlock reach PostgreSQL with log_min_duration_statement = 0?"
+            f"no executed {kind} statement inserting into actions in {args.log} after byte "
+            f"{args.offset}; did the request reach PostgreSQL with log_min_duration_statement = 0?"
         )
     sql, params = found
     numbers = sorted({int(n) for n in re.findall(r"\$(\d+)", sql)})
     if not numbers:
-        fail("the captured unlock statement has no parameters")
+        fail(f"the captured {kind} statement has no parameters")
     missing = [n for n in numbers if n not in params]
     if missing:
-        fail(f"no logged value for parameter(s) {missing} of the unlock statement")
+        fail(f"no logged value for parameter(s) {missing} of the {kind} statement")
     # The parameter types PostgreSQL infers, exactly as for the API's own prepare.
     types_text = psql(
         args,
-        f"PREPARE bench_unlock AS {sql};\n"
+        f"PREPARE bench_statement AS {sql};\n"
         "SELECT array_to_string(parameter_types::text[], '|') FROM pg_prepared_statements "
-        "WHERE name = 'bench_unlock';\n",
+        "WHERE name = 'bench_statement';\n",
     )
     types = types_text.split("|")
     if len(types) < max(numbers):
@@ -208,7 +214,7 @@ def cmd_unlock_script(args):
             roles[n] = "action_id"
     for role in ("key", "card", "action_id"):
         if role not in roles.values():
-            fail(f"cannot tell which parameter of the unlock statement is the {role}: {params}")
+            fail(f"cannot tell which parameter of the {kind} statement is the {role}: {params}")
 
     expressions = {}
     for n in numbers:
@@ -228,10 +234,10 @@ def cmd_unlock_script(args):
     if "$" in re.sub(r"'(?:[^']|'')*'", "", body):
         fail("a parameter placeholder is left in the pgbench statement")
     if ";" in body:
-        fail("the unlock statement holds a ';', which pgbench would split")
+        fail(f"the {kind} statement holds a ';', which pgbench would split")
     with open(args.out, "w", encoding="utf-8") as out:
         out.write(
-            "-- latch's unlock statement as the API ran it (captured from PostgreSQL's log by\n"
+            f"-- latch's {kind} statement as the API ran it (captured from PostgreSQL's log by\n"
             "-- deploy/local/bench.sh), with pgbench variables for the reader key and the card;\n"
             "-- the key's SHA-256 is computed here instead of in the API.\n"
             f"\\set reader random(1, {args.readers})\n"
@@ -672,6 +678,47 @@ def ratio_text(value):
     return "–" if value is None else f"{value:.2f}"
 
 
+def write_path_table(t, add, kind, noun):
+    """The pgbench-vs-API table of one reader statement (`kind`: unlock, checkin); answers
+    the API/pgbench throughput ratio at each concurrency."""
+    pg_stage, api_stage = f"pg_{kind}", f"api_{kind}"
+    add(
+        f"| C | pgbench tx/s | pgbench p50 | pgbench p99 | latch {noun}/s | latch p50 | latch p99 "
+        "| latch p99.9 | latch / pgbench |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|")
+    ratios = {}
+    for case in t.cases(pg_stage):
+        pg = t.median(pg_stage, case, "throughput")
+        api = t.median(api_stage, case, "throughput_rps")
+        ratio = api / pg if pg and api is not None else None
+        ratios[case] = ratio
+        add(
+            f"| {case.lstrip('c')} | {t.cell(pg_stage, case, 'throughput')} "
+            f"| {t.cell(pg_stage, case, 'latency_ms.p50', 3)} "
+            f"| {t.cell(pg_stage, case, 'latency_ms.p99', 3)} "
+            f"| {t.cell(api_stage, case, 'throughput_rps')} "
+            f"| {t.cell(api_stage, case, 'latency_ms.p50', 3)} "
+            f"| {t.cell(api_stage, case, 'latency_ms.p99', 3)} "
+            f"| {t.cell(api_stage, case, 'latency_ms.p999', 3)} | {ratio_text(ratio)} |"
+        )
+
+    def best(stage, metric):
+        cases = [c for c in t.cases(stage) if t.median(stage, c, metric) is not None]
+        return max(cases, key=lambda c: t.median(stage, c, metric), default=None)
+
+    pg_best_case, api_best_case = best(pg_stage, "throughput"), best(api_stage, "throughput_rps")
+    if pg_best_case and api_best_case:
+        pg_best = t.median(pg_stage, pg_best_case, "throughput")
+        api_best = t.median(api_stage, api_best_case, "throughput_rps")
+        add(
+            f"| best | {fmt_num(pg_best)} (C={pg_best_case.lstrip('c')}) | | | {fmt_num(api_best)} "
+            f"(C={api_best_case.lstrip('c')}) | | | | {ratio_text(api_best / pg_best)} |"
+        )
+    add("")
+    return ratios
+
+
 def cmd_report(args):
     records = read_results(os.path.join(args.dir, "results.jsonl"))
     with open(os.path.join(args.dir, "machine.json"), encoding="utf-8") as src:
@@ -702,80 +749,42 @@ def cmd_report(args):
     targets = []
 
     # 1 + 2: the write path.
-    concurrencies = [c for c in t.cases("pg_unlock")]
-    add("## 1–2. The unlock write path: PostgreSQL's limit (pgbench) vs the latch API")
+    add("## 1–2. The write path: PostgreSQL's limit (pgbench) vs the latch API")
     add("")
     add(
-        "pgbench runs latch's own unlock statement (captured from the API, see "
-        "`raw/unlock.pgbench.sql`) against the same seeded schema, one statement per "
-        "transaction, synchronous commit; the API is driven by `latch-sim readers` in a "
-        "closed loop (C readers, each waiting for its answer). Both start from empty "
-        "`actions`/`outbox` tables after a CHECKPOINT; no relay runs (so no writer "
-        "notifies: the outbox trigger sends a NOTIFY only while a relay waits for one)."
+        "pgbench runs latch's own statement (captured from the API, see "
+        "`raw/unlock.pgbench.sql` and `raw/check-in.pgbench.sql`) against the same seeded "
+        "schema, one statement per transaction, synchronous commit; the API is driven by "
+        "`latch-sim readers` in a closed loop (C readers, each waiting for its answer). Both "
+        "start from empty `actions`/`outbox` tables after a CHECKPOINT; no relay runs (so no "
+        "writer notifies: the outbox trigger sends a NOTIFY only while a relay waits for one)."
     )
     add("")
-    add(
-        "| C | pgbench tx/s | pgbench p50 | pgbench p99 | latch unlocks/s | latch p50 | latch p99 "
-        "| latch p99.9 | latch / pgbench |"
-    )
-    add("|---|---|---|---|---|---|---|---|---|")
-    throughput_ratios = {}
-    for case in concurrencies:
-        pg = t.median("pg_unlock", case, "throughput")
-        api = t.median("api_unlock", case, "throughput_rps")
-        ratio = api / pg if pg and api is not None else None
-        throughput_ratios[case] = ratio
-        add(
-            f"| {case.lstrip('c')} | {t.cell('pg_unlock', case, 'throughput')} "
-            f"| {t.cell('pg_unlock', case, 'latency_ms.p50', 3)} "
-            f"| {t.cell('pg_unlock', case, 'latency_ms.p99', 3)} "
-            f"| {t.cell('api_unlock', case, 'throughput_rps')} "
-            f"| {t.cell('api_unlock', case, 'latency_ms.p50', 3)} "
-            f"| {t.cell('api_unlock', case, 'latency_ms.p99', 3)} "
-            f"| {t.cell('api_unlock', case, 'latency_ms.p999', 3)} | {ratio_text(ratio)} |"
-        )
-    pg_best_case = None
-    for case in concurrencies:
-        value = t.median("pg_unlock", case, "throughput")
-        if value is not None and (pg_best_case is None or value > t.median("pg_unlock", pg_best_case, "throughput")):
-            pg_best_case = case
-    api_best_case = None
-    for case in t.cases("api_unlock"):
-        value = t.median("api_unlock", case, "throughput_rps")
-        if value is not None and (api_best_case is None or value > t.median("api_unlock", api_best_case, "throughput_rps")):
-            api_best_case = case
-    if pg_best_case and api_best_case:
-        pg_best = t.median("pg_unlock", pg_best_case, "throughput")
-        api_best = t.median("api_unlock", api_best_case, "throughput_rps")
-        add(
-            f"| best | {fmt_num(pg_best)} (C={pg_best_case.lstrip('c')}) | | | {fmt_num(api_best)} "
-            f"(C={api_best_case.lstrip('c')}) | | | | {ratio_text(api_best / pg_best)} |"
-        )
-    add("")
+    throughput_ratios = write_path_table(t, add, "unlock", "unlocks")
     add(
         "The seeded site answers about two thirds of unlocks `granted`; the rest are denials "
-        "of every kind (recorded and published all the same). 409s on check-ins are the "
-        "deactivated holders (1 in 50), answered by design."
+        "of every kind (recorded and published all the same)."
     )
     add("")
+    if t.cases("api_checkin"):
+        add("Check-ins (`POST /v1/check-ins`; each records the action, its outbox row and the "
+            "holder's presence):")
+        add("")
+        write_path_table(t, add, "checkin", "check-ins")
+        add(
+            "409s are the deactivated holders (1 in 50), answered by design; the pgbench "
+            "statement records nothing for them either."
+        )
+        add("")
     for case in t.cases("pg_notify_each"):
         add(
-            f"Diagnostic (not latch's transaction): the same pgbench run at C = {case.lstrip('c')} with "
+            f"Diagnostic (not latch's transaction): the unlock pgbench run at C = {case.lstrip('c')} with "
             "the outbox trigger as it was before the wake-up handshake "
             "(`migrations/V2__outbox_order.sql`: a `pg_notify` in every transaction, and "
             "PostgreSQL serialises the commits of notifying transactions): "
             f"{t.cell('pg_notify_each', case, 'throughput')} tx/s, p50 {t.cell('pg_notify_each', case, 'latency_ms.p50', 3)}, "
             f"p99 {t.cell('pg_notify_each', case, 'latency_ms.p99', 3)} — against "
             f"{t.cell('pg_unlock', case, 'throughput')} tx/s with latch's trigger."
-        )
-        add("")
-    for case in t.cases("api_checkin"):
-        add(
-            f"Check-ins (`POST /v1/check-ins`, closed loop, C = {case.lstrip('c')}): "
-            f"{t.cell('api_checkin', case, 'throughput_rps')} req/s, "
-            f"p50 {t.cell('api_checkin', case, 'latency_ms.p50', 3)}, "
-            f"p99 {t.cell('api_checkin', case, 'latency_ms.p99', 3)}, "
-            f"p99.9 {t.cell('api_checkin', case, 'latency_ms.p999', 3)}."
         )
         add("")
     if throughput_ratios:
@@ -1071,7 +1080,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("unlock-script")
+    p = sub.add_parser("statement-script")
+    p.add_argument("--kind", choices=sorted(STATEMENT_MARKERS), required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--key", required=True)
@@ -1083,7 +1093,7 @@ def main():
     p.add_argument("--holders", type=int, required=True)
     p.add_argument("--db", default="latch")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_unlock_script)
+    p.set_defaults(func=cmd_statement_script)
 
     p = sub.add_parser("pgbench")
     p.add_argument("--results", required=True)

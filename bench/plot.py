@@ -3,8 +3,8 @@
 
   unlock_latency_cdf.png        latency CDF of unlocks per concurrency: latch API (solid)
                                 and pgbench running the same statement (dashed)
-  unlock_throughput.png         throughput vs concurrency, latch vs pgbench (median,
-                                min-max bars)
+  unlock_throughput.png         throughput vs concurrency, latch vs pgbench, unlocks and
+                                check-ins (median, min-max bars)
   open_loop_cdf.png             latency CDF at the open-loop rate, latch vs pgbench
   pipeline_lag.png              commit->stream and commit->delivered p50/p99 vs offered load
 
@@ -106,16 +106,20 @@ def plot_throughput(records, out):
     if not api:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
-    for label, data, color, marker in (
-        ("pgbench (latch's unlock statement)", pg, COLORS[1], "s"),
-        ("latch API (POST /v1/unlock)", api, COLORS[0], "o"),
+    for label, data, color, marker, style in (
+        ("pgbench (latch's unlock statement)", pg, COLORS[1], "s", "-"),
+        ("latch API (POST /v1/unlock)", api, COLORS[0], "o", "-"),
+        ("pgbench (latch's check-in statement)", by_case(records, "pg_checkin", "throughput"), COLORS[1], "s", ":"),
+        ("latch API (POST /v1/check-ins)", by_case(records, "api_checkin", "throughput_rps"), COLORS[0], "o", ":"),
     ):
+        if not data:
+            continue
         cases = sorted(data, key=lambda c: int(c.lstrip("c")))
         xs = [int(c.lstrip("c")) for c in cases]
         meds = [statistics.median(v for _, v in data[c]) for c in cases]
         lows = [m - min(v for _, v in data[c]) for m, c in zip(meds, cases)]
         highs = [max(v for _, v in data[c]) - m for m, c in zip(meds, cases)]
-        ax.errorbar(xs, meds, yerr=[lows, highs], color=color, marker=marker, capsize=3, lw=1.5, label=label)
+        ax.errorbar(xs, meds, yerr=[lows, highs], color=color, marker=marker, capsize=3, lw=1.5, ls=style, label=label)
     ax.set_xscale("log", base=2)
     ticks = sorted({int(c.lstrip("c")) for c in api})
     ax.set_xticks(ticks)
@@ -123,8 +127,8 @@ def plot_throughput(records, out):
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
     ax.set_xlabel("concurrency (clients / simulated readers)")
-    ax.set_ylabel("unlocks per second")
-    ax.set_title("Unlock throughput vs concurrency (median, min–max)", fontsize=10)
+    ax.set_ylabel("requests (transactions) per second")
+    ax.set_title("Write throughput vs concurrency (median, min–max)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     save(fig, os.path.join(out, "unlock_throughput.png"))

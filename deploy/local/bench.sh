@@ -7,10 +7,10 @@
 # Starts its own PostgreSQL cluster and nats-server (JetStream, sync_interval: always) on
 # free ports under .local/bench-run-*, builds latch and latch-sim (release), seeds a site,
 # and measures, each baseline in the same run as what it is compared with:
-#   1. PostgreSQL's limit: pgbench running latch's real unlock statement (captured from
-#      the API) at concurrency 1/4/16/64;
-#   2. the latch API: `latch-sim readers` closed loop at the same concurrencies (unlock,
-#      and check-ins at one), and open loop at half the best rate, against pgbench -R;
+#   1. PostgreSQL's limit: pgbench running latch's real unlock and check-in statements
+#      (captured from the API) at concurrency 1/4/16/64;
+#   2. the latch API: `latch-sim readers` closed loop at the same concurrencies (unlocks and
+#      check-ins), and unlocks in an open loop at half the best rate, against pgbench -R;
 #   3. JetStream's limit: `latch-sim jetstream` single publishes and atomic batches;
 #   4. the relay: draining a pre-filled outbox, against pgbench doing the relay's claim +
 #      delete and against raw atomic batches of the relay's size;
@@ -66,7 +66,7 @@ if ((SMOKE)); then
     : "${REPS:=1}" "${DURATION:=2}"
     WARMUP=1
     DOORS=5 HOLDERS=500
-    CHECKIN_C=4
+    NOTIFY_C=4
     RELAY_ROWS=2000
     OUTAGE=3 OUTAGE_LEAD=2 OUTAGE_TAIL=5 DRAIN_MAX=60
     PIPE_SHARES=(25)
@@ -76,7 +76,7 @@ else
     : "${REPS:=3}" "${DURATION:=10}"
     WARMUP=3
     DOORS=20 HOLDERS=10000
-    CHECKIN_C=16
+    NOTIFY_C=16
     RELAY_ROWS=100000
     OUTAGE=60 OUTAGE_LEAD=5 OUTAGE_TAIL=30 DRAIN_MAX=300
     PIPE_SHARES=(25 50 75)
@@ -394,15 +394,16 @@ pgbench_run() {
     }
 }
 
-# pgbench_unlock STAGE C REP [ARGS...]: latch's unlock statement, closed loop at concurrency C,
-# from empty tables after a warm-up; recorded as STAGE, case cC (ARGS go to bench.py pgbench).
-pgbench_unlock() {
-    local stage=$1 c=$2 rep=$3
-    shift 3
+# pgbench_statement STAGE SCRIPT C REP [ARGS...]: one of latch's statements, closed loop at
+# concurrency C, from empty tables after a warm-up; recorded as STAGE, case cC (ARGS go to
+# bench.py pgbench).
+pgbench_statement() {
+    local stage=$1 script=$2 c=$3 rep=$4
+    shift 4
     local name="${stage}_c${c}_r${rep}" threads=$((c < 2 ? c : 2))
     reset_tables
-    pgbench_run "$name.warmup" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$WARMUP"
-    pgbench_run "$name" -f "$UNLOCK_SQL" -c "$c" -j "$threads" -T "$DURATION" -l --log-prefix="$RAW/$name"
+    pgbench_run "$name.warmup" -f "$script" -c "$c" -j "$threads" -T "$WARMUP"
+    pgbench_run "$name" -f "$script" -c "$c" -j "$threads" -T "$DURATION" -l --log-prefix="$RAW/$name"
     "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage "$stage" --case "c$c" --rep "$rep" \
         --stdout "$RAW/$name.txt" --log-prefix "$RAW/$name" "$@" "concurrency=$c"
 }
@@ -450,28 +451,43 @@ end_stage() { STAGE_SECONDS[$STAGE]=$((SECONDS - STAGE_START)); }
 start_api
 echo "$API_URL" >"$RUN_DIR/api_url"
 
-# --- 1 + 2: the unlock write path -----------------------------------------------------------
-# latch's unlock statement, exactly as the API sends it: log every statement for a moment,
-# send one unlock, and build the pgbench script from what PostgreSQL executed.
-begin_stage "capture the unlock statement"
-psql_su -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
-sleep 0.5
-log_offset=$(stat -c %s "$LATCH_PG_DATA/log")
-answer=$(curl -sf --noproxy '*' -X POST "$API_URL/v1/unlock" -H 'Authorization: Bearer lrk_bench_1' \
-    -H 'Content-Type: application/json' -d '{"card_id":"BENCH-3"}') || die "the first unlock failed"
-sleep 0.5
-psql_su -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
-action_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["action_id"])' "$answer")
+# --- 1 + 2: the write path ---------------------------------------------------------------------
+# capture_statement KIND ENDPOINT CARD OUT: latch's statement for one request to ENDPOINT,
+# exactly as the API sends it: log every statement for a moment, send the request, and build
+# the pgbench script OUT from what PostgreSQL executed.
+capture_statement() {
+    local kind=$1 endpoint=$2 card=$3 out=$4 log_offset answer action_id
+    psql_su -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.5
+    log_offset=$(stat -c %s "$LATCH_PG_DATA/log")
+    answer=$(curl -sf --noproxy '*' -X POST "$API_URL$endpoint" -H 'Authorization: Bearer lrk_bench_1' \
+        -H 'Content-Type: application/json' -d "{\"card_id\":\"$card\"}") || die "the first $kind failed"
+    sleep 0.5
+    psql_su -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
+    action_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["action_id"])' "$answer")
+    "${BENCH_PY[@]}" statement-script --kind "$kind" --log "$LATCH_PG_DATA/log" --offset "$log_offset" \
+        --key lrk_bench_1 --card "$card" --action-id "$action_id" \
+        --key-prefix lrk_bench_ --card-prefix BENCH- --readers "$DOORS" --holders "$HOLDERS" \
+        --out "$out" >"$LOGS/$kind-script.log"
+}
+
+begin_stage "capture the unlock and check-in statements"
 UNLOCK_SQL=$RAW/unlock.pgbench.sql
-"${BENCH_PY[@]}" unlock-script --log "$LATCH_PG_DATA/log" --offset "$log_offset" \
-    --key lrk_bench_1 --card BENCH-3 --action-id "$action_id" \
-    --key-prefix lrk_bench_ --card-prefix BENCH- --readers "$DOORS" --holders "$HOLDERS" \
-    --out "$UNLOCK_SQL" >"$LOGS/unlock-script.log"
-# The script must do what the API does: one action and one outbox row per transaction.
+CHECKIN_SQL=$RAW/check-in.pgbench.sql
+capture_statement unlock /v1/unlock BENCH-3 "$UNLOCK_SQL"
+capture_statement check-in /v1/check-ins BENCH-3 "$CHECKIN_SQL"
+# Each script must do what the API does: one action and one outbox row per transaction
+# (a check-in of a deactivated holder, 1 in 50, records nothing, as in the API).
 reset_tables
 pgbench_run pgbench-check -f "$UNLOCK_SQL" -c 1 -t 20
 [[ $(psql_su -tAc "SELECT format('%s %s', (SELECT count(*) FROM actions), (SELECT count(*) FROM outbox))") == "20 20" ]] ||
     die "the pgbench unlock script did not write one action and one outbox row per transaction"
+reset_tables
+pgbench_run pgbench-check -f "$CHECKIN_SQL" -c 1 -t 50
+written=$(psql_su -tAc "SELECT format('%s %s %s', (SELECT count(*) FROM actions WHERE kind = 'check_in'), (SELECT count(*) FROM outbox), (SELECT count(*) FROM presence))")
+read -r checkins outbox_rows present <<<"$written"
+((checkins >= 40 && checkins == outbox_rows && present >= 1)) ||
+    die "the pgbench check-in script did not write one check-in, its outbox row and presence per transaction ($written of 50)"
 end_stage
 
 if want write; then
@@ -479,20 +495,18 @@ if want write; then
     for c in "${CONCURRENCIES[@]}"; do
         for ((rep = 1; rep <= REPS; rep++)); do
             # pgbench and the API alternate, so drift in the machine hits both alike.
-            pgbench_unlock pg_unlock "$c" "$rep" --cdf "$RAW/pg_unlock_c${c}_r${rep}.cdf.csv"
-            reset_tables
-            readers "api_unlock_c${c}_r${rep}" --endpoint unlock --concurrency "$c" \
-                --warmup "${WARMUP}s" --duration "${DURATION}s" --histogram-out "$RAW/api_unlock_c${c}_r${rep}.cdf.csv"
-            "${BENCH_PY[@]}" record --results "$RESULTS" --stage api_unlock --case "c$c" --rep "$rep" \
-                --json "$RAW/api_unlock_c${c}_r${rep}.json" "concurrency=$c"
+            for endpoint in unlock check-in; do
+                script=$UNLOCK_SQL
+                [[ $endpoint == unlock ]] || script=$CHECKIN_SQL
+                tag=${endpoint//-/}
+                pgbench_statement "pg_$tag" "$script" "$c" "$rep" --cdf "$RAW/pg_${tag}_c${c}_r${rep}.cdf.csv"
+                reset_tables
+                readers "api_${tag}_c${c}_r${rep}" --endpoint "$endpoint" --concurrency "$c" \
+                    --warmup "${WARMUP}s" --duration "${DURATION}s" --histogram-out "$RAW/api_${tag}_c${c}_r${rep}.cdf.csv"
+                "${BENCH_PY[@]}" record --results "$RESULTS" --stage "api_$tag" --case "c$c" --rep "$rep" \
+                    --json "$RAW/api_${tag}_c${c}_r${rep}.json" "concurrency=$c"
+            done
         done
-    done
-    for ((rep = 1; rep <= REPS; rep++)); do
-        reset_tables
-        readers "api_checkin_c${CHECKIN_C}_r${rep}" --endpoint check-in --concurrency "$CHECKIN_C" \
-            --warmup "${WARMUP}s" --duration "${DURATION}s"
-        "${BENCH_PY[@]}" record --results "$RESULTS" --stage api_checkin --case "c$CHECKIN_C" --rep "$rep" \
-            --json "$RAW/api_checkin_c${CHECKIN_C}_r${rep}.json" "concurrency=$CHECKIN_C"
     done
 
     # Open loop at half the API's best closed-loop rate, the same rate offered to pgbench
@@ -526,7 +540,7 @@ if want write; then
         die "cannot find the per-transaction NOTIFY trigger in migrations/V2__outbox_order.sql"
     psql_su <<<"$old_trigger" >/dev/null
     for ((rep = 1; rep <= REPS; rep++)); do
-        pgbench_unlock pg_notify_each "$CHECKIN_C" "$rep"
+        pgbench_statement pg_notify_each "$UNLOCK_SQL" "$NOTIFY_C" "$rep"
     done
     psql_su <<<"$trigger_def;" >/dev/null
     [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") == "$trigger_def" ]] ||
