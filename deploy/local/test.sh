@@ -106,7 +106,9 @@ step() {
 step "formatting" cargo fmt --all -- --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "alert rules and dashboards" deploy/prometheus/check.sh
-step "tests" cargo test --workspace --locked "$@"
+# Every member by default (the root manifest is a virtual workspace), or what the arguments
+# select: --workspace would override a -p given to narrow the run.
+step "tests" cargo test --locked "$@"
 # The benchmark harness in its smoke mode (debug binaries, a few seconds a stage), so it
 # cannot rot unnoticed; skipped when arguments narrow the run to some tests.
 if [[ $# -eq 0 ]]; then
