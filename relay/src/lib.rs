@@ -412,7 +412,7 @@ impl Relay {
             rows = rows.len(),
             duplicates = published.duplicates,
             publish_ms = publish_time.as_secs_f64() * 1e3,
-            single_ms_estimate = costs.single * 1e3,
+            singles_ms_estimate = costs.singles_cost(rows.len()) * 1e3,
             atomic_ms_estimate = costs.atomic * 1e3,
             "published batch"
         );

@@ -123,10 +123,18 @@ fn single_failure(e: &jetstream::context::PublishError) -> PublishError {
 }
 
 /// Running estimates of what publishing costs, from the relay's own publishes.
+///
+/// Plain publishes cost one round trip (with its fsync) for the first message and less for
+/// each further one, which rides along while the server syncs the one before: `n` rows
+/// cost about `round + (n - 1) * next`. A per-message average taken from the mostly single
+/// rows of a quiet hour would price a burst of twenty at twenty round trips, and send it
+/// as an atomic batch that costs several times more.
 #[derive(Debug, Clone, Copy)]
 pub struct Costs {
-    /// Seconds per message sent as a plain publish (in segments, see the module doc).
-    pub single: f64,
+    /// Seconds for one plain publish on its own (a batch of one row).
+    pub round: f64,
+    /// Seconds each further row of a batch of plain publishes adds.
+    pub next: f64,
     /// Seconds per atomic batch.
     pub atomic: f64,
 }
@@ -138,21 +146,32 @@ impl Costs {
     const WEIGHT: f64 = 0.1;
 
     /// Starting points, measured on nats-server 2.15.1 with `sync_interval: always` (a
-    /// slower disk raises both; the estimates follow within a few dozen batches).
+    /// slower disk raises them all; the estimates follow within a few dozen batches).
     pub const INITIAL: Costs = Costs {
-        single: 0.001,
+        round: 0.001,
+        next: 0.0005,
         atomic: 0.008,
     };
 
-    /// True when `rows` should go as plain publishes. A single row always does (an atomic
-    /// batch of one costs the same and more), which also keeps `single` current.
-    pub fn singles(&self, rows: usize) -> bool {
-        rows <= 1 || (rows <= Self::MAX_SINGLES && rows as f64 * self.single <= self.atomic)
+    /// What `rows` plain publishes are expected to take, in seconds.
+    pub fn singles_cost(&self, rows: usize) -> f64 {
+        self.round + rows.saturating_sub(1) as f64 * self.next
     }
 
-    fn observe_single(&mut self, elapsed: Duration, rows: usize) {
-        let per_message = elapsed.as_secs_f64() / rows.max(1) as f64;
-        self.single += Self::WEIGHT * (per_message - self.single);
+    /// True when `rows` should go as plain publishes. A single row always does (an atomic
+    /// batch of one costs the same and more), which also keeps `round` current.
+    pub fn singles(&self, rows: usize) -> bool {
+        rows <= 1 || (rows <= Self::MAX_SINGLES && self.singles_cost(rows) <= self.atomic)
+    }
+
+    fn observe_singles(&mut self, elapsed: Duration, rows: usize) {
+        let elapsed = elapsed.as_secs_f64();
+        if rows <= 1 {
+            self.round += Self::WEIGHT * (elapsed - self.round);
+        } else {
+            let next = ((elapsed - self.round) / (rows - 1) as f64).max(0.0);
+            self.next += Self::WEIGHT * (next - self.next);
+        }
     }
 
     fn observe_atomic(&mut self, elapsed: Duration) {
@@ -221,7 +240,7 @@ impl Publisher {
             return match published.failure.take() {
                 Some(failure) if published.acked.is_empty() => Err(failure),
                 None => {
-                    self.update_costs(|c| c.observe_single(started.elapsed(), rows.len()));
+                    self.update_costs(|c| c.observe_singles(started.elapsed(), rows.len()));
                     Ok(published)
                 }
                 failure => Ok(Published {
@@ -356,22 +375,25 @@ mod tests {
     #[test]
     fn small_batches_go_as_plain_publishes_while_that_is_no_slower() {
         let costs = Costs {
-            single: 0.001,
+            round: 0.001,
+            next: 0.0005,
             atomic: 0.008,
         };
         assert!(costs.singles(1));
-        assert!(costs.singles(8));
-        assert!(!costs.singles(9));
+        assert!(costs.singles(15));
+        assert!(!costs.singles(16));
         // However slow plain publishes look, a single row goes alone.
         let slow_disk = Costs {
-            single: 0.020,
+            round: 0.020,
+            next: 0.010,
             atomic: 0.008,
         };
         assert!(slow_disk.singles(1));
         assert!(!slow_disk.singles(2));
         // However slow atomic batches look, large batches stay atomic.
         let stalled = Costs {
-            single: 0.0001,
+            round: 0.0001,
+            next: 0.0001,
             atomic: 1.0,
         };
         assert!(stalled.singles(Costs::MAX_SINGLES));
@@ -381,14 +403,19 @@ mod tests {
     #[test]
     fn the_estimates_follow_what_is_measured() {
         let mut costs = Costs::INITIAL;
-        for _ in 0..100 {
-            costs.observe_single(Duration::from_millis(12), 4);
+        for _ in 0..200 {
+            // One row alone: a round trip; six rows: a round trip and five more at 0.2 ms.
+            costs.observe_singles(Duration::from_micros(400), 1);
+            costs.observe_singles(Duration::from_micros(1400), 6);
             costs.observe_atomic(Duration::from_millis(6));
         }
-        assert!((costs.single - 0.003).abs() < 1e-5, "{costs:?}");
+        assert!((costs.round - 0.0004).abs() < 1e-5, "{costs:?}");
+        assert!((costs.next - 0.0002).abs() < 1e-5, "{costs:?}");
         assert!((costs.atomic - 0.006).abs() < 1e-5, "{costs:?}");
-        assert!(costs.singles(2));
-        assert!(!costs.singles(3));
+        // 28 rows: 0.4 ms + 27 × 0.2 ms = 5.8 ms, cheaper than one atomic batch; 30 rows:
+        // 6.2 ms, dearer.
+        assert!(costs.singles(28));
+        assert!(!costs.singles(30));
     }
 
     fn rows(keys: &[&str]) -> Vec<OutboxRow> {
