@@ -584,6 +584,52 @@ if want jetstream || want relay; then
     end_stage
 fi
 
+# --- 4: the relay draining a pre-filled outbox ----------------------------------------------
+# Before the pipeline, whose backlog leaves PostgreSQL and the stream busy for a while.
+if want relay; then
+    begin_stage "relay drain"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        # PostgreSQL's side alone: the relay's claim + delete, one client, batches of 500.
+        reset_tables
+        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
+        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
+        pgbench_run "pg_claim_r${rep}" -f bench/relay_claim_delete.sql -c 1 -t "$((RELAY_ROWS / RELAY_BATCH))"
+        [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]] || die "pgbench's claim + delete left rows behind"
+        "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_claim --case "batch$RELAY_BATCH" --rep "$rep" \
+            --stdout "$RAW/pg_claim_r${rep}.txt" --rows-per-tx "$RELAY_BATCH" "rows=$RELAY_ROWS"
+
+        # The relay itself, from ready to an empty outbox.
+        reset_tables
+        t_fill=$(now)
+        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
+        fill_s=$(calc "$(now) - $t_fill")
+        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
+        stream_before=$(stream_messages)
+        t_start=$(now)
+        start_relay
+        t_ready=$(now)
+        deadline=$((SECONDS + 600))
+        until [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]]; do
+            ((SECONDS < deadline)) || die "the relay did not drain $RELAY_ROWS rows within 600 s"
+            pid_alive "$RELAY_PID" || die "latch relay exited while draining (see $LOGS/relay.log)"
+            sleep 0.1
+        done
+        # The end: when the server stored the last message (the DELETE follows within
+        # a round trip), read from its monitoring endpoint, not from our 100 ms polling.
+        t_empty=$("${BENCH_PY[@]}" stream-last --monitor "$NATS_MONITOR_URL" --stream LATCH_EVENTS)
+        stream_after=$(stream_messages)
+        ((stream_after - stream_before == RELAY_ROWS)) ||
+            die "the stream grew by $((stream_after - stream_before)) messages for $RELAY_ROWS rows"
+        stop_relay
+        rate=$(calc "$RELAY_ROWS / ($t_empty - $t_ready)")
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage relay_drain --case "batch$RELAY_BATCH" --rep "$rep" \
+            "rows=$RELAY_ROWS" "rows_per_s=$rate" "drain_s=$(calc "$t_empty - $t_ready")" \
+            "startup_s=$(calc "$t_ready - $t_start")" "rows_per_s_from_process_start=$(calc "$RELAY_ROWS / ($t_empty - $t_start)")" "fill_rows_per_s=$(calc "$RELAY_ROWS / $fill_s")"
+        printf '  relay rep %s: %s rows in %ss: %s rows/s\n' "$rep" "$RELAY_ROWS" "$(calc "$t_empty - $t_ready")" "$rate" >&2
+    done
+    end_stage
+fi
+
 # --- 5: the pipeline ---------------------------------------------------------------------------
 if want pipeline; then
     begin_stage "pipeline (api -> relay -> worker -> sinks)"
@@ -709,51 +755,6 @@ if want pipeline; then
     stop_relay
     stop_pid "$SIM_PID" "latch-sim legacy" 20
     SIM_PID=
-    end_stage
-fi
-
-# --- 4: the relay draining a pre-filled outbox ----------------------------------------------
-if want relay; then
-    begin_stage "relay drain"
-    for ((rep = 1; rep <= REPS; rep++)); do
-        # PostgreSQL's side alone: the relay's claim + delete, one client, batches of 500.
-        reset_tables
-        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
-        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
-        pgbench_run "pg_claim_r${rep}" -f bench/relay_claim_delete.sql -c 1 -t "$((RELAY_ROWS / RELAY_BATCH))"
-        [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]] || die "pgbench's claim + delete left rows behind"
-        "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_claim --case "batch$RELAY_BATCH" --rep "$rep" \
-            --stdout "$RAW/pg_claim_r${rep}.txt" --rows-per-tx "$RELAY_BATCH" "rows=$RELAY_ROWS"
-
-        # The relay itself, from ready to an empty outbox.
-        reset_tables
-        t_fill=$(now)
-        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
-        fill_s=$(calc "$(now) - $t_fill")
-        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
-        stream_before=$(stream_messages)
-        t_start=$(now)
-        start_relay
-        t_ready=$(now)
-        deadline=$((SECONDS + 600))
-        until [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]]; do
-            ((SECONDS < deadline)) || die "the relay did not drain $RELAY_ROWS rows within 600 s"
-            pid_alive "$RELAY_PID" || die "latch relay exited while draining (see $LOGS/relay.log)"
-            sleep 0.1
-        done
-        # The end: when the server stored the last message (the DELETE follows within
-        # a round trip), read from its monitoring endpoint, not from our 100 ms polling.
-        t_empty=$("${BENCH_PY[@]}" stream-last --monitor "$NATS_MONITOR_URL" --stream LATCH_EVENTS)
-        stream_after=$(stream_messages)
-        ((stream_after - stream_before == RELAY_ROWS)) ||
-            die "the stream grew by $((stream_after - stream_before)) messages for $RELAY_ROWS rows"
-        stop_relay
-        rate=$(calc "$RELAY_ROWS / ($t_empty - $t_ready)")
-        "${BENCH_PY[@]}" record --results "$RESULTS" --stage relay_drain --case "batch$RELAY_BATCH" --rep "$rep" \
-            "rows=$RELAY_ROWS" "rows_per_s=$rate" "drain_s=$(calc "$t_empty - $t_ready")" \
-            "startup_s=$(calc "$t_ready - $t_start")" "rows_per_s_from_process_start=$(calc "$RELAY_ROWS / ($t_empty - $t_start)")" "fill_rows_per_s=$(calc "$RELAY_ROWS / $fill_s")"
-        printf '  relay rep %s: %s rows in %ss: %s rows/s\n' "$rep" "$RELAY_ROWS" "$(calc "$t_empty - $t_ready")" "$rate" >&2
-    done
     end_stage
 fi
 
