@@ -34,18 +34,34 @@ enum Command {
     Jetstream(latch_sim::jetstream::JetstreamArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = async {
+    // The simulated readers run on one thread: the load generator shares the machine with
+    // what it measures, and on one thread its tasks wake each other without waking another
+    // thread (about a tenth less CPU per request, measured against the API on two cores).
+    // The simulated systems serve on every core.
+    let runtime = match cli.command {
+        Command::Readers(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
         telemetry::init(&LogConfig::from_source(&Source::load(None)?)?)?;
         match cli.command {
             Command::Legacy(args) => latch_sim::cli::run_legacy(args).await,
             Command::Readers(args) => latch_sim::readers::run_readers(args).await,
             Command::Jetstream(args) => latch_sim::jetstream::run_jetstream(args).await,
         }
-    };
-    match result.await {
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
