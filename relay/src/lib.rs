@@ -44,7 +44,7 @@ use latch_core::shutdown::CancellationToken;
 use crate::leader::Leadership;
 use crate::metrics::RelayMetrics;
 use crate::outbox::Claimed;
-use crate::publish::{MAX_BATCH, PublishError, Publisher};
+use crate::publish::{AtomicBatch, MAX_BATCH, PublishError, Publisher};
 use crate::wake::Wake;
 use latch_core::admin::Readiness;
 
@@ -152,17 +152,24 @@ impl Committing {
     }
 }
 
-/// The batch claimed while the one before it was published (see [`Relay::drain_once`]).
+/// A batch claimed while the one before it was published, with its atomic batch built
+/// (see [`Relay::drain_once`]).
+struct Next {
+    claimed: Claimed,
+    prepared: Option<AtomicBatch>,
+}
+
+/// The next batch, if one was claimed ahead.
 #[derive(Default)]
-struct Ahead(Option<Result<Claimed, outbox::ClaimError>>);
+struct Ahead(Option<Result<Next, DrainError>>);
 
 impl Ahead {
     /// Ends the claim's transaction without publishing: its rows are pending again.
     async fn release(&mut self) {
-        if let Some(Ok(claimed)) = self.0.take() {
+        if let Some(Ok(next)) = self.0.take() {
             // Should the rollback fail, dropping the claim closes its connection, and the
             // server rolls back.
-            let _ = claimed.finish(&[]).await;
+            let _ = next.claimed.finish(&[]).await;
         }
     }
 }
@@ -361,19 +368,23 @@ impl Relay {
     /// batch is published only once the one before it was acknowledged, and at most one
     /// commit is in flight.
     ///
-    /// A full batch means a backlog: the next batch is then claimed while this one is
-    /// published (`ahead`), so that the claim's round trips cost the drain nothing. That
-    /// claim skips this batch's rows (locked), and it is published only after this batch
-    /// was acknowledged, or released unpublished if this one failed: the order holds.
+    /// A full batch means a backlog: the next batch is then claimed, and its atomic batch
+    /// built, while this one is published (`ahead`), so that neither costs the drain any
+    /// time. That claim skips this batch's rows (locked), and it is published only after
+    /// this batch was acknowledged, or released unpublished if this one failed: the order
+    /// holds.
     async fn drain_once(
         &self,
         committing: &mut Committing,
         ahead: &mut Ahead,
     ) -> Result<DrainReport, DrainError> {
         let batch_size = self.config.batch_size;
-        let mut claimed = match ahead.0.take() {
-            Some(claimed) => claimed?,
-            None => Claimed::begin(&self.pool, batch_size).await?,
+        let (mut claimed, prepared) = match ahead.0.take() {
+            Some(next) => {
+                let next = next?;
+                (next.claimed, next.prepared)
+            }
+            None => (Claimed::begin(&self.pool, batch_size).await?, None),
         };
         let rows = std::mem::take(&mut claimed.rows);
         if rows.is_empty() {
@@ -382,14 +393,26 @@ impl Relay {
         }
         let publish = async {
             let started = Instant::now();
-            let published = self.publisher.publish(&rows).await;
+            let published = self.publisher.publish_prepared(&rows, prepared).await;
             (published, started.elapsed())
         };
         let claim_next = async {
             if rows.len() < batch_size {
                 return None;
             }
-            Some(Claimed::begin(&self.pool, batch_size).await)
+            // A task of its own, so that building the batch's messages runs beside this
+            // one, which is waiting for the server to acknowledge the current batch.
+            let pool = self.pool.clone();
+            let next = tokio::spawn(async move {
+                let claimed = Claimed::begin(&pool, batch_size).await?;
+                let prepared = AtomicBatch::ahead_of_publish(&claimed.rows);
+                Ok(Next { claimed, prepared })
+            });
+            Some(next.await.unwrap_or_else(|error| {
+                Err(DrainError::Database(format!(
+                    "the claim ahead failed: {error}"
+                )))
+            }))
         };
         let ((published, publish_time), next) = tokio::join!(publish, claim_next);
         let published = match published {

@@ -34,8 +34,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -199,6 +199,51 @@ pub struct Publisher {
     costs: Arc<Mutex<Costs>>,
 }
 
+/// An atomic batch's messages, built before it is sent: the relay builds the next batch
+/// while the server is still committing the last one, so that sending it is only a matter
+/// of handing the messages over.
+pub struct AtomicBatch {
+    messages: Vec<Outgoing>,
+}
+
+struct Outgoing {
+    subject: Subject,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+impl AtomicBatch {
+    /// The batch of `rows`: each message with its own id, the batch's id and its place in
+    /// it, the last one carrying the commit.
+    pub fn build(rows: &[OutboxRow]) -> AtomicBatch {
+        let batch_id = Uuid::new_v4().simple().to_string();
+        let messages = rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| {
+                let mut headers = message_headers(row);
+                headers.insert("Nats-Batch-Id", batch_id.as_str());
+                headers.insert("Nats-Batch-Sequence", (index + 1).to_string());
+                if index + 1 == rows.len() {
+                    headers.insert("Nats-Batch-Commit", "1");
+                }
+                Outgoing {
+                    subject: Subject::from(row.subject.as_str()),
+                    headers,
+                    payload: Bytes::from(row.payload.clone()),
+                }
+            })
+            .collect();
+        AtomicBatch { messages }
+    }
+
+    /// The batch of `rows` when they can only go as one (more than plain publishes ever
+    /// carry), built ahead; `None` when the choice is made at publish time.
+    pub fn ahead_of_publish(rows: &[OutboxRow]) -> Option<AtomicBatch> {
+        (rows.len() > Costs::MAX_SINGLES).then(|| AtomicBatch::build(rows))
+    }
+}
+
 fn message_headers(row: &OutboxRow) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", row.id.to_string());
@@ -233,6 +278,15 @@ impl Publisher {
 
     /// Publishes `rows` (at most [`MAX_BATCH`]) and says which the stream holds.
     pub async fn publish(&self, rows: &[OutboxRow]) -> Result<Published, PublishError> {
+        self.publish_prepared(rows, None).await
+    }
+
+    /// The same, with the atomic batch of `rows` already built, if it was.
+    pub async fn publish_prepared(
+        &self,
+        rows: &[OutboxRow],
+        prepared: Option<AtomicBatch>,
+    ) -> Result<Published, PublishError> {
         debug_assert!(rows.len() <= MAX_BATCH);
         let started = Instant::now();
         if self.costs().singles(rows.len()) {
@@ -249,7 +303,9 @@ impl Publisher {
                 }),
             };
         }
-        match self.atomic(rows).await {
+        let batch = prepared.unwrap_or_else(|| AtomicBatch::build(rows));
+        debug_assert_eq!(batch.messages.len(), rows.len());
+        match self.atomic(batch).await {
             Ok(last_sequence) => {
                 self.update_costs(|c| c.observe_atomic(started.elapsed()));
                 Ok(Published {
@@ -271,44 +327,34 @@ impl Publisher {
         }
     }
 
-    async fn atomic(&self, rows: &[OutboxRow]) -> Result<u64, PublishError> {
-        let Some((last, first)) = rows.split_last() else {
+    async fn atomic(&self, batch: AtomicBatch) -> Result<u64, PublishError> {
+        let count = batch.messages.len();
+        let mut messages = batch.messages.into_iter();
+        let Some(last) = messages.next_back() else {
             return Err(PublishError::Unacknowledged("empty batch".into()));
         };
-        let batch_id = Uuid::new_v4().simple().to_string();
         let unacknowledged =
             |e: &dyn std::fmt::Display| PublishError::Unacknowledged(e.to_string());
-        for (index, row) in first.iter().enumerate() {
-            let mut headers = message_headers(row);
-            headers.insert("Nats-Batch-Id", batch_id.as_str());
-            headers.insert("Nats-Batch-Sequence", (index + 1).to_string());
+        for message in messages {
             self.client
-                .publish_with_headers(
-                    row.subject.clone(),
-                    headers,
-                    Bytes::from(row.payload.clone()),
-                )
+                .publish_with_headers(message.subject, message.headers, message.payload)
                 .await
                 .map_err(|e| unacknowledged(&e))?;
         }
-        let mut headers = message_headers(last);
-        headers.insert("Nats-Batch-Id", batch_id.as_str());
-        headers.insert("Nats-Batch-Sequence", rows.len().to_string());
-        headers.insert("Nats-Batch-Commit", "1");
         let request = async_nats::Request::new()
-            .headers(headers)
-            .payload(Bytes::from(last.payload.clone()))
+            .headers(last.headers)
+            .payload(last.payload)
             .timeout(Some(self.timeout));
         let answer = self
             .client
-            .send_request(last.subject.clone(), request)
+            .send_request(last.subject, request)
             .await
             .map_err(|e| unacknowledged(&e))?;
         match serde_json::from_slice::<CommitAnswer>(&answer.payload) {
-            Ok(CommitAnswer::Ack { seq, count }) if count as usize == rows.len() => Ok(seq),
-            Ok(CommitAnswer::Ack { count, .. }) => Err(PublishError::Refused {
+            Ok(CommitAnswer::Ack { seq, count: acked }) if acked as usize == count => Ok(seq),
+            Ok(CommitAnswer::Ack { count: acked, .. }) => Err(PublishError::Refused {
                 err_code: 0,
-                description: format!("batch of {} acknowledged as {count}", rows.len()),
+                description: format!("batch of {count} acknowledged as {acked}"),
             }),
             Ok(CommitAnswer::Err { error }) => Err(PublishError::Refused {
                 err_code: error.err_code,
