@@ -3,7 +3,9 @@
 -- as latch stores keys: its SHA-256), :holders card holders (card 'BENCH-<n>') and their
 -- grants. The decisions come out mixed like a real site's: most unlocks are granted; some
 -- holders are inactive (1 in 50), some grants expired or revoked (1 in 10 each), some
--- holder/door pairs have no grant at all (1 in 7).
+-- holder/door pairs have no grant at all (1 in 7). The readers send no heartbeats, so they
+-- are enrolled with an offline_after of a day: the API's liveness watch must not record
+-- reader_offline events in the middle of a measurement.
 --
 -- psql -v doors=20 -v holders=10000 -f bench/seed.sql
 \set ON_ERROR_STOP 1
@@ -17,10 +19,10 @@ INSERT INTO doors (id, site, name)
 SELECT ('0190c0de-0000-7000-8001-' || lpad(to_hex(d), 12, '0'))::uuid, 'bench', 'Door ' || d
 FROM generate_series(1, :doors) d;
 
-INSERT INTO readers (id, door_id, name, key_hash)
+INSERT INTO readers (id, door_id, name, key_hash, offline_after)
 SELECT ('0190c0de-0000-7000-8002-' || lpad(to_hex(d), 12, '0'))::uuid,
        ('0190c0de-0000-7000-8001-' || lpad(to_hex(d), 12, '0'))::uuid,
-       'Reader ' || d, sha256(convert_to('lrk_bench_' || d, 'UTF8'))
+       'Reader ' || d, sha256(convert_to('lrk_bench_' || d, 'UTF8')), interval '1 day'
 FROM generate_series(1, :doors) d;
 
 INSERT INTO holders (id, card_id, name, active)

@@ -623,9 +623,8 @@ if want relay; then
         # The end: when the server stored the last message (the DELETE follows within
         # a round trip), read from its monitoring endpoint, not from our 100 ms polling.
         t_empty=$("${BENCH_PY[@]}" stream-last --monitor "$NATS_MONITOR_URL" --stream LATCH_EVENTS)
-        # One message per action: the filled rows, and any event the API recorded meanwhile
-        # (its reader liveness watch reports the bench's readers offline once they fall
-        # silent), which the relay may still be publishing.
+        # One message per action: the filled rows, and any event recorded meanwhile, which
+        # the relay may still be publishing.
         if ! wait_for 30 all_actions_published "$stream_before"; then
             die "the stream grew by $(($(stream_messages) - stream_before)) messages for $(psql_su -tAc 'SELECT count(*) FROM actions') actions"
         fi
