@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark latch and the limits of its dependencies in one run, on a private stack.
 #
-#   ./deploy/local/bench.sh            # the full run (about 20-30 minutes)
+#   ./deploy/local/bench.sh            # the full run (about 30 minutes)
 #   ./deploy/local/bench.sh --smoke    # every stage for a few seconds, one repetition (CI)
 #
 # Starts its own PostgreSQL cluster and nats-server (JetStream, sync_interval: always) on
