@@ -458,19 +458,27 @@ start_api
 echo "$API_URL" >"$RUN_DIR/api_url"
 
 # --- 1 + 2: the write path ---------------------------------------------------------------------
+# statement_logging_is VALUE: a new session sees log_min_duration_statement = VALUE.
+statement_logging_is() { [[ $(psql_su -tAc 'SHOW log_min_duration_statement') == "$1" ]]; }
+# logged_since OFFSET TEXT: PostgreSQL's log holds TEXT after byte OFFSET.
+logged_since() { grep -qF -- "$2" < <(tail -c "+$(($1 + 1))" "$LATCH_PG_DATA/log"); }
+
 # capture_statement KIND ENDPOINT CARD OUT: latch's statement for one request to ENDPOINT,
 # exactly as the API sends it: log every statement for a moment, send the request, and build
 # the pgbench script OUT from what PostgreSQL executed.
 capture_statement() {
     local kind=$1 endpoint=$2 card=$3 out=$4 log_offset answer action_id
     psql_su -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
-    sleep 0.5
+    # A new session sees the setting once the postmaster has reloaded it; by then it has
+    # signalled the API's sessions, which take it up before their next statement.
+    wait_for 10 statement_logging_is 0 || die "PostgreSQL did not take up log_min_duration_statement = 0"
     log_offset=$(stat -c %s "$LATCH_PG_DATA/log")
     answer=$(curl -sf --noproxy '*' -X POST "$API_URL$endpoint" -H 'Authorization: Bearer lrk_bench_1' \
         -H 'Content-Type: application/json' -d "{\"card_id\":\"$card\"}") || die "the first $kind failed"
-    sleep 0.5
-    psql_su -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
     action_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["action_id"])' "$answer")
+    # The statement's log entry names the action id among its parameters.
+    wait_for 10 logged_since "$log_offset" "$action_id" || die "PostgreSQL did not log the $kind statement"
+    psql_su -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
     "${BENCH_PY[@]}" statement-script --kind "$kind" --log "$LATCH_PG_DATA/log" --offset "$log_offset" \
         --key lrk_bench_1 --card "$card" --action-id "$action_id" \
         --key-prefix lrk_bench_ --card-prefix BENCH- --readers "$DOORS" --holders "$HOLDERS" \
@@ -653,7 +661,12 @@ if want pipeline; then
         warn "no check-in rate measured (stage write skipped); taking $checkin_max/s as the API's max"
     fi
     loads=()
-    for share in "${PIPE_SHARES[@]}"; do loads+=("$(round "$checkin_max * $share / 100")"); done
+    for share in "${PIPE_SHARES[@]}"; do
+        load=$(round "$checkin_max * $share / 100")
+        # A share within 5% of the targets' 1,000/s is measured once, at 1,000/s.
+        ((load < 950 || load > 1050)) || load=1000
+        loads+=("$load")
+    done
     loads+=(1000)
     mapfile -t loads < <(printf '%s\n' "${loads[@]}" | sort -n -u)
     log "offered loads: ${loads[*]} events/s (shares of $checkin_max check-ins/s, and 1,000/s)"
