@@ -9,6 +9,7 @@
 //! - [`registry`]: the action log and the presence roll-call.
 //! - [`auth`], [`idempotency`], [`trace`]: what every request goes through.
 //! - [`error`]: the error policy and the JSON error body.
+//! - [`timestamp`]: the times clients may send, checked before anything is written.
 //! - [`config`]: the API's settings beyond its listener.
 //! - [`health`], [`openapi`]: operations endpoints and the generated API description.
 //!
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod readers;
 pub mod registry;
+pub mod timestamp;
 pub mod trace;
 
 use std::net::TcpListener;
@@ -109,14 +111,18 @@ impl Application {
             // Called once on each worker thread: the worker takes a pool of its own.
             let turn = next_pool.fetch_add(1, Ordering::Relaxed);
             let pool = worker_pools[turn % worker_pools.len()].clone();
-            App::new()
+            let panics = metrics.panics.clone();
+            let app = App::new()
                 .app_data(pool)
                 .app_data(metrics.clone())
                 .app_data(api.clone())
                 .app_data(last_seen.clone())
                 .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(trace::span))
-                .configure(|cfg| routes(cfg, body_limit, batch_body_limit))
+                .configure(|cfg| routes(cfg, body_limit, batch_body_limit));
+            actix_service::apply_fn_factory(app, move |req, app| {
+                error::answer_panics(req, app, &panics)
+            })
         })
         .workers(self.config.workers)
         .disable_signals()

@@ -17,6 +17,7 @@ pub struct ApiMetrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
+    pub panics: IntCounter,
     pub unlock_decisions: IntCounterVec,
     pub reader_seq_gaps: IntCounter,
     pub reader_clock_skew: IntCounter,
@@ -51,6 +52,14 @@ impl ApiMetrics {
                     &["route", "method"],
                 )
                 .expect("valid histogram"),
+            ),
+            panics: register(
+                &registry,
+                IntCounter::new(
+                    "latch_http_panics_total",
+                    "Requests whose handler panicked (each answered 500 and logged).",
+                )
+                .expect("valid counter"),
             ),
             unlock_decisions: register(
                 &registry,

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
+use crate::timestamp::Timestamp;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -27,13 +28,13 @@ pub struct ActionFilter {
     /// An event kind, e.g. `unlock_denied`.
     pub kind: Option<String>,
     /// Recorded at or after (RFC 3339).
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[param(value_type = Option<String>, format = DateTime)]
-    pub since: Option<OffsetDateTime>,
+    pub since: Option<Timestamp>,
     /// Recorded before (RFC 3339).
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[param(value_type = Option<String>, format = DateTime)]
-    pub until: Option<OffsetDateTime>,
+    pub until: Option<Timestamp>,
     /// Page size, 1 to 500 (default 50).
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -61,10 +62,10 @@ pub struct Action {
     pub decided_offline: bool,
     /// The reader's clock (`occurred_at`) was too far from server time when it arrived.
     pub clock_skewed: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub occurred_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub recorded_at: OffsetDateTime,
 }
@@ -112,6 +113,8 @@ pub async fn list_actions(
     filter: web::Query<ActionFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = filter.into_inner();
+    let since = Timestamp::checked_opt(filter.since, "since")?;
+    let until = Timestamp::checked_opt(filter.until, "until")?;
     let limit = filter.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -149,8 +152,8 @@ pub async fn list_actions(
                 &filter.door_id,
                 &filter.holder_id,
                 &filter.kind,
-                &filter.since,
-                &filter.until,
+                &since,
+                &until,
                 &after_at,
                 &after_id,
                 &(limit + 1),
@@ -203,7 +206,7 @@ pub struct PresentHolder {
     /// The door they checked in through.
     pub door_id: Uuid,
     pub door_name: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub since: OffsetDateTime,
 }

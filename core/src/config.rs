@@ -229,6 +229,15 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The defaults, with this URL.
+    pub fn with_url(url: Secret<String>) -> Self {
+        DatabaseConfig {
+            url,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         Ok(DatabaseConfig {
             url: Secret::new(source.require(

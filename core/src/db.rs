@@ -5,11 +5,19 @@
 //! with refinery and run by `latch migrate` with a login that owns the schema; the roles
 //! themselves never change the schema (they only call `latch_ensure_action_partitions`,
 //! which runs with its owner's rights).
+//!
+//! A panic while a pooled connection is in use may leave it mid-protocol (tokio-postgres
+//! encodes each message into a buffer the connection shares; a panic while a parameter is
+//! encoded leaves half a message there, which the next statement sends first). So after a
+//! panic ([`note_panic`]), every connection whose last use began before it is discarded at
+//! its next checkout and a fresh one is opened instead: a panic costs reconnects, never a
+//! poisoned connection.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::config::{DatabaseConfig, Secret};
@@ -46,8 +54,31 @@ pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
         .wait_timeout(Some(config.connect_timeout))
         .create_timeout(Some(config.connect_timeout))
         .recycle_timeout(Some(Duration::from_secs(5)))
+        .pre_recycle(Hook::sync_fn(|_, metrics| {
+            let last_use = metrics.recycled.unwrap_or(metrics.created);
+            match last_panic() {
+                Some(panic) if panic >= last_use => Err(HookError::message(
+                    "a panic may have interrupted this connection's last use",
+                )),
+                _ => Ok(()),
+            }
+        }))
         .build()
         .context("cannot build the PostgreSQL pool")
+}
+
+static LAST_PANIC: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Records that a panic happened now: pooled connections in use since before it are
+/// replaced at their next checkout (see the module doc).
+pub fn note_panic() {
+    if let Ok(mut last) = LAST_PANIC.lock() {
+        *last = Some(Instant::now());
+    }
+}
+
+fn last_panic() -> Option<Instant> {
+    LAST_PANIC.lock().map_or(None, |last| *last)
 }
 
 /// Opens one connection outside any pool (migrations, the relay's LISTEN connection).

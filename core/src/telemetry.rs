@@ -2,7 +2,8 @@
 //!
 //! JSON lines by default (what a log shipper wants), readable text when
 //! `LATCH_LOG_FORMAT=pretty`. The filter comes from `LATCH_LOG` (`RUST_LOG` syntax,
-//! default `info`).
+//! default `info`). A panic is logged through the same subscriber (one JSON line with its
+//! message and location), not as plain text on stderr.
 
 use std::str::FromStr;
 
@@ -58,5 +59,31 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    std::panic::set_hook(Box::new(log_panic));
+    Ok(())
+}
+
+/// The panic hook: one error event with the panic's message and where it happened.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    crate::db::note_panic();
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    tracing::error!(
+        panic = panic_message(info.payload()),
+        location,
+        thread = std::thread::current().name().unwrap_or("unnamed"),
+        "panic"
+    );
+}
+
+/// The text a panic was raised with (`panic!("...")` payloads are `&str` or `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }

@@ -14,6 +14,7 @@ use super::{FOREIGN_KEY_VIOLATION, Touched, record};
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody, sql_state};
 use crate::idempotency::{self, Keyed, StoredResponse};
+use crate::timestamp::Timestamp;
 use crate::trace::TraceParent;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -22,13 +23,13 @@ pub struct NewGrant {
     pub holder_id: Uuid,
     pub door_id: Uuid,
     /// From when the grant opens the door; now when absent.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub valid_from: Option<OffsetDateTime>,
+    pub valid_from: Option<Timestamp>,
     /// Until when; open-ended when absent.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub valid_until: Option<OffsetDateTime>,
+    pub valid_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -36,17 +37,17 @@ pub struct Grant {
     pub id: Uuid,
     pub holder_id: Uuid,
     pub door_id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub valid_from: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_until: Option<OffsetDateTime>,
     pub granted_by: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<OffsetDateTime>,
     pub revoked_by: Option<Uuid>,
@@ -96,8 +97,10 @@ pub async fn create_grant(
     body: web::Json<NewGrant>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let valid_from = body.valid_from.unwrap_or_else(OffsetDateTime::now_utc);
-    if body.valid_until.is_some_and(|until| until <= valid_from) {
+    let valid_from = Timestamp::checked_opt(body.valid_from, "valid_from")?
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let valid_until = Timestamp::checked_opt(body.valid_until, "valid_until")?;
+    if valid_until.is_some_and(|until| until <= valid_from) {
         return Err(ApiError::unprocessable(
             "invalid_period",
             "valid_until must be after valid_from",
@@ -120,7 +123,7 @@ pub async fn create_grant(
                     &body.holder_id,
                     &body.door_id,
                     &valid_from,
-                    &body.valid_until,
+                    &valid_until,
                     &admin.id,
                 ],
             )

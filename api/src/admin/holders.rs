@@ -39,7 +39,7 @@ pub struct Holder {
     pub card_id: String,
     pub name: String,
     pub active: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }

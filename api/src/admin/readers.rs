@@ -36,7 +36,7 @@ pub struct Reader {
     pub door_id: Uuid,
     pub name: String,
     pub enabled: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     /// Silent longer than this many seconds, the reader is reported offline.
@@ -45,7 +45,7 @@ pub struct Reader {
     pub online: bool,
     /// When the reader was last heard from (written every few seconds, not per request);
     /// absent if never.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen_at: Option<OffsetDateTime>,
 }

@@ -22,6 +22,7 @@ use crate::metrics::ApiMetrics;
 use crate::readers::heartbeat::LastSeen;
 use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
 use crate::readers::{attach_trace, canonical_time, validate_seq};
+use crate::timestamp::Timestamp;
 use crate::trace::TraceParent;
 
 /// What the door controller noticed.
@@ -61,9 +62,9 @@ pub struct AlarmRequest {
     #[serde(default)]
     pub seq: Option<i64>,
     /// When it happened by the reader's clock (RFC 3339); the server's time when absent.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub occurred_at: Option<OffsetDateTime>,
+    pub occurred_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -75,10 +76,10 @@ pub struct AlarmResponse {
     pub site: String,
     pub door_id: Uuid,
     pub reader_id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub occurred_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub recorded_at: OffsetDateTime,
     /// The reader's `occurred_at` was too far from server time (recorded, but flagged).
@@ -185,23 +186,24 @@ pub async fn alarm(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate_seq(body.seq)?;
+    let occurred_at = Timestamp::checked_opt(body.occurred_at, "occurred_at")?;
     let trace = TraceParent::for_request(&req).to_string();
     let event = AlarmEvent {
         kind: body.alarm.event_kind(body.restored),
         action_id: Uuid::now_v7(),
         trace: &trace,
         seq: body.seq,
-        occurred_at: body.occurred_at,
+        occurred_at,
         clock_skewed: config
             .readers
-            .is_skewed(body.occurred_at, OffsetDateTime::now_utc()),
+            .is_skewed(occurred_at, OffsetDateTime::now_utc()),
         offline: false,
     };
     let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
     let seq = match body.seq {
         Some(seq) => Some(SeqClaim::new(
             seq,
-            &fingerprint(body.alarm, body.restored, body.occurred_at),
+            &fingerprint(body.alarm, body.restored, occurred_at),
         )?),
         None => None,
     };

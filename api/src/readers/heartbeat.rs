@@ -63,7 +63,7 @@ pub struct HeartbeatRequest {}
 pub struct HeartbeatResponse {
     pub reader_id: Uuid,
     /// The server's clock, for the reader to check its own against.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub server_time: OffsetDateTime,
     /// Silent longer than this, the reader is reported offline.

@@ -22,6 +22,7 @@ use crate::metrics::ApiMetrics;
 use crate::readers::heartbeat::LastSeen;
 use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
 use crate::readers::{attach_trace, canonical_time, validate_card, validate_seq};
+use crate::timestamp::Timestamp;
 use crate::trace::TraceParent;
 
 /// A check-in or check-out.
@@ -31,9 +32,9 @@ pub struct PresenceRequest {
     #[schema(example = "04A2B9C1D2")]
     pub card_id: String,
     /// When it happened by the reader's clock (RFC 3339); the server's time when absent.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub occurred_at: Option<OffsetDateTime>,
+    pub occurred_at: Option<Timestamp>,
     /// The reader's own event number (monotonic per reader, 0 or more). The same seq sent
     /// again answers the first response and writes nothing.
     #[serde(default)]
@@ -49,10 +50,10 @@ pub struct PresenceResponse {
     pub site: String,
     pub door_id: Uuid,
     pub holder_id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub occurred_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub recorded_at: OffsetDateTime,
     /// The reader's `occurred_at` was too far from server time (recorded, but flagged).
@@ -208,6 +209,7 @@ async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResp
     } = post;
     validate_card(&body.card_id)?;
     validate_seq(body.seq)?;
+    let occurred_at = Timestamp::checked_opt(body.occurred_at, "occurred_at")?;
     let trace = TraceParent::for_request(&req).to_string();
     let event = PresenceEvent {
         kind,
@@ -215,17 +217,17 @@ async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResp
         action_id: Uuid::now_v7(),
         trace: &trace,
         seq: body.seq,
-        occurred_at: body.occurred_at,
+        occurred_at,
         clock_skewed: config
             .readers
-            .is_skewed(body.occurred_at, OffsetDateTime::now_utc()),
+            .is_skewed(occurred_at, OffsetDateTime::now_utc()),
         offline: false,
     };
     let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
     let seq = match body.seq {
         Some(seq) => Some(SeqClaim::new(
             seq,
-            &fingerprint(kind, &body.card_id, body.occurred_at),
+            &fingerprint(kind, &body.card_id, occurred_at),
         )?),
         None => None,
     };

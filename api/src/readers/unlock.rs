@@ -26,6 +26,7 @@ use crate::metrics::ApiMetrics;
 use crate::readers::heartbeat::LastSeen;
 use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
 use crate::readers::{attach_trace, canonical_time, validate_card, validate_seq};
+use crate::timestamp::Timestamp;
 use crate::trace::TraceParent;
 
 /// The card presented at the reader.
@@ -41,9 +42,9 @@ pub struct UnlockRequest {
     pub seq: Option<i64>,
     /// When the card was presented, by the reader's clock (RFC 3339); the server's time
     /// when absent.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub occurred_at: Option<OffsetDateTime>,
+    pub occurred_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -295,22 +296,23 @@ pub async fn unlock(
     let body = body.into_inner();
     validate_card(&body.card_id)?;
     validate_seq(body.seq)?;
+    let occurred_at = Timestamp::checked_opt(body.occurred_at, "occurred_at")?;
     let trace = TraceParent::for_request(&req).to_string();
     let event = UnlockEvent {
         card_id: &body.card_id,
         action_id: Uuid::now_v7(),
         trace: &trace,
         seq: body.seq,
-        occurred_at: body.occurred_at,
+        occurred_at,
         clock_skewed: config
             .readers
-            .is_skewed(body.occurred_at, OffsetDateTime::now_utc()),
+            .is_skewed(occurred_at, OffsetDateTime::now_utc()),
     };
     let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
     let seq = match body.seq {
         Some(seq) => Some(SeqClaim::new(
             seq,
-            &fingerprint(&body.card_id, body.occurred_at, None),
+            &fingerprint(&body.card_id, occurred_at, None),
         )?),
         None => None,
     };

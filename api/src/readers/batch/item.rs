@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::readers::alarm::{self, AlarmKind};
 use crate::readers::seq::EventFingerprint;
 use crate::readers::{presence, unlock, validate_card, validate_seq};
+use crate::timestamp::Timestamp;
 
 /// What a reader buffered while offline.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -24,9 +25,8 @@ pub struct BatchEvent {
     #[serde(default)]
     pub card_id: Option<String>,
     /// When it happened by the reader's clock (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub occurred_at: OffsetDateTime,
+    pub occurred_at: Timestamp,
     /// For `unlock`: what the reader decided on its own, `granted` or `denied`.
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "granted")]
@@ -131,8 +131,10 @@ pub(super) fn invalid(message: &str) -> ApiError {
     ApiError::unprocessable("invalid_event", message)
 }
 
-pub(super) fn check(event: &BatchEvent) -> Result<Checked<'_>, ApiError> {
+/// The event, checked, and its time in UTC.
+pub(super) fn check(event: &BatchEvent) -> Result<(Checked<'_>, OffsetDateTime), ApiError> {
     validate_seq(Some(event.seq))?;
+    let at = event.occurred_at.checked("occurred_at")?;
     let card = || -> Result<&str, ApiError> {
         let card_id = event
             .card_id
@@ -151,10 +153,13 @@ pub(super) fn check(event: &BatchEvent) -> Result<Checked<'_>, ApiError> {
             let decision = event
                 .decision
                 .ok_or_else(|| invalid("an offline unlock needs the reader's decision"))?;
-            return Ok(Checked::Unlock {
-                card_id: card()?,
-                decision,
-            });
+            return Ok((
+                Checked::Unlock {
+                    card_id: card()?,
+                    decision,
+                },
+                at,
+            ));
         }
         BatchEventType::Alarm => {
             if event.card_id.is_some() || event.decision.is_some() {
@@ -163,10 +168,13 @@ pub(super) fn check(event: &BatchEvent) -> Result<Checked<'_>, ApiError> {
             let alarm = event
                 .alarm
                 .ok_or_else(|| invalid("an alarm event needs its alarm"))?;
-            return Ok(Checked::Alarm {
-                alarm,
-                restored: event.restored.unwrap_or(false),
-            });
+            return Ok((
+                Checked::Alarm {
+                    alarm,
+                    restored: event.restored.unwrap_or(false),
+                },
+                at,
+            ));
         }
     };
     if event.decision.is_some() || event.alarm.is_some() || event.restored.is_some() {
@@ -174,10 +182,13 @@ pub(super) fn check(event: &BatchEvent) -> Result<Checked<'_>, ApiError> {
             "a check-in or check-out has no decision, alarm or restored",
         ));
     }
-    Ok(Checked::Presence {
-        kind,
-        card_id: card()?,
-    })
+    Ok((
+        Checked::Presence {
+            kind,
+            card_id: card()?,
+        },
+        at,
+    ))
 }
 
 impl Checked<'_> {

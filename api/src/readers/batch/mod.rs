@@ -64,8 +64,10 @@ pub const COMMIT_EVERY: usize = 32;
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The buffered events, oldest first. Each is checked on its own.
+    /// Kept as raw JSON so that each is parsed on its own, with the same checks as a live
+    /// post (a duplicated key is refused, not silently resolved).
     #[schema(value_type = Vec<BatchEvent>)]
-    pub events: Vec<serde_json::Value>,
+    pub events: Vec<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -195,23 +197,25 @@ pub async fn upload(
 async fn upload_one(
     tx: &Transaction<'_>,
     upload: &Upload<'_>,
-    raw: &serde_json::Value,
+    raw: &serde_json::value::RawValue,
     tally: &mut Tally,
 ) -> Result<ItemResult, ApiError> {
-    let event = match BatchEvent::deserialize(raw) {
+    let event = match serde_json::from_str::<BatchEvent>(raw.get()) {
         Ok(event) => event,
         Err(e) => {
-            let seq = raw.get("seq").and_then(serde_json::Value::as_i64);
+            let seq = serde_json::from_str::<serde_json::Value>(raw.get())
+                .ok()
+                .and_then(|v| v.get("seq").and_then(serde_json::Value::as_i64));
             let error = ApiError::bad_request("malformed_event", e.to_string());
             return Ok(ItemResult::rejected(seq, &error));
         }
     };
     let seq = event.seq;
-    let checked = match check(&event) {
+    let (checked, occurred_at) = match check(&event) {
         Ok(checked) => checked,
         Err(error) => return Ok(ItemResult::rejected(Some(seq), &error)),
     };
-    let claim = SeqClaim::new(seq, &checked.fingerprint(event.occurred_at))?;
+    let claim = SeqClaim::new(seq, &checked.fingerprint(occurred_at))?;
     let (reader_id, jumped) = match seq::claim(tx, upload.key, &claim).await? {
         Claim::UnknownReader => return Err(seq::unknown_reader()),
         Claim::Duplicate(stored) => return Ok(ItemResult::duplicate(seq, stored.action_id)),
@@ -222,7 +226,7 @@ async fn upload_one(
     let clock_skewed = upload
         .config
         .readers
-        .is_skewed(Some(event.occurred_at), OffsetDateTime::now_utc());
+        .is_skewed(Some(occurred_at), OffsetDateTime::now_utc());
     let recorded: Result<StoredResponse, ApiError> = match checked {
         Checked::Presence { kind, card_id } => {
             let event = PresenceEvent {
@@ -231,7 +235,7 @@ async fn upload_one(
                 action_id,
                 trace: upload.trace,
                 seq: Some(seq),
-                occurred_at: Some(event.occurred_at),
+                occurred_at: Some(occurred_at),
                 clock_skewed,
                 offline: true,
             };
@@ -249,7 +253,7 @@ async fn upload_one(
                 action_id,
                 trace: upload.trace,
                 seq: Some(seq),
-                occurred_at: Some(event.occurred_at),
+                occurred_at: Some(occurred_at),
                 clock_skewed,
             };
             let verdict = offline_unlock_statement(tx, upload.key, &event, decision)
@@ -266,7 +270,7 @@ async fn upload_one(
                 action_id,
                 trace: upload.trace,
                 seq: Some(seq),
-                occurred_at: Some(event.occurred_at),
+                occurred_at: Some(occurred_at),
                 clock_skewed,
                 offline: true,
             };
