@@ -80,9 +80,12 @@ pub async fn reader_rejection(pool: &Pool, key: &ReaderKey) -> ApiError {
 }
 
 /// An authenticated administrator.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Admin {
     pub id: Uuid,
+    /// The SHA-256 of the token presented; administrative database functions check it
+    /// again themselves.
+    pub token_hash: Vec<u8>,
 }
 
 impl Admin {
@@ -109,7 +112,10 @@ impl FromRequest for Admin {
                 )
                 .await?;
             if let Some(row) = row {
-                return Ok(Admin { id: row.get(0) });
+                return Ok(Admin {
+                    id: row.get(0),
+                    token_hash: hash,
+                });
             }
             let is_reader = client
                 .query_opt("SELECT 1 FROM readers WHERE key_hash = $1", &[&hash])

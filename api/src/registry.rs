@@ -206,6 +206,8 @@ pub struct PresentHolder {
     /// The door they checked in through.
     pub door_id: Uuid,
     pub door_name: String,
+    /// When they checked in: the reader's clock, capped at the server's (the server's
+    /// alone when the reader's clock was flagged skewed).
     #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub since: OffsetDateTime,

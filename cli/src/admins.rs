@@ -1,5 +1,11 @@
 //! `latch admins`: administrators and their tokens, straight in the database.
+//!
+//! Only the schema's owner may manage them (`LATCH_MIGRATION_DATABASE_URL`, or
+//! `LATCH_DATABASE_URL` when that is the owner's login): the API's own login cannot mint or
+//! revive a token. Each change is recorded in the registry (`admin_created`,
+//! `admin_revoked`) by the database function that makes it.
 
+use anyhow::Context;
 use clap::Subcommand;
 use latch_core::config::{DatabaseConfig, Source};
 use latch_core::credentials::{self, CredentialKind};
@@ -25,8 +31,11 @@ pub enum AdminsCommand {
     Revoke { id: Uuid },
 }
 
+const OWNER_ONLY: &str = "cannot change administrators: only the schema owner's login may \
+     (set LATCH_MIGRATION_DATABASE_URL)";
+
 pub async fn run(source: &Source, command: AdminsCommand) -> anyhow::Result<()> {
-    let client = latch_core::db::connect(&DatabaseConfig::from_source(source)?.url).await?;
+    let client = latch_core::db::connect(&DatabaseConfig::migration_url(source)?).await?;
     match command {
         AdminsCommand::Add { name } => {
             let (id, token) = add(&client, &name).await?;
@@ -58,13 +67,12 @@ pub async fn run(source: &Source, command: AdminsCommand) -> anyhow::Result<()> 
             }
         }
         AdminsCommand::Revoke { id } => {
-            let updated = client
-                .execute(
-                    "UPDATE admins SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-                    &[&id],
-                )
-                .await?;
-            anyhow::ensure!(updated == 1, "no active admin with id {id}");
+            let outcome: String = client
+                .query_one("SELECT latch_revoke_admin($1, $2)", &[&Uuid::now_v7(), &id])
+                .await
+                .context(OWNER_ONLY)?
+                .get(0);
+            anyhow::ensure!(outcome == "done", "no active admin with id {id}");
             println!("admin {id} revoked");
         }
     }
@@ -84,9 +92,10 @@ pub async fn add(
     let id = Uuid::now_v7();
     client
         .execute(
-            "INSERT INTO admins (id, name, token_hash) VALUES ($1, $2, $3)",
-            &[&id, &name, &token.hash],
+            "SELECT latch_add_admin($1, $2, $3, $4)",
+            &[&Uuid::now_v7(), &id, &name, &token.hash],
         )
-        .await?;
+        .await
+        .context(OWNER_ONLY)?;
     Ok((id, token.plain))
 }

@@ -47,12 +47,19 @@ enum Command {
     /// Uses LATCH_MIGRATION_DATABASE_URL (a login that owns the schema), or
     /// LATCH_DATABASE_URL when that is not set.
     ///
-    /// Example: latch migrate --app-login latch_api
+    /// Example: latch migrate --app-login latch_api --relay-login latch_relay
     Migrate {
-        /// Also make sure this login role exists and is a member of `latch_app` (the
-        /// application's least-privileged role). Needs the CREATEROLE right.
+        /// Also make sure this login role exists and is a member of `latch_app`, the API's
+        /// role. Needs the CREATEROLE right (development stacks).
         #[arg(long, value_name = "ROLE")]
         app_login: Option<String>,
+        /// The same for the relay's login, a member of `latch_relayer`.
+        #[arg(long, value_name = "ROLE")]
+        relay_login: Option<String>,
+        /// The same for the operator commands' login (`latch outbox`, `latch dlq`,
+        /// `latch events`), a member of `latch_operator`.
+        #[arg(long, value_name = "ROLE")]
+        operator_login: Option<String>,
     },
     /// Dead letters: list, show, replay to the sink that failed them, purge.
     #[command(subcommand)]
@@ -108,9 +115,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init(&LogConfig::from_source(&source)?)?;
             roles::relay(&source).await?;
         }
-        Command::Migrate { app_login } => {
+        Command::Migrate {
+            app_login,
+            relay_login,
+            operator_login,
+        } => {
             let url = DatabaseConfig::migration_url(&source)?;
-            let applied = latch_core::db::migrate(&url, app_login.as_deref()).await?;
+            let logins = latch_core::db::Logins {
+                api: app_login,
+                relay: relay_login,
+                operator: operator_login,
+            };
+            let applied = latch_core::db::migrate(&url, &logins).await?;
             println!("migrations applied: {applied}; schema is up to date");
         }
         Command::Admins(command) => admins::run(&source, command).await?,

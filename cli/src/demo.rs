@@ -43,7 +43,8 @@ struct Seeded {
 
 pub async fn run(source: &Source, command: DemoCommand) -> anyhow::Result<()> {
     let DemoCommand::Seed { out } = command;
-    let mut client = latch_core::db::connect(&DatabaseConfig::from_source(source)?.url).await?;
+    // It makes an administrator: only the schema owner may (see `latch admins`).
+    let mut client = latch_core::db::connect(&DatabaseConfig::migration_url(source)?).await?;
     let tx = client.transaction().await?;
     let doors: i64 = tx
         .query_one("SELECT count(*) FROM doors", &[])

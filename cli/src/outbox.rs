@@ -162,30 +162,12 @@ pub async fn republish(
         );
     }
     let db = latch_core::db::connect(&DatabaseConfig::from_source(source)?.url).await?;
-    // One statement: the rows keep registry order (and so per-holder order), get new
-    // outbox ids (new message ids: the stream will not mistake them for the originals)
-    // and keep their event ids (sinks apply each once).
+    // One database function (migration V5): the rows keep registry order (and so
+    // per-holder order), get new outbox ids (new message ids: the stream will not mistake
+    // them for the originals) and keep their event ids (sinks apply each once).
     let row = db
         .query_one(
-            "WITH picked AS (
-                 SELECT a.* FROM actions a
-                 WHERE a.recorded_at >= $1 AND ($2::timestamptz IS NULL OR a.recorded_at < $2)
-                   AND ($3::text IS NULL OR a.kind = $3)
-                 ORDER BY a.recorded_at, a.id
-             ), queued AS (
-                 INSERT INTO outbox (event_id, subject, ordering_key, payload, headers)
-                 SELECT p.id,
-                        CASE WHEN $4::text IS NULL THEN 'latch.events.' || p.kind
-                             ELSE 'latch.replay.' || $4 END,
-                        COALESCE(p.holder_id::text, p.door_id::text, p.id::text),
-                        latch_event_envelope(to_jsonb(p)),
-                        jsonb_strip_nulls(jsonb_build_object('Latch-Event-Id', p.id::text,
-                                                             'traceparent', p.trace_parent))
-                 FROM picked p
-                 ORDER BY p.recorded_at, p.id
-                 RETURNING 1
-             )
-             SELECT count(*) FROM queued, pg_notify('latch_outbox', '')",
+            "SELECT latch_republish($1, $2, $3, $4)",
             &[&since, &until, &kind, &sink],
         )
         .await?;

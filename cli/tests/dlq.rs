@@ -45,7 +45,7 @@ impl Stack {
         let stop = CancellationToken::new();
         let nats_config = NatsConfig::for_url(nats.url());
         let pool = latch_core::db::pool(&DatabaseConfig {
-            url: db.app_url(),
+            url: db.relay_url(),
             pool_size: 2,
             connect_timeout: Duration::from_secs(5),
         })
@@ -57,7 +57,7 @@ impl Stack {
                 ..RelayConfig::default()
             },
             &nats_config,
-            db.app_url(),
+            db.relay_url(),
             pool,
             &registry,
             &stop,
@@ -108,7 +108,7 @@ impl Stack {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("USER", "test-operator")
-            .env("LATCH_DATABASE_URL", self.db.app_url().expose())
+            .env("LATCH_DATABASE_URL", self.db.operator_url().expose())
             .env("LATCH_NATS_URL", self.nats.url())
             .stdin(std::process::Stdio::null())
             .output()
@@ -116,12 +116,17 @@ impl Stack {
             .unwrap()
     }
 
-    /// Records an action as the API would; the trigger queues its event.
+    /// Records an action; the trigger queues its event. Reader events go in as the API's
+    /// login would write them, administrative ones as the database functions that make them
+    /// (with the owner's rights).
     async fn record(&self, kind: &str, holder: Uuid, grant: Option<Uuid>) -> Uuid {
         let id = Uuid::now_v7();
-        self.db
-            .app()
-            .await
+        let client = if grant.is_some() {
+            self.db.owner().await
+        } else {
+            self.db.app().await
+        };
+        client
             .execute(
                 "INSERT INTO actions (id, kind, site, door_id, holder_id, reader_id, grant_id, occurred_at)
                  VALUES ($1, $2, 'hq', $3, $4, $3, $5, clock_timestamp())",
@@ -257,7 +262,7 @@ async fn an_interrupted_replay_finishes_without_duplicates() {
     // Slow replay, interrupted (SIGINT) once some went through.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
         .args(["dlq", "replay", "--all", "--yes", "--rate", "4"])
-        .env("LATCH_DATABASE_URL", stack.db.app_url().expose())
+        .env("LATCH_DATABASE_URL", stack.db.operator_url().expose())
         .env("LATCH_NATS_URL", stack.nats.url())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -393,7 +398,7 @@ async fn outbox_status_exits_non_zero_when_lagging() {
 
     let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
         .args(["outbox", "status"])
-        .env("LATCH_DATABASE_URL", stack.db.app_url().expose())
+        .env("LATCH_DATABASE_URL", stack.db.operator_url().expose())
         .env("LATCH_NATS_URL", "nats://127.0.0.1:1")
         .output()
         .await

@@ -111,6 +111,7 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let collector = OtlpCollector::start().await;
     let app_url = db.app_url().expose().clone();
+    let relay_url = db.relay_url().expose().clone();
     // The API and the worker export their spans to the collector, in small, quick batches.
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
@@ -135,7 +136,7 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
         latch(
             "relay",
             &[
-                ("LATCH_DATABASE_URL", app_url.clone()),
+                ("LATCH_DATABASE_URL", relay_url.clone()),
                 ("LATCH_DATABASE_POOL_SIZE", "2".into()),
                 ("LATCH_NATS_URL", nats.url()),
                 ("LATCH_NATS_REQUEST_TIMEOUT", "1s".into()),

@@ -69,8 +69,12 @@ impl Pipeline {
                 ..RelayConfig::default()
             },
             &nats_config,
-            db.app_url(),
-            latch_core::db::pool(&db_config).unwrap(),
+            db.relay_url(),
+            latch_core::db::pool(&DatabaseConfig {
+                url: db.relay_url(),
+                ..db_config.clone()
+            })
+            .unwrap(),
             &registry,
             &stop,
         )

@@ -94,10 +94,20 @@ pub async fn connect(url: &Secret<String>) -> anyhow::Result<tokio_postgres::Cli
     Ok(client)
 }
 
-/// Applies the embedded migrations and makes sure the registry has its partitions.
-/// With `app_login`, also makes sure that login role exists and is a member of
-/// `latch_app` (needs the CREATEROLE right; meant for development stacks).
-pub async fn migrate(url: &Secret<String>, app_login: Option<&str>) -> anyhow::Result<usize> {
+/// Login roles to create (if missing) and make members of the group role their process
+/// needs (migration V5): the API's of `latch_app`, the relay's of `latch_relayer`, the
+/// operator's (`latch outbox`, `latch dlq`, `latch events`) of `latch_operator`. Needs the
+/// CREATEROLE right; meant for development stacks — in production a DBA grants the roles.
+#[derive(Debug, Default, Clone)]
+pub struct Logins {
+    pub api: Option<String>,
+    pub relay: Option<String>,
+    pub operator: Option<String>,
+}
+
+/// Applies the embedded migrations, makes sure the registry has its partitions, and sets
+/// up `logins`.
+pub async fn migrate(url: &Secret<String>, logins: &Logins) -> anyhow::Result<usize> {
     let mut client = connect(url).await?;
     let report = embedded::migrations::runner()
         .run_async(&mut client)
@@ -110,15 +120,26 @@ pub async fn migrate(url: &Secret<String>, app_login: Option<&str>) -> anyhow::R
         )
         .await
         .context("cannot create the registry's partitions")?;
-    if let Some(login) = app_login {
-        ensure_app_login(&client, login).await?;
+    for (login, group, flag) in [
+        (&logins.api, "latch_app", "--app-login"),
+        (&logins.relay, "latch_relayer", "--relay-login"),
+        (&logins.operator, "latch_operator", "--operator-login"),
+    ] {
+        if let Some(login) = login {
+            ensure_login(&client, login, group, flag).await?;
+        }
     }
     Ok(report.applied_migrations().len())
 }
 
-async fn ensure_app_login(client: &tokio_postgres::Client, login: &str) -> anyhow::Result<()> {
+async fn ensure_login(
+    client: &tokio_postgres::Client,
+    login: &str,
+    group: &str,
+    flag: &str,
+) -> anyhow::Result<()> {
     if login.is_empty() || !login.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        anyhow::bail!("--app-login must be letters, digits and underscores, got {login:?}");
+        anyhow::bail!("{flag} must be letters, digits and underscores, got {login:?}");
     }
     // Role names cannot be bound as parameters; the name was checked above and is quoted.
     let sql = format!(
@@ -127,16 +148,16 @@ async fn ensure_app_login(client: &tokio_postgres::Client, login: &str) -> anyho
             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN
                 CREATE ROLE "{login}" LOGIN;
             END IF;
-            GRANT latch_app TO "{login}";
+            GRANT {group} TO "{login}";
         EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            GRANT latch_app TO "{login}";
+            GRANT {group} TO "{login}";
         END
         $$"#
     );
     client
         .batch_execute(&sql)
         .await
-        .with_context(|| format!("cannot create or grant the application login {login}"))
+        .with_context(|| format!("cannot create or grant the login {login} ({flag})"))
 }
 
 /// Creates the partitions the next months need; the API calls this at start and hourly.

@@ -60,6 +60,8 @@ kinds! {
     ReaderEnrolled => "reader_enrolled",
     ReaderDisabled => "reader_disabled",
     DlqReplayed => "dlq_replayed",
+    AdminCreated => "admin_created",
+    AdminRevoked => "admin_revoked",
     OfflineDecisionDisputed => "offline_decision_disputed",
     DoorForcedOpen => "door_forced_open",
     DoorForcedOpenRestored => "door_forced_open_restored",

@@ -199,7 +199,7 @@ export LATCH_DATABASE_URL="postgres://latch_api@127.0.0.1:$PGPORT/latch"
 export LATCH_MIGRATION_DATABASE_URL="postgres://latch@127.0.0.1:$PGPORT/latch"
 export LATCH_NATS_URL
 export LATCH_LOG_FORMAT=json
-"$LATCH_BIN" migrate --app-login latch_api >"$LOGS/migrate.log" 2>&1 || {
+"$LATCH_BIN" migrate --app-login latch_api --relay-login latch_relay --operator-login latch_ops >"$LOGS/migrate.log" 2>&1 || {
     cat "$LOGS/migrate.log" >&2
     die "latch migrate failed"
 }
@@ -281,7 +281,8 @@ start_api() {
 
 start_relay() {
     RELAY_ADMIN="127.0.0.1:$(free_port)"
-    spawn "$LOGS/relay.log" env LATCH_ADMIN_ADDR="$RELAY_ADMIN" "$LATCH_BIN" relay
+    spawn "$LOGS/relay.log" env LATCH_ADMIN_ADDR="$RELAY_ADMIN" \
+        LATCH_DATABASE_URL="postgres://latch_relay@127.0.0.1:$PGPORT/latch" "$LATCH_BIN" relay
     RELAY_PID=$SPAWNED
     # Polled every 10 ms (not wait_for's 200 ms): the drain is timed from this moment.
     local deadline=$((SECONDS + 30))
@@ -342,7 +343,9 @@ reset_tables() {
     psql_su -c 'TRUNCATE outbox, actions' -c 'CHECKPOINT' >/dev/null
 }
 
-outbox_status() { "$LATCH_BIN" outbox status --json 2>/dev/null || true; }
+outbox_status() {
+    LATCH_DATABASE_URL="postgres://latch_ops@127.0.0.1:$PGPORT/latch" "$LATCH_BIN" outbox status --json 2>/dev/null || true
+}
 pending_of() { "${BENCH_PY[@]}" pending "$1" <<<"$2"; }
 
 # Messages in the event stream (0 before the relay or the worker first created it).
@@ -389,11 +392,12 @@ readers() {
 }
 
 # pgbench_run NAME ARGS...: pgbench's output in $RAW/NAME.txt, per-transaction logs under
-# $RAW/NAME.* (removed once summarized).
+# $RAW/NAME.* (removed once summarized). It logs in as the API's login (PGBENCH_USER: another),
+# so that its statements pay the same privilege and row-policy checks as the API's.
 pgbench_run() {
     local name=$1
     shift
-    "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U latch -n -M prepared "$@" latch \
+    "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U "${PGBENCH_USER:-latch_api}" -n -M prepared "$@" latch \
         >"$RAW/$name.txt" 2>"$LOGS/$name.log" || {
         tail -n 20 "$LOGS/$name.log" >&2
         die "pgbench failed ($name)"
@@ -607,7 +611,7 @@ if want relay; then
         reset_tables
         psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
         psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
-        pgbench_run "pg_claim_r${rep}" -f bench/relay_claim_delete.sql -c 1 -t "$((RELAY_ROWS / RELAY_BATCH))"
+        PGBENCH_USER=latch_relay pgbench_run "pg_claim_r${rep}" -f bench/relay_claim_delete.sql -c 1 -t "$((RELAY_ROWS / RELAY_BATCH))"
         [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]] || die "pgbench's claim + delete left rows behind"
         "${BENCH_PY[@]}" pgbench --results "$RESULTS" --stage pg_claim --case "batch$RELAY_BATCH" --rep "$rep" \
             --stdout "$RAW/pg_claim_r${rep}.txt" --rows-per-tx "$RELAY_BATCH" "rows=$RELAY_ROWS"

@@ -107,8 +107,11 @@ if [[ -z $(psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname 
     rm -f "$STACK/demo.env"
 fi
 
-# The processes connect as the least-privileged login role; migrations run as the superuser.
+# Each process connects as a login with only its own rights (the API's, the relay's, the
+# operator commands'); migrations, admin tokens and the demo seed use the superuser.
 export LATCH_DATABASE_URL="postgres://latch_api@127.0.0.1:$PGPORT/latch"
+RELAY_DATABASE_URL="postgres://latch_relay@127.0.0.1:$PGPORT/latch"
+OPERATOR_DATABASE_URL="postgres://latch_ops@127.0.0.1:$PGPORT/latch"
 export LATCH_MIGRATION_DATABASE_URL="postgres://latch@127.0.0.1:$PGPORT/latch"
 export LATCH_NATS_URL
 export LATCH_LOG_FORMAT=pretty
@@ -117,7 +120,7 @@ USER_HTTP_ADDR=${LATCH_HTTP_ADDR:-}
 unset LATCH_HTTP_ADDR
 
 log "migrating the database"
-"$LATCH_BIN" migrate --app-login latch_api
+"$LATCH_BIN" migrate --app-login latch_api --relay-login latch_relay --operator-login latch_ops
 
 if [[ ! -f $STACK/demo.env ]]; then
     log "seeding demo data into $STACK/demo.env"
@@ -251,7 +254,7 @@ start_listening "latch api" "$STACK/api.log" /readyz "$USER_HTTP_ADDR" \
 API_ADDR=$LISTEN_ADDR
 API_URL=http://$API_ADDR
 start_listening "latch relay" "$STACK/relay.log" /readyz "" \
-    env LATCH_ADMIN_ADDR=@ADDR@ "$LATCH_BIN" relay
+    env LATCH_ADMIN_ADDR=@ADDR@ LATCH_DATABASE_URL="$RELAY_DATABASE_URL" "$LATCH_BIN" relay
 RELAY_ADDR=$LISTEN_ADDR
 LATCH_SINKS_LEGACY_URL=$SIM_URL/tna/v2/punches LATCH_SINKS_LEGACY_SECRET=$LATCH_STACK_TNA_KEY \
     LATCH_SINKS_WEBHOOKS_URL=$SIM_URL/webhooks/latch LATCH_SINKS_WEBHOOKS_SECRET=$LATCH_STACK_WEBHOOK_SECRET \
@@ -265,7 +268,8 @@ OPERATOR_ENV=$STACK/operator.env
     umask 077
     cat >"$OPERATOR_ENV" <<EOF
 # Written by deploy/local/run.sh for this run: set -a; . $OPERATOR_ENV; set +a
-LATCH_DATABASE_URL=$LATCH_DATABASE_URL
+LATCH_DATABASE_URL=$OPERATOR_DATABASE_URL
+LATCH_MIGRATION_DATABASE_URL=$LATCH_MIGRATION_DATABASE_URL
 LATCH_NATS_URL=$LATCH_NATS_URL
 LATCH_API_URL=$API_URL
 LATCH_ADMIN_TOKEN=${LATCH_DEMO_ADMIN_TOKEN:-}
@@ -317,7 +321,7 @@ delivered() {
 # `latch outbox status --json`; it exits 3 when a threshold is exceeded, which is data here.
 outbox_status() {
     local rc=0 out
-    out=$("$LATCH_BIN" outbox status --json --max-age 1h 2>/dev/null) || rc=$?
+    out=$(LATCH_DATABASE_URL=$OPERATOR_DATABASE_URL "$LATCH_BIN" outbox status --json --max-age 1h 2>/dev/null) || rc=$?
     ((rc == 0 || rc == 3)) || return 1
     printf '%s\n' "$out"
 }

@@ -238,6 +238,7 @@ impl Relay {
         while !shutdown.is_cancelled() {
             let wait = match Leadership::try_acquire(&self.database_url).await {
                 Ok(Some(leadership)) => {
+                    self.check_privileges().await?;
                     tracing::info!("this relay leads: publishing the outbox");
                     self.metrics.leader.set(1);
                     standing_by = false;
@@ -270,6 +271,32 @@ impl Relay {
         }
         tracing::info!("relay stopped");
         Ok(())
+    }
+
+    /// Refuses to lead with a login that may not delete outbox rows (the API's, say, since
+    /// migration V5), rather than failing at every batch. A database that cannot be asked
+    /// is not a refusal: the drain reports that.
+    async fn check_privileges(&self) -> anyhow::Result<()> {
+        let Ok(client) = self.pool.get().await else {
+            return Ok(());
+        };
+        let allowed = client
+            .query_one(
+                "SELECT current_user::text,
+                        has_table_privilege('outbox', 'SELECT, DELETE')
+                        AND has_table_privilege('outbox_wake', 'UPDATE')",
+                &[],
+            )
+            .await;
+        match allowed {
+            Ok(row) if !row.get::<_, bool>(1) => anyhow::bail!(
+                "the database login {} may not publish the outbox: the relay needs a login \
+                 that is a member of latch_relayer (`latch migrate --relay-login NAME`, then \
+                 LATCH_DATABASE_URL with that login)",
+                row.get::<_, String>(0)
+            ),
+            _ => Ok(()),
+        }
     }
 
     async fn lead(&self, leadership: &Leadership, shutdown: &CancellationToken) {

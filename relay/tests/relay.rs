@@ -37,8 +37,19 @@ impl Setup {
 
     /// A relay that polls only every `poll_interval`.
     async fn relay_polling(&self, batch_size: usize, poll_interval: Duration) -> Relay {
+        self.relay_as(self.db.relay_url(), batch_size, poll_interval)
+            .await
+    }
+
+    /// A relay that logs in with `url`.
+    async fn relay_as(
+        &self,
+        url: latch_core::config::Secret<String>,
+        batch_size: usize,
+        poll_interval: Duration,
+    ) -> Relay {
         let pool = latch_core::db::pool(&DatabaseConfig {
-            url: self.db.app_url(),
+            url: url.clone(),
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
         })
@@ -53,7 +64,7 @@ impl Setup {
         Relay::build(
             config,
             &nats,
-            self.db.app_url(),
+            url,
             pool,
             &prometheus::Registry::new(),
             &CancellationToken::new(),
@@ -149,8 +160,9 @@ async fn record(client: &tokio_postgres::Client, holder: Uuid, seq: i64) -> Uuid
     let id = Uuid::now_v7();
     client
         .execute(
-            "INSERT INTO actions (id, kind, site, holder_id, reader_seq, occurred_at, trace_parent)
-             VALUES ($1, 'check_in', 'hq', $2, $3, now(),
+            "INSERT INTO actions (id, kind, site, holder_id, reader_id, reader_seq, occurred_at,
+                                  trace_parent)
+             VALUES ($1, 'check_in', 'hq', $2, $2, $3, now(),
                      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')",
             &[&id, &holder, &seq],
         )
@@ -195,6 +207,25 @@ fn assert_once_and_in_holder_order(messages: &[Message]) {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_relay_with_a_login_that_may_not_delete_outbox_rows_refuses_to_lead() {
+    let setup = Setup::new().await;
+    record(&setup.db.app().await, Uuid::now_v7(), 0).await;
+    let relay = setup
+        .relay_as(setup.db.app_url(), 500, Duration::from_millis(100))
+        .await;
+    let error = relay
+        .run(CancellationToken::new())
+        .await
+        .expect_err("the API's login cannot relay");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("latch_api") && message.contains("latch_relayer"),
+        "{message}"
+    );
+    assert_eq!(setup.value::<i64>("SELECT count(*) FROM outbox").await, 1);
 }
 
 #[tokio::test]
@@ -259,7 +290,7 @@ async fn crash_after_publishing(writers: usize, per_writer: i64, singles: bool) 
     let relay = setup.relay(500).await;
     assert_eq!(relay.publisher().costs().singles(n), singles);
     let pool = latch_core::db::pool(&DatabaseConfig {
-        url: setup.db.app_url(),
+        url: setup.db.relay_url(),
         pool_size: 1,
         connect_timeout: Duration::from_secs(5),
     })
@@ -309,8 +340,8 @@ async fn a_row_that_commits_late_is_still_published() {
 async fn record_in(tx: &tokio_postgres::Transaction<'_>, holder: Uuid) -> Uuid {
     let id = Uuid::now_v7();
     tx.execute(
-        "INSERT INTO actions (id, kind, site, holder_id, reader_seq, occurred_at)
-         VALUES ($1, 'check_in', 'hq', $2, 0, now())",
+        "INSERT INTO actions (id, kind, site, holder_id, reader_id, reader_seq, occurred_at)
+         VALUES ($1, 'check_in', 'hq', $2, $2, 0, now())",
         &[&id, &holder],
     )
     .await

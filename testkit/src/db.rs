@@ -4,9 +4,13 @@ use latch_core::config::Secret;
 use sha2::{Digest, Sha256};
 use tokio_postgres::config::Host;
 
-/// The login the roles use in tests: a member of `latch_app`, not the schema's owner, so
-/// tests see the same privileges as production.
+/// The logins the roles use in tests, each a member of its role's group and none the
+/// schema's owner, so tests see the same privileges as production: the API's,
 pub const APP_LOGIN: &str = "latch_api";
+/// the relay's,
+pub const RELAY_LOGIN: &str = "latch_relay";
+/// and the operator commands'.
+pub const OPERATOR_LOGIN: &str = "latch_ops";
 
 /// A fresh database, migrated, for one test. Left behind when the test ends: the whole
 /// cluster belongs to the test run and is removed with it.
@@ -88,7 +92,11 @@ impl TestDb {
                 .unwrap();
             latch_core::db::migrate(
                 &Secret::new(self.url_for(&self.superuser, &template)),
-                Some(APP_LOGIN),
+                &latch_core::db::Logins {
+                    api: Some(APP_LOGIN.to_owned()),
+                    relay: Some(RELAY_LOGIN.to_owned()),
+                    operator: Some(OPERATOR_LOGIN.to_owned()),
+                },
             )
             .await
             .expect("migrate the template database");
@@ -109,6 +117,16 @@ impl TestDb {
         Secret::new(self.url_for(APP_LOGIN, &self.name))
     }
 
+    /// The relay's login's URL.
+    pub fn relay_url(&self) -> Secret<String> {
+        Secret::new(self.url_for(RELAY_LOGIN, &self.name))
+    }
+
+    /// The operator commands' login's URL.
+    pub fn operator_url(&self) -> Secret<String> {
+        Secret::new(self.url_for(OPERATOR_LOGIN, &self.name))
+    }
+
     /// The schema owner's URL (what `latch migrate` uses).
     pub fn owner_url(&self) -> Secret<String> {
         Secret::new(self.url_for(&self.superuser, &self.name))
@@ -122,6 +140,11 @@ impl TestDb {
     /// A connection as the application login.
     pub async fn app(&self) -> tokio_postgres::Client {
         self.connect_as(APP_LOGIN, &self.name).await
+    }
+
+    /// A connection as `login` (one of the logins above).
+    pub async fn login(&self, login: &str) -> tokio_postgres::Client {
+        self.connect_as(login, &self.name).await
     }
 
     async fn connect_as(&self, user: &str, database: &str) -> tokio_postgres::Client {

@@ -17,7 +17,7 @@ mod nats;
 mod otlp;
 mod wait;
 
-pub use db::TestDb;
+pub use db::{APP_LOGIN, OPERATOR_LOGIN, RELAY_LOGIN, TestDb};
 pub use nats::NatsServer;
 pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use wait::wait_until;

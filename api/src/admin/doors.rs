@@ -3,16 +3,15 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use deadpool_postgres::{GenericClient, Pool};
-use latch_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Touched, UNIQUE_VIOLATION, check_text, record};
+use super::{Outcome, change, check_text, unexpected};
 use crate::auth::Admin;
-use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::trace::TraceParent;
 
@@ -86,28 +85,25 @@ pub async fn create_door(
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
     idempotency::run(&pool, keyed, async |tx| {
-        let row = tx
-            .query_one(
-                "INSERT INTO doors (id, site, name) VALUES ($1, $2, $3)
-                 RETURNING id, site, name, created_at",
-                &[&Uuid::now_v7(), &body.site, &body.name],
-            )
-            .await
-            .map_err(|e| match sql_state(&e) {
-                Some(UNIQUE_VIOLATION) => ApiError::conflict(
+        let id = Uuid::now_v7();
+        const CREATE: &str = "latch_create_door";
+        match change(tx, CREATE, &admin, &trace, &[&id, &body.site, &body.name]).await? {
+            Outcome::Done => {}
+            Outcome::Conflict => {
+                return Err(ApiError::conflict(
                     "door_exists",
                     "a door with this name already exists on this site",
-                ),
-                _ => e.into(),
-            })?;
-        let door = Door::from(&row);
-        let touched = Touched {
-            site: Some(door.site.clone()),
-            door_id: Some(door.id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::DoorCreated, admin, &trace, touched).await?;
-        StoredResponse::new(StatusCode::CREATED, &door)
+                ));
+            }
+            other => return Err(unexpected(CREATE, other)),
+        }
+        let row = tx
+            .query_one(
+                "SELECT id, site, name, created_at FROM doors WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        StoredResponse::new(StatusCode::CREATED, &Door::from(&row))
     })
     .await
 }

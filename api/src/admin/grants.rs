@@ -3,16 +3,16 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use deadpool_postgres::{GenericClient, Pool};
-use latch_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{FOREIGN_KEY_VIOLATION, Touched, record};
+use super::{Outcome, change, door_not_found, unexpected};
 use crate::auth::Admin;
-use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::timestamp::Timestamp;
 use crate::trace::TraceParent;
@@ -71,11 +71,14 @@ impl From<&Row> for Grant {
     }
 }
 
-async fn site_of(tx: &impl GenericClient, door_id: Uuid) -> Result<Option<String>, ApiError> {
-    Ok(tx
-        .query_opt("SELECT site FROM doors WHERE id = $1", &[&door_id])
-        .await?
-        .map(|row| row.get(0)))
+async fn grant_by_id(db: &impl GenericClient, id: Uuid) -> Result<Grant, ApiError> {
+    let row = db
+        .query_one(
+            &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(Grant::from(&row))
 }
 
 /// Grant a holder access to a door, for a period.
@@ -109,41 +112,27 @@ pub async fn create_grant(
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
     idempotency::run(&pool, keyed, async |tx| {
-        let site = site_of(tx, body.door_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("door_not_found", "no door with this id"))?;
-        let row = tx
-            .query_one(
-                &format!(
-                    "INSERT INTO grants (id, holder_id, door_id, valid_from, valid_until, granted_by)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {GRANT_COLUMNS}"
-                ),
-                &[
-                    &Uuid::now_v7(),
-                    &body.holder_id,
-                    &body.door_id,
-                    &valid_from,
-                    &valid_until,
-                    &admin.id,
-                ],
-            )
-            .await
-            .map_err(|e| match sql_state(&e) {
-                Some(FOREIGN_KEY_VIOLATION) => {
-                    ApiError::not_found("holder_not_found", "no holder with this id")
-                }
-                _ => e.into(),
-            })?;
-        let grant = Grant::from(&row);
-        let touched = Touched {
-            site: Some(site),
-            door_id: Some(grant.door_id),
-            holder_id: Some(grant.holder_id),
-            grant_id: Some(grant.id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::GrantCreated, admin, &trace, touched).await?;
-        StoredResponse::new(StatusCode::CREATED, &grant)
+        let id = Uuid::now_v7();
+        const CREATE: &str = "latch_create_grant";
+        let args: [&(dyn ToSql + Sync); 5] = [
+            &id,
+            &body.holder_id,
+            &body.door_id,
+            &valid_from,
+            &valid_until,
+        ];
+        match change(tx, CREATE, &admin, &trace, &args).await? {
+            Outcome::Done => {}
+            Outcome::DoorNotFound => return Err(door_not_found()),
+            Outcome::HolderNotFound => {
+                return Err(ApiError::not_found(
+                    "holder_not_found",
+                    "no holder with this id",
+                ));
+            }
+            other => return Err(unexpected(CREATE, other)),
+        }
+        StoredResponse::new(StatusCode::CREATED, &grant_by_id(tx, id).await?)
     })
     .await
 }
@@ -169,39 +158,24 @@ pub async fn revoke_grant(
     let id = id.into_inner();
     let trace = TraceParent::for_request(&req);
     idempotency::run(&pool, None, async |tx| {
-        let current = tx
-            .query_opt(
-                "SELECT g.revoked_at, d.site FROM grants g JOIN doors d ON d.id = g.door_id
-                 WHERE g.id = $1 FOR UPDATE OF g",
-                &[&id],
-            )
-            .await?
-            .ok_or_else(|| ApiError::not_found("grant_not_found", "no grant with this id"))?;
-        if current.get::<_, Option<OffsetDateTime>>(0).is_some() {
-            return Err(ApiError::conflict(
-                "grant_revoked",
-                "this grant is already revoked",
-            ));
+        const REVOKE: &str = "latch_revoke_grant";
+        match change(tx, REVOKE, &admin, &trace, &[&id]).await? {
+            Outcome::Done => {}
+            Outcome::NotFound => {
+                return Err(ApiError::not_found(
+                    "grant_not_found",
+                    "no grant with this id",
+                ));
+            }
+            Outcome::Already => {
+                return Err(ApiError::conflict(
+                    "grant_revoked",
+                    "this grant is already revoked",
+                ));
+            }
+            other => return Err(unexpected(REVOKE, other)),
         }
-        let row = tx
-            .query_one(
-                &format!(
-                    "UPDATE grants SET revoked_at = now(), revoked_by = $2 WHERE id = $1
-                     RETURNING {GRANT_COLUMNS}"
-                ),
-                &[&id, &admin.id],
-            )
-            .await?;
-        let grant = Grant::from(&row);
-        let touched = Touched {
-            site: current.get(1),
-            door_id: Some(grant.door_id),
-            holder_id: Some(grant.holder_id),
-            grant_id: Some(grant.id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::GrantRevoked, admin, &trace, touched).await?;
-        StoredResponse::new(StatusCode::OK, &grant)
+        StoredResponse::new(StatusCode::OK, &grant_by_id(tx, id).await?)
     })
     .await
 }

@@ -3,16 +3,15 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use deadpool_postgres::{GenericClient, Pool};
-use latch_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Touched, UNIQUE_VIOLATION, check_text, record};
+use super::{Outcome, change, check_text, unexpected};
 use crate::auth::Admin;
-use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::trace::TraceParent;
 
@@ -80,26 +79,27 @@ pub async fn create_holder(
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
     idempotency::run(&pool, keyed, async |tx| {
-        let row = tx
-            .query_one(
-                "INSERT INTO holders (id, card_id, name) VALUES ($1, $2, $3)
-                 RETURNING id, card_id, name, active, created_at",
-                &[&Uuid::now_v7(), &body.card_id, &body.name],
-            )
-            .await
-            .map_err(|e| match sql_state(&e) {
-                Some(UNIQUE_VIOLATION) => {
-                    ApiError::conflict("card_taken", "this card already belongs to a holder")
-                }
-                _ => e.into(),
-            })?;
-        let holder = Holder::from(&row);
-        let touched = Touched {
-            holder_id: Some(holder.id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::HolderCreated, admin, &trace, touched).await?;
-        StoredResponse::new(StatusCode::CREATED, &holder)
+        let id = Uuid::now_v7();
+        const CREATE: &str = "latch_create_holder";
+        match change(
+            tx,
+            CREATE,
+            &admin,
+            &trace,
+            &[&id, &body.card_id, &body.name],
+        )
+        .await?
+        {
+            Outcome::Done => {}
+            Outcome::Conflict => {
+                return Err(ApiError::conflict(
+                    "card_taken",
+                    "this card already belongs to a holder",
+                ));
+            }
+            other => return Err(unexpected(CREATE, other)),
+        }
+        StoredResponse::new(StatusCode::CREATED, &holder_by_id(tx, id).await?)
     })
     .await
 }
@@ -137,22 +137,30 @@ pub async fn update_holder(
     }
     let trace = TraceParent::for_request(&req);
     idempotency::run(&pool, None, async |tx| {
-        let row = tx
-            .query_opt(
-                "UPDATE holders SET active = COALESCE($2, active), name = COALESCE($3, name)
-                 WHERE id = $1 RETURNING id, card_id, name, active, created_at",
-                &[&id, &body.active, &body.name],
-            )
-            .await?
-            .ok_or_else(|| ApiError::not_found("holder_not_found", "no holder with this id"))?;
-        let touched = Touched {
-            holder_id: Some(id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::HolderUpdated, admin, &trace, touched).await?;
-        StoredResponse::new(StatusCode::OK, &Holder::from(&row))
+        const UPDATE: &str = "latch_update_holder";
+        match change(tx, UPDATE, &admin, &trace, &[&id, &body.active, &body.name]).await? {
+            Outcome::Done => {}
+            Outcome::NotFound => {
+                return Err(ApiError::not_found(
+                    "holder_not_found",
+                    "no holder with this id",
+                ));
+            }
+            other => return Err(unexpected(UPDATE, other)),
+        }
+        StoredResponse::new(StatusCode::OK, &holder_by_id(tx, id).await?)
     })
     .await
+}
+
+async fn holder_by_id(db: &impl GenericClient, id: Uuid) -> Result<Holder, ApiError> {
+    let row = db
+        .query_one(
+            "SELECT id, card_id, name, active, created_at FROM holders WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(Holder::from(&row))
 }
 
 /// List holders, by name.

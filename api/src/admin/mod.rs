@@ -1,8 +1,10 @@
 //! Administrator endpoints: doors, holders, readers and grants.
 //!
-//! Every change is one transaction that also records an action (who did what), so the
-//! registry and the event stream see administration too. Reader keys are returned once,
-//! at enrolment; only their hash is stored.
+//! Every change is one call of a database function that checks the admin's token, makes
+//! the change and records its action (who did what) in the same transaction, so the
+//! registry and the event stream see administration too, and the API's own login cannot
+//! change permissions without both (see migration V5). Reader keys are returned once, at
+//! enrolment; only their hash is stored.
 
 mod doors;
 mod grants;
@@ -15,57 +17,68 @@ pub use holders::*;
 pub use readers::*;
 
 use deadpool_postgres::Transaction;
-use latch_core::event::EventKind;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::trace::TraceParent;
 
-pub(super) const UNIQUE_VIOLATION: &str = "23505";
-pub(super) const FOREIGN_KEY_VIOLATION: &str = "23503";
-
-/// What an administrative action touched, for its registry row.
-#[derive(Default)]
-pub(super) struct Touched {
-    pub site: Option<String>,
-    pub door_id: Option<Uuid>,
-    pub holder_id: Option<Uuid>,
-    pub reader_id: Option<Uuid>,
-    pub grant_id: Option<Uuid>,
+/// What an administrative function of the database answered (migration V5): each checks
+/// the caller's token, makes the change and records its action in one go, and says what
+/// happened instead of raising an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Done,
+    /// A door with this name on the site, or a holder with this card, exists already.
+    Conflict,
+    NotFound,
+    DoorNotFound,
+    HolderNotFound,
+    /// Already disabled, already revoked.
+    Already,
 }
 
-pub(super) async fn record(
+/// Calls the administrative function `function` as `admin`, with a new action id and the
+/// request's traceparent before `args`. A token revoked since the request was
+/// authenticated answers 401.
+pub(super) async fn change(
     tx: &Transaction<'_>,
-    kind: EventKind,
-    admin: Admin,
+    function: &str,
+    admin: &Admin,
     trace: &TraceParent,
-    touched: Touched,
-) -> Result<Uuid, ApiError> {
-    let id = Uuid::now_v7();
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Outcome, ApiError> {
+    let placeholders: Vec<String> = (1..=args.len() + 3).map(|i| format!("${i}")).collect();
     let statement = tx
-        .prepare_cached(
-            "INSERT INTO actions (id, kind, site, door_id, holder_id, reader_id, grant_id, actor_id,
-                                  occurred_at, trace_parent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), $9)",
-        )
+        .prepare_cached(&format!("SELECT {function}({})", placeholders.join(", ")))
         .await?;
-    tx.execute(
-        &statement,
-        &[
-            &id,
-            &kind.as_str(),
-            &touched.site,
-            &touched.door_id,
-            &touched.holder_id,
-            &touched.reader_id,
-            &touched.grant_id,
-            &admin.id,
-            &trace.to_string(),
-        ],
-    )
-    .await?;
-    Ok(id)
+    let action_id = Uuid::now_v7();
+    let trace = trace.to_string();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&admin.token_hash, &action_id, &trace];
+    params.extend_from_slice(args);
+    let outcome: String = tx.query_one(&statement, &params).await?.get(0);
+    match outcome.as_str() {
+        "done" => Ok(Outcome::Done),
+        "conflict" => Ok(Outcome::Conflict),
+        "not_found" => Ok(Outcome::NotFound),
+        "door_not_found" => Ok(Outcome::DoorNotFound),
+        "holder_not_found" => Ok(Outcome::HolderNotFound),
+        "already" => Ok(Outcome::Already),
+        "unauthorized" => Err(ApiError::unauthorized("unknown or revoked admin token")),
+        other => Err(ApiError::internal(anyhow::anyhow!(
+            "{function} answered {other:?}"
+        ))),
+    }
+}
+
+/// An outcome a handler did not expect from its function.
+pub(super) fn unexpected(function: &str, outcome: Outcome) -> ApiError {
+    ApiError::internal(anyhow::anyhow!("{function} answered {outcome:?}"))
+}
+
+pub(super) fn door_not_found() -> ApiError {
+    ApiError::not_found("door_not_found", "no door with this id")
 }
 
 pub(super) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {

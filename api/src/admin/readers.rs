@@ -4,16 +4,16 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use deadpool_postgres::{GenericClient, Pool};
 use latch_core::credentials::{self, CredentialKind};
-use latch_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{FOREIGN_KEY_VIOLATION, Touched, check_text, record};
+use super::{Outcome, change, check_text, door_not_found, unexpected};
 use crate::auth::Admin;
-use crate::error::{ApiError, ErrorBody, sql_state};
+use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::trace::TraceParent;
 
@@ -112,38 +112,21 @@ pub async fn enrol_reader(
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
     let key = credentials::generate(CredentialKind::ReaderKey);
     idempotency::run(&pool, keyed, async |tx| {
-        let row = tx
-            .query_one(
-                &format!(
-                    // Without offline_after_secs, the column's default (five minutes).
-                    "INSERT INTO readers (id, door_id, name, key_hash, offline_after)
-                     VALUES ($1, $2, $3, $4,
-                             COALESCE($5::bigint * interval '1 second', interval '5 minutes'))
-                     RETURNING {READER_COLUMNS}, (SELECT site FROM doors WHERE id = $2) AS site"
-                ),
-                &[
-                    &Uuid::now_v7(),
-                    &body.door_id,
-                    &body.name,
-                    &key.hash,
-                    &body.offline_after_secs,
-                ],
-            )
-            .await
-            .map_err(|e| match sql_state(&e) {
-                Some(FOREIGN_KEY_VIOLATION) => {
-                    ApiError::not_found("door_not_found", "no door with this id")
-                }
-                _ => e.into(),
-            })?;
-        let reader = Reader::from(&row);
-        let touched = Touched {
-            site: row.get("site"),
-            door_id: Some(reader.door_id),
-            reader_id: Some(reader.id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::ReaderEnrolled, admin, &trace, touched).await?;
+        let id = Uuid::now_v7();
+        const ENROL: &str = "latch_enrol_reader";
+        let args: [&(dyn ToSql + Sync); 5] = [
+            &id,
+            &body.door_id,
+            &body.name,
+            &key.hash,
+            &body.offline_after_secs,
+        ];
+        match change(tx, ENROL, &admin, &trace, &args).await? {
+            Outcome::Done => {}
+            Outcome::DoorNotFound => return Err(door_not_found()),
+            other => return Err(unexpected(ENROL, other)),
+        }
+        let reader = reader_by_id(tx, id).await?;
         StoredResponse::new(
             StatusCode::CREATED,
             &EnrolledReader {
@@ -155,7 +138,6 @@ pub async fn enrol_reader(
     .await
 }
 
-/// Disable a reader: its key stops working at once.
 #[utoipa::path(
     tag = "administration",
     params(("id" = Uuid, Path, description = "Reader id")),
@@ -177,39 +159,36 @@ pub async fn disable_reader(
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &id)?;
     idempotency::run(&pool, keyed, async |tx| {
-        let row = tx
-            .query_opt(
-                "SELECT r.id, r.door_id, r.name, r.enabled, r.created_at, d.site
-                 FROM readers r JOIN doors d ON d.id = r.door_id WHERE r.id = $1 FOR UPDATE OF r",
-                &[&id],
-            )
-            .await?
-            .ok_or_else(|| ApiError::not_found("reader_not_found", "no reader with this id"))?;
-        if !row.get::<_, bool>("enabled") {
-            return Err(ApiError::conflict(
-                "reader_disabled",
-                "this reader is already disabled",
-            ));
+        const DISABLE: &str = "latch_disable_reader";
+        match change(tx, DISABLE, &admin, &trace, &[&id]).await? {
+            Outcome::Done => {}
+            Outcome::NotFound => {
+                return Err(ApiError::not_found(
+                    "reader_not_found",
+                    "no reader with this id",
+                ));
+            }
+            Outcome::Already => {
+                return Err(ApiError::conflict(
+                    "reader_disabled",
+                    "this reader is already disabled",
+                ));
+            }
+            other => return Err(unexpected(DISABLE, other)),
         }
-        let row = tx
-            .query_one(
-                &format!(
-                    "UPDATE readers SET enabled = false, disabled_at = now() WHERE id = $1
-                     RETURNING {READER_COLUMNS}"
-                ),
-                &[&id],
-            )
-            .await?;
-        let reader = Reader::from(&row);
-        let touched = Touched {
-            door_id: Some(reader.door_id),
-            reader_id: Some(reader.id),
-            ..Touched::default()
-        };
-        record(tx, EventKind::ReaderDisabled, admin, &trace, touched).await?;
-        StoredResponse::new(StatusCode::OK, &reader)
+        StoredResponse::new(StatusCode::OK, &reader_by_id(tx, id).await?)
     })
     .await
+}
+
+async fn reader_by_id(db: &impl GenericClient, id: Uuid) -> Result<Reader, ApiError> {
+    let row = db
+        .query_one(
+            &format!("SELECT {READER_COLUMNS} FROM readers WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(Reader::from(&row))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -2,8 +2,18 @@
 //! events uploaded in an offline batch.
 //!
 //! One statement records the action and moves the presence roll-call — unless presence
-//! already reflects something that happened later by the reader's clock, so a late upload
-//! never overrides a newer state.
+//! already reflects something that happened later, so a late upload never overrides a
+//! newer state.
+//!
+//! "Later" is judged by the reader's clock capped at the server's, so that a reader clock
+//! never decides the roll-call: a check-out dated 9999 would otherwise hide every later
+//! check-in of that person (someone on site, missing from the evacuation list), and a
+//! reader running a few minutes fast would hide the next event from a reader with a
+//! correct clock. A live post whose clock was flagged skewed is placed at the server's
+//! time alone: it is happening now, whatever the reader's clock says (one stuck in the past
+//! would otherwise never move the roll-call again). An offline upload keeps its own
+//! (capped) time even when flagged: it happened before the upload, and must not override
+//! what the server has seen since.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, web};
@@ -78,10 +88,14 @@ WITH reader AS (
     SELECT $3, $4, reader.site, reader.door_id, holder.id, $2, reader.id, $8,
            COALESCE($5, now()), $9, $10, $6
     FROM reader JOIN holder ON holder.active
-    RETURNING id, site, door_id, holder_id, occurred_at, recorded_at
+    RETURNING id, site, door_id, holder_id, occurred_at, recorded_at, clock_skewed
 ), moved AS (
     INSERT INTO presence (site, holder_id, present, door_id, as_of, action_id)
-    SELECT site, holder_id, $7, door_id, occurred_at, id FROM recorded
+    SELECT site, holder_id, $7, door_id,
+           CASE WHEN clock_skewed AND NOT $10 THEN recorded_at
+                ELSE LEAST(occurred_at, recorded_at) END,
+           id
+    FROM recorded
     ON CONFLICT (site, holder_id) DO UPDATE
         SET present = EXCLUDED.present, door_id = EXCLUDED.door_id,
             as_of = EXCLUDED.as_of, action_id = EXCLUDED.action_id

@@ -11,6 +11,7 @@ mod idempotency;
 mod offline;
 mod panics;
 mod presence;
+mod privileges;
 mod registry;
 mod schema;
 mod sequence;

@@ -4,6 +4,8 @@ use latch_api::ApiConfig;
 use latch_core::event::{Decision, Envelope, EventKind};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::*;
 
@@ -269,10 +271,17 @@ async fn a_late_uploaded_check_in_does_not_override_a_later_live_check_out() {
     let app = spawn_app().await;
     let door = app.create_door("hq", "Main").await;
     app.create_holder("ADA").await;
-    for (path, at) in [
-        ("/v1/check-ins", "2026-01-01T08:00:00Z"),
-        ("/v1/check-outs", "2026-01-01T17:00:00Z"),
-    ] {
+    // Two days ago and yesterday, by the readers' clocks (well within the accepted skew).
+    let at = |days: i64, hour: u8| {
+        (OffsetDateTime::now_utc() - time::Duration::days(days))
+            .date()
+            .with_hms(hour, 0, 0)
+            .unwrap()
+            .assume_utc()
+            .format(&Rfc3339)
+            .unwrap()
+    };
+    for (path, at) in [("/v1/check-ins", at(2, 8)), ("/v1/check-outs", at(2, 17))] {
         expect_status(
             app.post(
                 path,
@@ -289,11 +298,8 @@ async fn a_late_uploaded_check_in_does_not_override_a_later_live_check_out() {
     // Buffered by another reader of the site while it was offline, uploaded now.
     let (_, offline_key) = app.enrol_reader(door.id, None).await;
     let body = expect_status(
-        app.upload(
-            &offline_key,
-            &json!([check(1, "ADA", "2026-01-01T12:00:00Z")]),
-        )
-        .await,
+        app.upload(&offline_key, &json!([check(1, "ADA", &at(2, 12))]))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -301,11 +307,8 @@ async fn a_late_uploaded_check_in_does_not_override_a_later_live_check_out() {
     assert_eq!(present().await, 0, "the later check-out still stands");
 
     let body = expect_status(
-        app.upload(
-            &offline_key,
-            &json!([check(2, "ADA", "2026-01-02T08:00:00Z")]),
-        )
-        .await,
+        app.upload(&offline_key, &json!([check(2, "ADA", &at(1, 8))]))
+            .await,
         StatusCode::OK,
     )
     .await;
