@@ -340,3 +340,8 @@ GRANT EXECUTE ON FUNCTION
     latch_revoke_grant(bytea, uuid, text, uuid)
     TO latch_app;
 GRANT EXECUTE ON FUNCTION latch_republish(timestamptz, timestamptz, text, text) TO latch_operator;
+
+-- A new reader's key is shown once and never stored: keys that earlier versions kept in
+-- the idempotency store with the enrolment's response are removed from it.
+UPDATE idempotency SET response = response - 'key'
+WHERE response ? 'key' AND response ? 'offline_after_secs';

@@ -24,7 +24,11 @@ pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 #[derive(Debug, Clone)]
 pub struct StoredResponse {
     pub status: StatusCode,
+    /// What is stored, and what a replay answers.
     pub body: serde_json::Value,
+    /// A field of this answer that is never stored: a secret shown once (a new reader's
+    /// key). A replay answers without it.
+    shown_once: Option<(&'static str, String)>,
 }
 
 impl StoredResponse {
@@ -32,7 +36,23 @@ impl StoredResponse {
         Ok(StoredResponse {
             status,
             body: serde_json::to_value(body).map_err(ApiError::internal)?,
+            shown_once: None,
         })
+    }
+
+    /// A response as it was stored.
+    pub fn stored(status: StatusCode, body: serde_json::Value) -> Self {
+        StoredResponse {
+            status,
+            body,
+            shown_once: None,
+        }
+    }
+
+    /// Adds `field` to this answer only: it is not stored, and a replay does not show it.
+    pub fn showing_once(mut self, field: &'static str, secret: String) -> Self {
+        self.shown_once = Some((field, secret));
+        self
     }
 
     pub fn into_http(self, replayed: bool) -> HttpResponse {
@@ -40,7 +60,11 @@ impl StoredResponse {
         if replayed {
             response.insert_header((REPLAYED_HEADER, "true"));
         }
-        response.json(self.body)
+        let mut body = self.body;
+        if let (Some((field, secret)), Some(object)) = (self.shown_once, body.as_object_mut()) {
+            object.insert(field.to_owned(), serde_json::Value::String(secret));
+        }
+        response.json(body)
     }
 }
 
@@ -125,7 +149,7 @@ async fn claim(tx: &Transaction<'_>, keyed: &Keyed) -> Result<Claim, ApiError> {
         status.and_then(|s| StatusCode::from_u16(s as u16).ok()),
         body,
     ) {
-        (Some(status), Some(body)) => Ok(Claim::Replay(StoredResponse { status, body })),
+        (Some(status), Some(body)) => Ok(Claim::Replay(StoredResponse::stored(status, body))),
         _ => Err(ApiError::conflict(
             "request_in_progress",
             "a request with this Idempotency-Key is still being processed",

@@ -76,8 +76,11 @@ const MAX_OFFLINE_AFTER_SECS: i64 = 7 * 86_400;
 pub struct EnrolledReader {
     #[serde(flatten)]
     pub reader: Reader,
-    /// The reader's key. Shown only in this response: store it in the reader now.
-    pub key: String,
+    /// The reader's key. Shown only in this response: store it in the reader now. A replay
+    /// of the request (the same `Idempotency-Key`) answers without it, since the key is
+    /// never stored; if the first answer was lost, disable this reader and enrol another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Enrol a card reader at a door; the answer carries its key, once.
@@ -85,7 +88,7 @@ pub struct EnrolledReader {
     tag = "administration",
     request_body = NewReader,
     responses(
-        (status = 201, body = EnrolledReader),
+        (status = 201, description = "The reader and its key (`Idempotent-Replayed: true`, and no key, when it answers an `Idempotency-Key` sent before)", body = EnrolledReader),
         (status = 404, description = "No such door", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
     ),
@@ -126,13 +129,10 @@ pub async fn enrol_reader(
             Outcome::DoorNotFound => return Err(door_not_found()),
             other => return Err(unexpected(ENROL, other)),
         }
-        let reader = reader_by_id(tx, id).await?;
-        StoredResponse::new(
-            StatusCode::CREATED,
-            &EnrolledReader {
-                reader,
-                key: key.plain.expose().clone(),
-            },
+        // The key is shown in this answer only; a replay of the request answers without it.
+        Ok(
+            StoredResponse::new(StatusCode::CREATED, &reader_by_id(tx, id).await?)?
+                .showing_once("key", key.plain.expose().clone()),
         )
     })
     .await

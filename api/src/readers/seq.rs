@@ -135,7 +135,7 @@ pub async fn claim(
         body,
     ) {
         (Some(status), Some(body)) => Ok(Claim::Duplicate(StoredSeq {
-            response: StoredResponse { status, body },
+            response: StoredResponse::stored(status, body),
             action_id: row.get(3),
         })),
         // Claims and responses are committed together, so this is not seen in practice.

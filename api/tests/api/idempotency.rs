@@ -142,3 +142,42 @@ async fn admin_posts_honour_idempotency_keys_too() {
     let doors = app.admin_get("/v1/doors").await;
     assert_eq!(doors.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_new_readers_key_is_never_stored_and_a_replay_does_not_show_it() {
+    let app = spawn_app().await;
+    let door = app.create_door("hq", "Main").await;
+    let enrol = || {
+        app.request(Method::POST, "/v1/readers", &app.admin_token)
+            .header("Idempotency-Key", "enrol-side-reader")
+            .json(&json!({"door_id": door.id, "name": "Side reader"}))
+            .send()
+    };
+    let first = expect_status(enrol().await.unwrap(), StatusCode::CREATED).await;
+    let key = first["key"].as_str().expect("the key, once").to_owned();
+
+    // Nothing in the database holds the key in clear.
+    let stored: i64 = app
+        .db
+        .owner()
+        .await
+        .query_one(
+            "SELECT count(*) FROM idempotency WHERE response::text LIKE '%' || $1 || '%'",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+
+    let retry = enrol().await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry = expect_status(retry, StatusCode::CREATED).await;
+    assert!(retry.get("key").is_none(), "{retry}");
+    assert_eq!(retry["id"], first["id"]);
+
+    // The key shown once works.
+    app.create_holder("ADA").await;
+    let unlock = expect_status(app.unlock(&key, "ADA").await, StatusCode::OK).await;
+    assert_eq!(unlock["reason"], "no_grant");
+}
