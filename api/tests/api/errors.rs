@@ -161,3 +161,35 @@ async fn internal_failures_roll_back_everything_and_reveal_nothing() {
         .get(0);
     assert_eq!(presence, 0);
 }
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let metrics = || async {
+        app.http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    for i in 0..50 {
+        let method = Method::from_bytes(format!("FROB{i}").as_bytes()).unwrap();
+        app.request(method, "/v1/unlock", "lrk_x")
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = metrics().await;
+    assert!(
+        !text.contains("FROB"),
+        "a client-made method became a label"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("latch_http_requests_total{") && l.contains("method=\"other\"")),
+        "{text}"
+    );
+}
