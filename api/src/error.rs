@@ -6,23 +6,13 @@
 //! a bug) become `500 internal` or `503 unavailable` with a generic message: their cause
 //! chain is logged here, once, and never sent to the client.
 //!
-//! A handler that panics is a bug, but not an outage: [`answer_panics`] answers its
-//! request `500 internal` in the same JSON form, counts it (`latch_http_panics_total`) and
-//! keeps the HTTP worker — and the database connections it owns — alive. The panic itself
-//! is logged once, as JSON, by the process's panic hook (`latch_core::telemetry`).
+//! Two failures are answered in the same form by [`crate::contain`]: a request that runs
+//! past its deadline (`503 unavailable`), and a handler that panics (`500 internal`; the
+//! panic itself is logged once, as JSON, by the process's panic hook).
 
-use std::panic::AssertUnwindSafe;
-
-use actix_http::{Request, Response};
-use actix_service::Service;
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use futures::FutureExt;
-use futures::future::LocalBoxFuture;
-use prometheus::IntCounter;
 use serde::Serialize;
 
 #[derive(Debug)]
@@ -185,57 +175,24 @@ impl From<tokio_postgres::Error> for ApiError {
             // The connection broke: the database is down or restarting.
             return ApiError::unavailable(anyhow::Error::new(error).context("database error"));
         }
-        if matches!(sql_state(&error), Some("40001" | "40P01")) {
+        match sql_state(&error) {
             // Serialization failure or deadlock: nothing was committed; a retry will do.
-            return ApiError::unavailable(
-                anyhow::Error::new(error).context("transaction conflict"),
-            );
+            Some("40001" | "40P01") => {
+                return ApiError::unavailable(
+                    anyhow::Error::new(error).context("transaction conflict"),
+                );
+            }
+            // Cancelled by statement_timeout (or an operator), or a lock not granted in
+            // time: the database is overloaded or something holds what this needs.
+            Some("57014" | "55P03") => {
+                return ApiError::unavailable(
+                    anyhow::Error::new(error).context("statement cancelled"),
+                );
+            }
+            _ => {}
         }
         ApiError::internal(anyhow::Error::new(error).context("database error"))
     }
-}
-
-/// Answers one request with `app`, containing a panic (see the module doc): wrap the whole
-/// application with it, `actix_service::apply_fn_factory(app, |req, app| answer_panics(req,
-/// app, &counter))`. It sits outside the application, where the request is not yet routed
-/// (a routed request cannot be kept aside), so a panic is counted in `panics` but not in the
-/// per-route metrics. Unwinding drops the handler's state as usual: an open transaction is
-/// rolled back by its drop, and `latch_core::db::note_panic` has the pooled connections
-/// that were in use replaced.
-pub fn answer_panics<S, B>(
-    req: Request,
-    app: &S,
-    panics: &IntCounter,
-) -> LocalBoxFuture<'static, Result<Response<EitherBody<B>>, actix_web::Error>>
-where
-    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    S::Future: 'static,
-    B: MessageBody + 'static,
-{
-    let call = std::panic::catch_unwind(AssertUnwindSafe(|| app.call(req)));
-    let panics = panics.clone();
-    Box::pin(async move {
-        let outcome = match call {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
-        match outcome {
-            Ok(answered) => answered.map(|response| {
-                Response::from(response.into_parts().1).map_body(|_, body| EitherBody::left(body))
-            }),
-            Err(_) => {
-                latch_core::db::note_panic();
-                panics.inc();
-                let error = ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; it has been logged",
-                );
-                Ok(Response::from(error.error_response())
-                    .map_body(|_, body| EitherBody::right(body)))
-            }
-        }
-    })
 }
 
 /// The SQLSTATE of a database error, if it is one.

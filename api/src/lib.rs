@@ -8,7 +8,8 @@
 //! - [`admin`]: doors, holders, readers and grants.
 //! - [`registry`]: the action log and the presence roll-call.
 //! - [`auth`], [`idempotency`], [`trace`]: what every request goes through.
-//! - [`error`]: the error policy and the JSON error body.
+//! - [`error`]: the error policy and the JSON error body; [`contain`]: the deadline and
+//!   the panic containment every request gets.
 //! - [`timestamp`]: the times clients may send, checked before anything is written.
 //! - [`config`]: the API's settings beyond its listener.
 //! - [`health`], [`openapi`]: operations endpoints and the generated API description.
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod contain;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -106,23 +108,24 @@ impl Application {
         let api = web::Data::new(self.api.clone());
         let last_seen = web::Data::from(self.last_seen.clone());
         let body_limit = self.config.body_limit_bytes;
+        let request_timeout = self.config.request_timeout;
         let batch_body_limit = self.api.batch_body_limit(body_limit);
         let server = HttpServer::new(move || {
             // Called once on each worker thread: the worker takes a pool of its own.
             let turn = next_pool.fetch_add(1, Ordering::Relaxed);
             let pool = worker_pools[turn % worker_pools.len()].clone();
-            let panics = metrics.panics.clone();
-            let app = App::new()
+            App::new()
                 .app_data(pool)
                 .app_data(metrics.clone())
                 .app_data(api.clone())
                 .app_data(last_seen.clone())
+                .wrap(actix_web::middleware::from_fn(contain::contain_panics))
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    contain::deadline(req, next, request_timeout)
+                }))
                 .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(trace::span))
-                .configure(|cfg| routes(cfg, body_limit, batch_body_limit));
-            actix_service::apply_fn_factory(app, move |req, app| {
-                error::answer_panics(req, app, &panics)
-            })
+                .configure(|cfg| routes(cfg, body_limit, batch_body_limit))
         })
         .workers(self.config.workers)
         .disable_signals()

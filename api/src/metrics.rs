@@ -132,7 +132,9 @@ impl ApiMetrics {
     }
 }
 
-/// Records the request's route template, method, status and duration.
+/// Records the request's route template, method, status and duration. A request answered
+/// with an error outside routing (see [`crate::contain`]) counts under the route
+/// `unrouted`.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -140,13 +142,22 @@ pub async fn record(
     let started = Instant::now();
     let metrics = req.app_data::<web::Data<ApiMetrics>>().cloned();
     let method = method_label(req.method());
-    let response = next.call(req).await?;
+    let answered = next.call(req).await;
     if let Some(metrics) = metrics {
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
-        let status = response.status().as_u16().to_string();
+        let (route, status) = match &answered {
+            Ok(response) => (
+                response
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_owned()),
+                response.status(),
+            ),
+            Err(error) => (
+                "unrouted".to_owned(),
+                error.as_response_error().status_code(),
+            ),
+        };
+        let status = status.as_u16().to_string();
         metrics
             .requests
             .with_label_values(&[route.as_str(), method, status.as_str()])
@@ -156,7 +167,7 @@ pub async fn record(
             .with_label_values(&[route.as_str(), method])
             .observe(started.elapsed().as_secs_f64());
     }
-    Ok(response)
+    answered
 }
 
 /// The method as a label: HTTP's own methods by name, anything a client invented as

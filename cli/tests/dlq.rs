@@ -45,9 +45,8 @@ impl Stack {
         let stop = CancellationToken::new();
         let nats_config = NatsConfig::for_url(nats.url());
         let pool = latch_core::db::pool(&DatabaseConfig {
-            url: db.relay_url(),
             pool_size: 2,
-            connect_timeout: Duration::from_secs(5),
+            ..DatabaseConfig::with_url(db.relay_url())
         })
         .unwrap();
         let registry = prometheus::Registry::new();

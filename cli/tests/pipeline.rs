@@ -44,9 +44,8 @@ impl Pipeline {
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
         let stop = CancellationToken::new();
         let db_config = DatabaseConfig {
-            url: db.app_url(),
             pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
+            ..DatabaseConfig::with_url(db.app_url())
         };
         let registry = prometheus::Registry::new();
         let api = latch_api::Application::build(
@@ -54,6 +53,7 @@ impl Pipeline {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 body_limit_bytes: 64 * 1024,
                 workers: 2,
+                request_timeout: std::time::Duration::from_secs(5),
             },
             &db_config,
             prometheus::Registry::new(),

@@ -32,11 +32,11 @@ impl Site {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 body_limit_bytes: 64 * 1024,
                 workers: 1,
+                request_timeout: Duration::from_secs(5),
             },
             &DatabaseConfig {
-                url: db.app_url(),
                 pool_size: 4,
-                connect_timeout: Duration::from_secs(5),
+                ..DatabaseConfig::with_url(db.app_url())
             },
             prometheus::Registry::new(),
             latch_api::ApiConfig::default(),

@@ -226,6 +226,9 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
     /// Bounds waiting for a pooled connection and opening a new one.
     pub connect_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for this role's pooled connections: a statement
+    /// running longer (a lock wait, say) is cancelled by the server.
+    pub statement_timeout: Duration,
 }
 
 impl DatabaseConfig {
@@ -235,6 +238,7 @@ impl DatabaseConfig {
             url,
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 
@@ -246,6 +250,8 @@ impl DatabaseConfig {
             )?),
             pool_size: source.positive_or("database.pool_size", 16)?,
             connect_timeout: source.duration_or("database.connect_timeout", Duration::from_secs(5))?,
+            statement_timeout: source
+                .duration_or("database.statement_timeout", Duration::from_secs(5))?,
         })
     }
 
@@ -270,6 +276,8 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// actix worker threads.
     pub workers: usize,
+    /// A request not answered within this is answered 503 (see `latch_api::contain`).
+    pub request_timeout: Duration,
 }
 
 impl HttpConfig {
@@ -279,6 +287,7 @@ impl HttpConfig {
             addr: source.get_or("http.addr", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             body_limit_bytes: source.positive_or("http.body_limit_bytes", 64 * 1024)?,
             workers: source.positive_or("http.workers", default_workers)?,
+            request_timeout: source.duration_or("http.request_timeout", Duration::from_secs(5))?,
         })
     }
 }

@@ -41,6 +41,16 @@ pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
     let mut pg = pg;
     pg.connect_timeout(config.connect_timeout);
     pg.application_name("latch");
+    // Appended to whatever options the URL carries; the server enforces it.
+    let statement_timeout = format!(
+        "-c statement_timeout={}",
+        config.statement_timeout.as_millis().max(1)
+    );
+    let options = match pg.get_options() {
+        Some(given) if !given.is_empty() => format!("{given} {statement_timeout}"),
+        _ => statement_timeout,
+    };
+    pg.options(&options);
     let manager = Manager::from_config(
         pg,
         NoTls,

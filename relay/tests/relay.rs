@@ -49,9 +49,8 @@ impl Setup {
         poll_interval: Duration,
     ) -> Relay {
         let pool = latch_core::db::pool(&DatabaseConfig {
-            url: url.clone(),
             pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
+            ..DatabaseConfig::with_url(url.clone())
         })
         .unwrap();
         let config = RelayConfig {
@@ -290,9 +289,8 @@ async fn crash_after_publishing(writers: usize, per_writer: i64, singles: bool) 
     let relay = setup.relay(500).await;
     assert_eq!(relay.publisher().costs().singles(n), singles);
     let pool = latch_core::db::pool(&DatabaseConfig {
-        url: setup.db.relay_url(),
         pool_size: 1,
-        connect_timeout: Duration::from_secs(5),
+        ..DatabaseConfig::with_url(setup.db.relay_url())
     })
     .unwrap();
     {

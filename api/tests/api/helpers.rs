@@ -1,6 +1,8 @@
 //! `spawn_app()`: a real API on a free port over a fresh database, and one method per
 //! endpoint so tests read like the spec.
 
+use std::time::Duration;
+
 use latch_api::{ApiConfig, Application};
 use latch_core::config::{DatabaseConfig, HttpConfig};
 use latch_core::credentials::{self, CredentialKind};
@@ -35,20 +37,51 @@ pub async fn spawn_app_with(body_limit_bytes: usize) -> TestApp {
 
 /// An API with its own settings (fast reader checks, small batches, ...).
 pub async fn spawn_app_configured(body_limit_bytes: usize, api: ApiConfig) -> TestApp {
+    spawn(http_config(body_limit_bytes), Duration::from_secs(5), api).await
+}
+
+/// An API whose requests must be answered within `request_timeout`, and whose database
+/// statements are cancelled after `statement_timeout`.
+pub async fn spawn_app_with_timeouts(
+    request_timeout: Duration,
+    statement_timeout: Duration,
+) -> TestApp {
+    let http = HttpConfig {
+        request_timeout,
+        ..http_config(64 * 1024)
+    };
+    spawn(http, statement_timeout, ApiConfig::default()).await
+}
+
+fn http_config(body_limit_bytes: usize) -> HttpConfig {
+    HttpConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        body_limit_bytes,
+        workers: 2,
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn spawn(http: HttpConfig, statement_timeout: Duration, api: ApiConfig) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDb::new().await;
-    let (base, shutdown) = start(&db, body_limit_bytes, api);
+    let database = DatabaseConfig {
+        pool_size: 8,
+        statement_timeout,
+        ..DatabaseConfig::with_url(db.app_url())
+    };
+    let (base, shutdown) = start(http, &database, api);
 
     // The first administrator is made the way `latch admins add` makes one.
     let token = credentials::generate(CredentialKind::AdminToken);
     db.owner()
         .await
         .execute(
-            "INSERT INTO admins (id, name, token_hash) VALUES ($1, 'test admin', $2)",
-            &[&Uuid::now_v7(), &token.hash],
+            "SELECT latch_add_admin($1, $2, 'test admin', $3)",
+            &[&Uuid::now_v7(), &Uuid::now_v7(), &token.hash],
         )
         .await
-        .expect("insert admin");
+        .expect("add the admin");
     TestApp {
         base,
         db,
@@ -59,22 +92,13 @@ pub async fn spawn_app_configured(body_limit_bytes: usize, api: ApiConfig) -> Te
 }
 
 /// Builds and starts an API process over `db`; answers its base URL and its stop token.
-fn start(db: &TestDb, body_limit_bytes: usize, api: ApiConfig) -> (String, CancellationToken) {
-    let app = Application::build(
-        HttpConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            body_limit_bytes,
-            workers: 2,
-        },
-        &DatabaseConfig {
-            url: db.app_url(),
-            pool_size: 8,
-            connect_timeout: std::time::Duration::from_secs(5),
-        },
-        prometheus::Registry::new(),
-        api,
-    )
-    .expect("build the API");
+fn start(
+    http: HttpConfig,
+    database: &DatabaseConfig,
+    api: ApiConfig,
+) -> (String, CancellationToken) {
+    let app = Application::build(http, database, prometheus::Registry::new(), api)
+        .expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until(shutdown.clone()));
@@ -172,7 +196,11 @@ impl TestApp {
 
     /// Another API process over this app's database.
     pub fn spawn_replica(&self, api: ApiConfig) -> Replica {
-        let (base, shutdown) = start(&self.db, 64 * 1024, api);
+        let database = DatabaseConfig {
+            pool_size: 8,
+            ..DatabaseConfig::with_url(self.db.app_url())
+        };
+        let (base, shutdown) = start(http_config(64 * 1024), &database, api);
         Replica { base, shutdown }
     }
 

@@ -4,6 +4,7 @@
 
 mod admin;
 mod alarms;
+mod deadline;
 mod errors;
 mod heartbeats;
 mod helpers;

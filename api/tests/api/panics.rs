@@ -3,6 +3,7 @@
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use deadpool_postgres::Pool;
+use latch_api::metrics::ApiMetrics;
 use latch_core::config::DatabaseConfig;
 use latch_testkit::TestDb;
 
@@ -40,18 +41,19 @@ async fn a_panicking_handler_is_a_json_500_and_its_connection_survives() {
         ..DatabaseConfig::with_url(db.app_url())
     })
     .unwrap();
-    let panics = prometheus::IntCounter::new("panics", "panics").unwrap();
-    let counter = panics.clone();
-    // Wired as `Application` wires the real routes, on one HTTP worker.
+    let metrics = ApiMetrics::new(prometheus::Registry::new());
+    let data = web::Data::new(metrics.clone());
+    // Wrapped as `Application` wraps the real routes, on one HTTP worker.
     let server = HttpServer::new(move || {
-        let panics = counter.clone();
-        let app = App::new()
+        App::new()
             .app_data(web::Data::new(pool.clone()))
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(
+                latch_api::contain::contain_panics,
+            ))
+            .wrap(actix_web::middleware::from_fn(latch_api::metrics::record))
             .route("/boom", web::get().to(panics_inside_a_transaction))
-            .route("/keys", web::get().to(counts_keys));
-        actix_service::apply_fn_factory(app, move |req, app| {
-            latch_api::error::answer_panics(req, app, &panics)
-        })
+            .route("/keys", web::get().to(counts_keys))
     })
     .workers(1)
     .disable_signals()
@@ -76,7 +78,12 @@ async fn a_panicking_handler_is_a_json_500_and_its_connection_survives() {
                 .contains("offset")
         );
     }
-    assert_eq!(panics.get(), 3);
+    assert_eq!(metrics.panics.get(), 3);
+    let counted = metrics
+        .requests
+        .with_label_values(&["unrouted", "GET", "500"])
+        .get();
+    assert_eq!(counted, 3);
 
     // The pool's one connection answers, outside any transaction: the insert was rolled
     // back, and nothing half-encoded was left to send.

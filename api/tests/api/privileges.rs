@@ -187,10 +187,10 @@ async fn admin_tokens_are_made_and_revoked_by_the_owner_with_a_registry_entry() 
         .unwrap()
         .get(0);
     assert_eq!(again, "not_found");
-    for kind in ["admin_created", "admin_revoked"] {
-        assert_eq!(app.count_kind(kind).await, 1, "{kind}");
-    }
-    let page = app.admin_get("/v1/actions?kind=admin_created").await;
+    // The test's own administrator was made the same way.
+    assert_eq!(app.count_kind("admin_created").await, 2);
+    assert_eq!(app.count_kind("admin_revoked").await, 1);
+    let page = app.admin_get("/v1/actions?kind=admin_created&limit=1").await;
     let reason = page["items"][0]["reason"].as_str().unwrap();
     assert!(
         reason.contains(&id.to_string()) && reason.contains("Night desk"),

@@ -1,5 +1,6 @@
 //! Per-reader sequence numbers on live posts: replays, reuse and gaps.
 
+use latch_core::config::DatabaseConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -249,10 +250,9 @@ async fn old_seqs_are_forgotten_but_each_readers_latest_is_kept() {
         )
         .await
         .unwrap();
-    let pool = latch_core::db::pool(&latch_core::config::DatabaseConfig {
-        url: app.db.app_url(),
+    let pool = latch_core::db::pool(&DatabaseConfig {
         pool_size: 1,
-        connect_timeout: std::time::Duration::from_secs(5),
+        ..DatabaseConfig::with_url(app.db.app_url())
     })
     .unwrap();
     let client = pool.get().await.unwrap();
