@@ -18,10 +18,15 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let value = values
+        .next()
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <credential>"))?;
+    if values.next().is_some() {
+        return Err(ApiError::unauthorized(
+            "more than one Authorization header; send exactly one",
+        ));
+    }
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
@@ -117,8 +122,13 @@ impl FromRequest for Admin {
                     token_hash: hash,
                 });
             }
+            // Only an enabled reader's key is told apart: a disabled one's is as unknown
+            // as any other string, so the answer does not say that it ever existed.
             let is_reader = client
-                .query_opt("SELECT 1 FROM readers WHERE key_hash = $1", &[&hash])
+                .query_opt(
+                    "SELECT 1 FROM readers WHERE key_hash = $1 AND enabled",
+                    &[&hash],
+                )
                 .await?
                 .is_some();
             if is_reader {

@@ -21,6 +21,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after_secs: Option<u64>,
+    /// For 405: the methods the path takes (`Allow`).
+    allow: Option<String>,
     cause: Option<anyhow::Error>,
 }
 
@@ -44,7 +46,20 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            allow: None,
             cause: None,
+        }
+    }
+
+    /// 405: the path exists, with other methods.
+    pub fn method_not_allowed(method: &str, allowed: &[&str]) -> Self {
+        ApiError {
+            allow: Some(allowed.join(", ")),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here; use {}", allowed.join(" or ")),
+            )
         }
     }
 
@@ -150,6 +165,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.clone()));
         }
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));

@@ -215,7 +215,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
                     .limit(batch_body_limit)
                     .error_handler(json_error),
             )
-            .route(web::post().to(readers::batch::upload)),
+            .route(web::post().to(readers::batch::upload))
+            .default_service(web::to(not_found)),
     )
     .service(readers::gaps::gaps)
     .service(admin::create_door)
@@ -238,7 +239,15 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .default_service(web::to(not_found));
 }
 
+/// No route matched: 405 with `Allow` when the path is one the API serves (with other
+/// methods), 404 otherwise.
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if let Some(allowed) = openapi::methods_of(req.path()) {
+        return Err(ApiError::method_not_allowed(
+            req.method().as_str(),
+            &allowed,
+        ));
+    }
     Err(ApiError::not_found(
         "not_found",
         format!("no route for {} {}", req.method(), req.path()),

@@ -1,6 +1,8 @@
 //! The OpenAPI description, generated from the handlers (`/openapi.json`), and the
 //! Swagger UI served from the binary (`/docs/`, works offline).
 
+use std::sync::OnceLock;
+
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -49,6 +51,52 @@ use crate::{admin, health, readers, registry};
     )
 )]
 pub struct ApiDoc;
+
+/// A served path (its template split at `/`, `{...}` standing for one segment) and its
+/// methods.
+type Route = (Vec<String>, Vec<&'static str>);
+
+/// The methods a served path takes, `None` for a path the API does not serve. Read once
+/// from this document, so that it cannot disagree with the routes it describes; the
+/// document and its viewer (`/openapi.json`, `/docs/...`) are added by hand.
+pub fn methods_of(path: &str) -> Option<Vec<&'static str>> {
+    static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let mut routes: Vec<Route> = ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(method, served)| served.then_some(method))
+                .collect();
+                (template.split('/').map(str::to_owned).collect(), methods)
+            })
+            .collect();
+        routes.push((vec![String::new(), "openapi.json".into()], vec!["GET"]));
+        routes
+    });
+    if path.starts_with("/docs/") {
+        return Some(vec!["GET"]);
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    routes
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                })
+        })
+        .map(|(_, methods)| methods.clone())
+}
 
 struct BearerSchemes;
 

@@ -193,3 +193,131 @@ async fn invented_methods_do_not_grow_the_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_served_path_with_another_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let door = app.create_door("hq", "Main").await;
+    for (method, path, allow) in [
+        ("TRACE", "/v1/unlock".to_owned(), "POST"),
+        ("GET", "/v1/unlock".to_owned(), "POST"),
+        ("PUT", "/v1/doors".to_owned(), "GET, POST"),
+        (
+            "TRACE",
+            format!("/v1/readers/{}/disable", door.reader_id),
+            "POST",
+        ),
+        ("DELETE", "/v1/readers/events:batch".to_owned(), "POST"),
+    ] {
+        let response = app
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &path,
+                &app.admin_token,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{method} {path}: {body}"
+        );
+    }
+    let nowhere = app
+        .request(Method::TRACE, "/v1/nowhere", &app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(nowhere, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let app = spawn_app().await;
+    let door = app.create_door("hq", "Main").await;
+    app.create_holder("ADA").await;
+    let (actions, outbox) = app.counts().await;
+    for (first, second) in [
+        (door.reader_key.as_str(), "lrk_x"),
+        ("lrk_x", door.reader_key.as_str()),
+        (door.reader_key.as_str(), door.reader_key.as_str()),
+    ] {
+        let response = app
+            .http
+            .post(format!("{}/v1/unlock", app.base))
+            .header("Authorization", format!("Bearer {first}"))
+            .header("Authorization", format!("Bearer {second}"))
+            .json(&json!({"card_id": "ADA"}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let admin = app
+        .http
+        .get(format!("{}/v1/doors", app.base))
+        .header("Authorization", format!("Bearer {}", app.admin_token))
+        .header("Authorization", format!("Bearer {}", app.admin_token))
+        .send()
+        .await
+        .unwrap();
+    expect_error(admin, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(app.counts().await, (actions, outbox));
+}
+
+#[tokio::test]
+async fn an_offline_event_with_a_duplicated_key_is_rejected_like_a_live_post() {
+    let app = spawn_app().await;
+    let door = app.create_door("hq", "Main").await;
+    app.create_holder("ADA").await;
+    app.create_holder("EVE").await;
+    let (actions, outbox) = app.counts().await;
+    // Live: refused.
+    let live = app
+        .request(Method::POST, "/v1/check-ins", &door.reader_key)
+        .header("Content-Type", "application/json")
+        .body(r#"{"card_id": "ADA", "card_id": "EVE"}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(live, StatusCode::BAD_REQUEST, "malformed_body").await;
+    // Uploaded: that one event is rejected, the other accepted.
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = format!(
+        r#"{{"events": [
+            {{"seq": 1, "type": "check_in", "card_id": "ADA", "card_id": "EVE", "occurred_at": "{at}"}},
+            {{"seq": 2, "type": "check_in", "card_id": "ADA", "occurred_at": "{at}"}}
+        ]}}"#
+    );
+    let upload = app
+        .request(Method::POST, "/v1/readers/events:batch", &door.reader_key)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let upload = expect_status(upload, StatusCode::OK).await;
+    assert_eq!(upload["results"][0]["status"], "rejected", "{upload}");
+    assert_eq!(upload["results"][0]["code"], "malformed_event", "{upload}");
+    assert_eq!(upload["results"][0]["seq"], 1, "{upload}");
+    assert_eq!(upload["results"][1]["status"], "accepted", "{upload}");
+    assert_eq!(app.counts().await, (actions + 1, outbox + 1));
+    // A duplicated key around the events is refused whole.
+    let whole = app
+        .request(Method::POST, "/v1/readers/events:batch", &door.reader_key)
+        .header("Content-Type", "application/json")
+        .body(r#"{"events": [], "events": []}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(whole, StatusCode::BAD_REQUEST, "malformed_body").await;
+}

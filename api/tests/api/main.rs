@@ -13,6 +13,7 @@ mod offline;
 mod panics;
 mod presence;
 mod privileges;
+mod quiet;
 mod registry;
 mod schema;
 mod sequence;

@@ -190,7 +190,9 @@ async fn admin_tokens_are_made_and_revoked_by_the_owner_with_a_registry_entry() 
     // The test's own administrator was made the same way.
     assert_eq!(app.count_kind("admin_created").await, 2);
     assert_eq!(app.count_kind("admin_revoked").await, 1);
-    let page = app.admin_get("/v1/actions?kind=admin_created&limit=1").await;
+    let page = app
+        .admin_get("/v1/actions?kind=admin_created&limit=1")
+        .await;
     let reason = page["items"][0]["reason"].as_str().unwrap();
     assert!(
         reason.contains(&id.to_string()) && reason.contains("Night desk"),

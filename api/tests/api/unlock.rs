@@ -283,5 +283,12 @@ async fn bad_credentials_are_refused_and_write_nothing() {
         )
         .await;
     expect_error(check_in, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    // Nor does it tell an admin endpoint that it ever was a key: 401, as for any string.
+    expect_error(
+        app.get("/v1/doors", &door.reader_key).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
     assert_eq!(app.counts().await, (actions, outbox));
 }
