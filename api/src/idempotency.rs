@@ -19,6 +19,8 @@ use crate::error::ApiError;
 
 pub const HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+/// A key: 1 to 255 visible ASCII characters.
+pub const KEY_PATTERN: &str = "^[!-~]{1,255}$";
 
 /// A response as it is sent and as it is stored for replays.
 #[derive(Debug, Clone)]

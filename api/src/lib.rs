@@ -7,10 +7,11 @@
 //!   uploads, per-reader sequence numbers, heartbeats and the offline/online watch.
 //! - [`admin`]: doors, holders, readers and grants.
 //! - [`registry`]: the action log and the presence roll-call.
-//! - [`auth`], [`idempotency`], [`trace`]: what every request goes through.
+//! - [`auth`], [`body`], [`idempotency`], [`trace`]: what every request goes through.
 //! - [`error`]: the error policy and the JSON error body; [`contain`]: the deadline and
 //!   the panic containment every request gets.
-//! - [`timestamp`]: the times clients may send, checked before anything is written.
+//! - [`timestamp`], [`whole`]: the times and whole numbers clients may send, read as the
+//!   OpenAPI document describes them and checked before anything is written.
 //! - [`config`]: the API's settings beyond its listener.
 //! - [`health`], [`openapi`]: operations endpoints and the generated API description.
 //!
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod contain;
 pub mod error;
@@ -30,6 +32,7 @@ pub mod readers;
 pub mod registry;
 pub mod timestamp;
 pub mod trace;
+pub mod whole;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -267,10 +270,7 @@ fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
             "unsupported_media_type",
             "the body must be JSON with Content-Type: application/json",
         ),
-        JsonPayloadError::Deserialize(e) if e.to_string().contains("unknown field") => {
-            ApiError::bad_request("unknown_field", e.to_string())
-        }
-        JsonPayloadError::Deserialize(e) => ApiError::bad_request("malformed_body", e.to_string()),
+        JsonPayloadError::Deserialize(e) => body::invalid(e),
         other => ApiError::bad_request("malformed_body", other.to_string()),
     };
     api_error.into()

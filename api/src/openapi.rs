@@ -3,7 +3,10 @@
 
 use std::sync::OnceLock;
 
+use utoipa::openapi::path::{Operation, Parameter};
+use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::{admin, health, readers, registry};
@@ -42,7 +45,8 @@ use crate::{admin, health, readers, registry};
         health::readyz,
         crate::metrics::serve,
     ),
-    modifiers(&BearerSchemes),
+    components(schemas(readers::batch::BatchEvent)),
+    modifiers(&BearerSchemes, &CommonErrors, &Limits),
     tags(
         (name = "card readers", description = "Called by card readers with their reader key."),
         (name = "administration", description = "Called by administrators with an admin token."),
@@ -122,6 +126,241 @@ impl Modify for BearerSchemes {
                         .build(),
                 ),
             );
+        }
+    }
+}
+
+/// The error answers any operation can give, added to each where its own description does
+/// not already name them, so that the document lists every status the API really answers:
+/// those of the shared machinery (authentication, body and parameter parsing, validation,
+/// the database) rather than of one handler.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_common_errors(operation);
+            }
+        }
+    }
+}
+
+fn add_common_errors(operation: &mut Operation) {
+    let mut common = vec![
+        (
+            "400",
+            "Malformed: the body, a path segment or a query parameter cannot be read (`malformed_body`, `unknown_field`, `invalid_path`, `invalid_query`, ...)",
+        ),
+        (
+            "422",
+            "Well-formed but invalid: a field out of its range (`invalid_timestamp`, `invalid_field`, ...)",
+        ),
+        ("500", "An internal error; logged, never detailed here"),
+        (
+            "503",
+            "The database is unreachable or did not answer in time (`Retry-After`)",
+        ),
+    ];
+    if operation.security.is_some() {
+        common.push(("401", "No credential, an unknown, disabled or revoked one, or more than one `Authorization` header"));
+        common.push(("403", "The wrong kind of credential: an admin token on a reader endpoint, or a reader key on an admin endpoint"));
+    }
+    if operation.request_body.is_some() {
+        common.push((
+            "413",
+            "The body is larger than the limit (`body_too_large`)",
+        ));
+        common.push((
+            "415",
+            "The body is not `application/json` (`unsupported_media_type`)",
+        ));
+    }
+    for (status, description) in common {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+    }
+}
+
+/// Characters that are not control characters (what `char::is_control` refuses).
+const PRINTABLE: &str = r"[^\u0000-\u001F\u007F-\u009F]";
+/// Printable and not white space (`char::is_whitespace`, spelled out so that every regex
+/// dialect reads it alike).
+const VISIBLE: &str =
+    r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+
+/// The limits the handlers enforce, declared where a client reads them: which inputs are
+/// valid is then the same question for the document and for the API. A field is listed by
+/// its schema and name, a parameter by its name (and path where it differs).
+struct Limits;
+
+/// One field's limit.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// 1 to `max` printable characters (a card id as a reader sends it).
+    Printable(usize),
+    /// 1 to `max` printable characters, not all white space (names).
+    Text(usize),
+    /// A site name.
+    Site,
+    /// A whole number from `min` to `max`.
+    Range(i64, i64),
+}
+
+impl Limit {
+    fn apply(self, object: &mut Object) {
+        match self {
+            Limit::Printable(max) => {
+                object.min_length = Some(1);
+                object.max_length = Some(max);
+                object.pattern = Some(format!("^{PRINTABLE}+$"));
+            }
+            Limit::Text(max) => {
+                object.min_length = Some(1);
+                object.max_length = Some(max);
+                object.pattern = Some(format!("^{PRINTABLE}*{VISIBLE}{PRINTABLE}*$"));
+            }
+            Limit::Site => {
+                object.pattern = Some(crate::admin::SITE_PATTERN.to_owned());
+            }
+            Limit::Range(min, max) => {
+                object.minimum = Some(utoipa::Number::Int(min as isize));
+                object.maximum = Some(utoipa::Number::Int(max as isize));
+            }
+        }
+    }
+}
+
+const CARD_ID: Limit = Limit::Printable(128);
+const NAME: Limit = Limit::Text(200);
+const SEQ: Limit = Limit::Range(0, i64::MAX);
+
+/// (schema, property, limit)
+const FIELDS: &[(&str, &str, Limit)] = &[
+    ("UnlockRequest", "card_id", CARD_ID),
+    ("UnlockRequest", "seq", SEQ),
+    ("PresenceRequest", "card_id", CARD_ID),
+    ("PresenceRequest", "seq", SEQ),
+    ("AlarmRequest", "seq", SEQ),
+    ("BatchEvent", "card_id", CARD_ID),
+    ("BatchEvent", "seq", SEQ),
+    ("NewDoor", "site", Limit::Site),
+    ("NewDoor", "name", NAME),
+    ("NewHolder", "card_id", Limit::Text(128)),
+    ("NewHolder", "name", NAME),
+    ("HolderChange", "name", NAME),
+    (
+        "NewReader",
+        "offline_after_secs",
+        Limit::Range(1, crate::admin::MAX_OFFLINE_AFTER_SECS),
+    ),
+    ("NewReader", "name", NAME),
+];
+
+/// (path, or "" for any; parameter; limit)
+const PARAMETERS: &[(&str, &str, Limit)] = &[
+    (
+        "/v1/actions",
+        "limit",
+        Limit::Range(1, crate::registry::MAX_PAGE),
+    ),
+    (
+        "/v1/readers/{id}/gaps",
+        "limit",
+        Limit::Range(1, crate::readers::gaps::MAX_GAPS),
+    ),
+    ("", "site", Limit::Site),
+];
+
+impl Modify for Limits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            for (schema, property, limit) in FIELDS {
+                let field = components.schemas.get_mut(*schema).and_then(|s| match s {
+                    RefOr::T(Schema::Object(object)) => object.properties.get_mut(*property),
+                    _ => None,
+                });
+                match field {
+                    Some(RefOr::T(Schema::Object(object))) => limit.apply(object),
+                    _ => panic!("no field {schema}.{property} to declare a limit on"),
+                }
+            }
+            // A change must change something.
+            if let Some(RefOr::T(Schema::Object(change))) =
+                components.schemas.get_mut("HolderChange")
+            {
+                change.min_properties = Some(1);
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let RefOr::T(parameter) = parameter {
+                        limit_parameter(path, parameter);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn limit_parameter(path: &str, parameter: &mut Parameter) {
+    let object = match parameter.schema.as_mut() {
+        Some(RefOr::T(Schema::Object(object))) => object,
+        _ => return,
+    };
+    if parameter.name == crate::idempotency::HEADER {
+        object.pattern = Some(crate::idempotency::KEY_PATTERN.to_owned());
+        return;
+    }
+    if path == "/v1/actions" && parameter.name == "kind" {
+        object.enum_values = Some(
+            latch_core::event::EventKind::ALL
+                .iter()
+                .map(|kind| kind.as_str().into())
+                .collect(),
+        );
+        return;
+    }
+    for (on, name, limit) in PARAMETERS {
+        if (on.is_empty() || *on == path) && parameter.name == *name {
+            limit.apply(object);
         }
     }
 }

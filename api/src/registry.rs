@@ -20,6 +20,9 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 use crate::timestamp::Timestamp;
 
+/// The largest page of the action log.
+pub const MAX_PAGE: i64 = 500;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ActionFilter {
@@ -116,10 +119,10 @@ pub async fn list_actions(
     let since = Timestamp::checked_opt(filter.since, "since")?;
     let until = Timestamp::checked_opt(filter.until, "until")?;
     let limit = filter.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
+    if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_limit",
-            "limit must be 1 to 500",
+            format!("limit must be 1 to {MAX_PAGE}"),
         ));
     }
     if let Some(kind) = &filter.kind {
@@ -227,6 +230,7 @@ pub async fn presence(
     site: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let site = site.into_inner();
+    crate::admin::check_site(&site)?;
     let client = pool.get().await?;
     let rows = client
         .query(

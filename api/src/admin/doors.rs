@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Outcome, change, check_text, unexpected};
+use super::{Outcome, change, check_site, check_text, unexpected};
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
@@ -46,16 +46,6 @@ impl From<&Row> for Door {
     }
 }
 
-fn valid_site(site: &str) -> bool {
-    let bytes = site.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
-}
-
 /// Create a door on a site.
 #[utoipa::path(
     tag = "administration",
@@ -72,15 +62,10 @@ pub async fn create_door(
     req: HttpRequest,
     pool: web::Data<Pool>,
     admin: Admin,
-    body: web::Json<NewDoor>,
+    body: crate::body::Json<NewDoor>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    if !valid_site(&body.site) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "site must be 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
-        ));
-    }
+    check_site(&body.site)?;
     check_text("name", &body.name, 200)?;
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
@@ -127,6 +112,9 @@ pub async fn list_doors(
     _admin: Admin,
     filter: web::Query<DoorFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(site) = &filter.site {
+        check_site(site)?;
+    }
     let client = pool.get().await?;
     let rows = client
         .query(

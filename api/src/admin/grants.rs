@@ -97,7 +97,7 @@ pub async fn create_grant(
     req: HttpRequest,
     pool: web::Data<Pool>,
     admin: Admin,
-    body: web::Json<NewGrant>,
+    body: crate::body::Json<NewGrant>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let valid_from = Timestamp::checked_opt(body.valid_from, "valid_from")?

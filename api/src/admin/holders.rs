@@ -28,8 +28,21 @@ pub struct NewHolder {
 #[serde(deny_unknown_fields)]
 pub struct HolderChange {
     /// `false` denies every unlock for this holder, whatever their grants.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub active: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
+}
+
+/// A field that may be left out but not sent as `null` (which would mean nothing here).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -71,7 +84,7 @@ pub async fn create_holder(
     req: HttpRequest,
     pool: web::Data<Pool>,
     admin: Admin,
-    body: web::Json<NewHolder>,
+    body: crate::body::Json<NewHolder>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_text("card_id", &body.card_id, 128)?;
@@ -122,7 +135,7 @@ pub async fn update_holder(
     pool: web::Data<Pool>,
     admin: Admin,
     id: web::Path<Uuid>,
-    body: web::Json<HolderChange>,
+    body: crate::body::Json<HolderChange>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let body = body.into_inner();

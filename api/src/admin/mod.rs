@@ -81,6 +81,27 @@ pub(super) fn door_not_found() -> ApiError {
     ApiError::not_found("door_not_found", "no door with this id")
 }
 
+/// A site name, as the `doors` table's CHECK constraint has it.
+pub const SITE_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
+
+/// Refuses a site name that no door can have (422).
+pub fn check_site(site: &str) -> Result<(), ApiError> {
+    let bytes = site.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::unprocessable(
+        "invalid_field",
+        "site must be 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+    ))
+}
+
 pub(super) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
     {

@@ -25,7 +25,7 @@ pub struct NewReader {
     pub name: String,
     /// Silent longer than this many seconds, the reader is reported offline
     /// (`reader_offline`); 1 to 604800, default 300.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional")]
     #[schema(example = 300)]
     pub offline_after_secs: Option<i64>,
 }
@@ -70,7 +70,8 @@ impl From<&Row> for Reader {
 }
 
 /// The longest `offline_after_secs`: a week.
-const MAX_OFFLINE_AFTER_SECS: i64 = 7 * 86_400;
+/// The longest a reader may be silent before it is reported offline: a week.
+pub const MAX_OFFLINE_AFTER_SECS: i64 = 7 * 86_400;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnrolledReader {
@@ -99,7 +100,7 @@ pub async fn enrol_reader(
     req: HttpRequest,
     pool: web::Data<Pool>,
     admin: Admin,
-    body: web::Json<NewReader>,
+    body: crate::body::Json<NewReader>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_text("name", &body.name, 200)?;

@@ -59,7 +59,7 @@ pub struct AlarmRequest {
     #[serde(default)]
     pub restored: bool,
     /// The reader's own event number (monotonic per reader, 0 or more).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional")]
     pub seq: Option<i64>,
     /// When it happened by the reader's clock (RFC 3339); the server's time when absent.
     #[serde(default)]
@@ -182,7 +182,7 @@ pub async fn alarm(
     config: web::Data<ApiConfig>,
     last_seen: web::Data<LastSeen>,
     key: ReaderKey,
-    body: web::Json<AlarmRequest>,
+    body: crate::body::Json<AlarmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate_seq(body.seq)?;

@@ -13,6 +13,9 @@ use uuid::Uuid;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 
+/// The most gaps one answer lists.
+pub const MAX_GAPS: i64 = 1000;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct GapFilter {
@@ -62,10 +65,10 @@ pub async fn gaps(
 ) -> Result<HttpResponse, ApiError> {
     let reader_id = id.into_inner();
     let limit = filter.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
+    if !(1..=MAX_GAPS).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_limit",
-            "limit must be 1 to 1000",
+            format!("limit must be 1 to {MAX_GAPS}"),
         ));
     }
     let client = pool.get().await?;

@@ -76,7 +76,7 @@ pub struct HeartbeatResponse {
 /// reader with nothing else to report. Nothing is written per heartbeat.
 #[utoipa::path(
     tag = "card readers",
-    request_body(content = Option<HeartbeatRequest>, description = "Empty, or `{}`"),
+    request_body(content = Option<HeartbeatRequest>, description = "Empty, `{}` or `null`"),
     responses(
         (status = 200, body = HeartbeatResponse),
         (status = 400, description = "A body that is not `{}`", body = ErrorBody),
@@ -92,15 +92,12 @@ pub async fn heartbeat(
     key: ReaderKey,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::from_slice::<HeartbeatRequest>(&body).map_err(|e| {
-            let code = if e.to_string().contains("unknown field") {
-                "unknown_field"
-            } else {
-                "malformed_body"
-            };
-            ApiError::bad_request(code, e.to_string())
-        })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("malformed_body", "the body is not UTF-8"))?
+        .trim();
+    // Empty and `null` are no body (the document lets the body be absent).
+    if !text.is_empty() && text != "null" {
+        crate::body::object::<HeartbeatRequest>(text)?;
     }
     let client = pool.get().await?;
     let statement = client

@@ -45,7 +45,8 @@ use crate::error::ApiError;
 
 /// Card ids are 1 to 128 printable characters.
 pub(crate) fn validate_card(card_id: &str) -> Result<(), ApiError> {
-    if card_id.is_empty() || card_id.len() > 128 || card_id.chars().any(char::is_control) {
+    if card_id.is_empty() || card_id.chars().count() > 128 || card_id.chars().any(char::is_control)
+    {
         return Err(ApiError::unprocessable(
             "invalid_card_id",
             "card_id must be 1 to 128 printable characters",

@@ -47,7 +47,7 @@ pub struct PresenceRequest {
     pub occurred_at: Option<Timestamp>,
     /// The reader's own event number (monotonic per reader, 0 or more). The same seq sent
     /// again answers the first response and writes nothing.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional")]
     pub seq: Option<i64>,
 }
 
@@ -320,7 +320,7 @@ pub async fn check_in(
     config: web::Data<ApiConfig>,
     last_seen: web::Data<LastSeen>,
     key: ReaderKey,
-    body: web::Json<PresenceRequest>,
+    body: crate::body::Json<PresenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let post = PresencePost {
         req,
@@ -357,7 +357,7 @@ pub async fn check_out(
     config: web::Data<ApiConfig>,
     last_seen: web::Data<LastSeen>,
     key: ReaderKey,
-    body: web::Json<PresenceRequest>,
+    body: crate::body::Json<PresenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let post = PresencePost {
         req,

@@ -38,7 +38,7 @@ pub struct UnlockRequest {
     pub card_id: String,
     /// The reader's own event number (monotonic per reader, 0 or more). The same seq sent
     /// again answers the first response and writes nothing.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional")]
     pub seq: Option<i64>,
     /// When the card was presented, by the reader's clock (RFC 3339); the server's time
     /// when absent.
@@ -291,7 +291,7 @@ pub async fn unlock(
     config: web::Data<ApiConfig>,
     last_seen: web::Data<LastSeen>,
     key: ReaderKey,
-    body: web::Json<UnlockRequest>,
+    body: crate::body::Json<UnlockRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate_card(&body.card_id)?;

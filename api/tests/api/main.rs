@@ -4,6 +4,7 @@
 
 mod admin;
 mod alarms;
+mod contract;
 mod deadline;
 mod errors;
 mod heartbeats;

@@ -18,6 +18,7 @@ use crate::timestamp::Timestamp;
 #[serde(deny_unknown_fields)]
 pub struct BatchEvent {
     /// The reader's own event number (monotonic per reader, 0 or more).
+    #[serde(deserialize_with = "crate::whole::required")]
     pub seq: i64,
     #[serde(rename = "type")]
     pub kind: BatchEventType,

@@ -64,9 +64,10 @@ pub const COMMIT_EVERY: usize = 32;
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The buffered events, oldest first. Each is checked on its own.
-    /// Kept as raw JSON so that each is parsed on its own, with the same checks as a live
-    /// post (a duplicated key is refused, not silently resolved).
-    #[schema(value_type = Vec<BatchEvent>)]
+    /// Each a `BatchEvent`. Kept as raw JSON so that each is parsed on its own, with the
+    /// same checks as a live post (a duplicated key is refused, not silently resolved); an
+    /// event that is not a valid `BatchEvent` is one `rejected` result, not a failed upload.
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub events: Vec<Box<serde_json::value::RawValue>>,
 }
 
@@ -142,7 +143,7 @@ pub async fn upload(
     config: web::Data<ApiConfig>,
     last_seen: web::Data<LastSeen>,
     key: ReaderKey,
-    body: web::Json<BatchRequest>,
+    body: crate::body::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let events = body.into_inner().events;
     if events.len() > config.batch_max_events {
@@ -200,13 +201,13 @@ async fn upload_one(
     raw: &serde_json::value::RawValue,
     tally: &mut Tally,
 ) -> Result<ItemResult, ApiError> {
-    let event = match serde_json::from_str::<BatchEvent>(raw.get()) {
+    let event = match crate::body::object::<BatchEvent>(raw.get()) {
         Ok(event) => event,
         Err(e) => {
             let seq = serde_json::from_str::<serde_json::Value>(raw.get())
                 .ok()
                 .and_then(|v| v.get("seq").and_then(serde_json::Value::as_i64));
-            let error = ApiError::bad_request("malformed_event", e.to_string());
+            let error = ApiError::bad_request("malformed_event", e.message());
             return Ok(ItemResult::rejected(seq, &error));
         }
     };

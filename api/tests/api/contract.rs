@@ -1,0 +1,113 @@
+//! The OpenAPI document tells the truth: Schemathesis (PyPI) generates requests from the
+//! served `/openapi.json` — valid and invalid ones, for every operation — and runs all its
+//! checks on the answers: no 5xx, every status and body as documented, every request the
+//! document calls valid accepted and every invalid one refused, 405 with `Allow` for other
+//! methods. Once as a card reader, once as an administrator.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use latch_api::openapi::ApiDoc;
+use utoipa::OpenApi;
+
+use crate::helpers::*;
+
+/// Examples per operation and phase: a few minutes for both runs on two cores.
+const EXAMPLES: &str = "100";
+
+fn schemathesis() -> String {
+    std::env::var("LATCH_SCHEMATHESIS").unwrap_or_else(|_| {
+        panic!(
+            "LATCH_SCHEMATHESIS is not set: run the tests with ./deploy/local/test.sh, which \\
+             installs Schemathesis"
+        )
+    })
+}
+
+/// Runs Schemathesis against `app` with `credential`; fails with its report.
+async fn run_as(app: &TestApp, credential: &str) {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
+    let report = tempfile::tempdir().unwrap();
+    let schema = format!("{}/openapi.json", app.base);
+    let authorization = format!("Authorization: Bearer {credential}");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(schemathesis())
+            .arg("--no-color")
+            .arg("--config-file")
+            .arg(&config)
+            .args([
+                "run",
+                &schema,
+                "--checks",
+                "all",
+                "--max-examples",
+                EXAMPLES,
+            ])
+            .args([
+                "--workers",
+                "2",
+                "--no-shrink",
+                "--output-truncate",
+                "false",
+            ])
+            .args(["-H", &authorization])
+            .current_dir(report.path())
+            .output()
+            .expect("run schemathesis")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let operations: usize = ApiDoc::openapi()
+        .paths
+        .paths
+        .values()
+        .map(|item| {
+            [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+                .into_iter()
+                .filter(|operation| operation.is_some())
+                .count()
+        })
+        .sum();
+    assert!(
+        stdout.contains(&format!("Tested: {operations}")),
+        "not all {operations} operations were tested:\n{stdout}"
+    );
+}
+
+/// A site with something in it, so that valid requests can succeed.
+async fn seeded() -> (TestApp, TestDoor) {
+    let app = spawn_app().await;
+    let door = app.create_door("hq", "Main").await;
+    let holder = app.create_holder("04A2B9C1D2").await;
+    app.grant(holder, door.id).await;
+    let check_in = app
+        .post(
+            "/v1/check-ins",
+            &door.reader_key,
+            &json!({"card_id": "04A2B9C1D2"}),
+        )
+        .await;
+    expect_status(check_in, StatusCode::CREATED).await;
+    (app, door)
+}
+
+#[tokio::test]
+async fn the_document_holds_for_a_card_reader() {
+    let (app, door) = seeded().await;
+    run_as(&app, &door.reader_key).await;
+}
+
+#[tokio::test]
+async fn the_document_holds_for_an_administrator() {
+    let (app, _) = seeded().await;
+    run_as(&app, &app.admin_token).await;
+}
