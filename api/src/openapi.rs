@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use utoipa::openapi::path::{Operation, Parameter};
+use utoipa::openapi::path::{Operation, Parameter, PathItem};
 use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -102,6 +102,19 @@ pub fn methods_of(path: &str) -> Option<Vec<&'static str>> {
         .map(|(_, methods)| methods.clone())
 }
 
+/// The operations of a path, as this API uses them.
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 struct BearerSchemes;
 
 impl Modify for BearerSchemes {
@@ -142,16 +155,7 @@ impl Modify for CommonErrors {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations_mut(item) {
                 add_common_errors(operation);
             }
         }
@@ -320,16 +324,7 @@ impl Modify for Limits {
             }
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations_mut(item) {
                 for parameter in operation.parameters.iter_mut().flatten() {
                     if let RefOr::T(parameter) = parameter {
                         limit_parameter(path, parameter);

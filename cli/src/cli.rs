@@ -34,7 +34,9 @@ enum Command {
     ///
     /// Run one or more; one leads and the others stand by.
     ///
-    /// Example: LATCH_DATABASE_URL=postgres://latch_api@db/latch LATCH_NATS_URL=nats://nats:4222 latch relay
+    /// Its login must be a member of `latch_relayer` (see `latch migrate --relay-login`).
+    ///
+    /// Example: LATCH_DATABASE_URL=postgres://latch_relay@db/latch LATCH_NATS_URL=nats://nats:4222 latch relay
     Relay,
     /// Deliver events to the legacy attendance system and to webhooks.
     ///
@@ -82,7 +84,8 @@ enum Command {
     /// Grants (through the API).
     #[command(subcommand)]
     Grants(site::GrantsCommand),
-    /// Manage administrators and their tokens.
+    /// Manage administrators and their tokens (as the schema's owner:
+    /// LATCH_MIGRATION_DATABASE_URL); each change is recorded in the registry.
     #[command(subcommand)]
     Admins(admins::AdminsCommand),
     /// Demonstration data for a local stack.

@@ -557,6 +557,8 @@ if want write; then
     [[ $old_trigger == *"PERFORM pg_notify('latch_outbox', '');"* ]] ||
         die "cannot find the per-transaction NOTIFY trigger in migrations/V2__outbox_order.sql"
     psql_su <<<"$old_trigger" >/dev/null
+    # It runs as its owner since migrations/V5__least_privilege.sql, as latch's own does.
+    psql_su -c "ALTER FUNCTION latch_action_to_outbox() SECURITY DEFINER SET search_path = public, pg_temp" >/dev/null
     for ((rep = 1; rep <= REPS; rep++)); do
         pgbench_statement pg_notify_each "$UNLOCK_SQL" "$NOTIFY_C" "$rep"
     done

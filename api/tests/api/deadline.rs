@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use latch_testkit::{APP_LOGIN, wait_until};
+use latch_testkit::wait_until;
 use reqwest::StatusCode;
 
 use crate::helpers::*;
@@ -15,19 +15,7 @@ struct Frozen(Vec<i32>);
 
 impl Frozen {
     async fn api_backends(app: &TestApp) -> Frozen {
-        let pids: Vec<i32> = app
-            .db
-            .owner()
-            .await
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
-                &[&app.db.name, &APP_LOGIN],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let pids = app.api_sessions().await;
         assert!(!pids.is_empty(), "the API has no connection yet");
         signal(&pids, "STOP");
         Frozen(pids)

@@ -285,6 +285,22 @@ impl TestApp {
             .collect()
     }
 
+    /// The server processes of the API's own database sessions (its pools keep them open).
+    pub async fn api_sessions(&self) -> Vec<i32> {
+        self.db
+            .owner()
+            .await
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+                &[&self.db.name, &latch_testkit::APP_LOGIN],
+            )
+            .await
+            .expect("sessions")
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     /// Row counts of the registry and the outbox (as the owner, who sees everything).
     pub async fn counts(&self) -> (i64, i64) {
         let row = self

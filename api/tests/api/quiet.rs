@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use latch_testkit::APP_LOGIN;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -190,17 +189,7 @@ async fn everyday_refusals_raise_no_error_in_the_database() {
     expect_status(upload, StatusCode::OK).await;
 
     // The API's sessions (its pools keep them open).
-    let owner = app.db.owner().await;
-    let pids: Vec<i32> = owner
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
-            &[&app.db.name, &APP_LOGIN],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let pids = app.api_sessions().await;
     assert!(!pids.is_empty());
     let errors = errors_of(&pids, from);
     assert!(errors.is_empty(), "{errors:#?}");
