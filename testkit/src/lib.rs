@@ -9,12 +9,15 @@
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes — the only way
 //!   tests wait for something to happen.
 //! - [`OtlpCollector`]: an OTLP/HTTP trace receiver that records the spans sent to it.
+//! - [`process`]: `latch` processes for end-to-end tests — killed when dropped, servers
+//!   started on a free port and waited for.
 
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
 mod db;
 mod nats;
 mod otlp;
+pub mod process;
 mod wait;
 
 pub use db::{APP_LOGIN, OPERATOR_LOGIN, RELAY_LOGIN, TestDb};

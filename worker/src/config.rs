@@ -17,6 +17,7 @@
 //! | `sinks.<sink>.breaker_open` | `5s` | first open period, at least 1 s (doubles, up to 60 s) |
 //! | `sinks.<sink>.breaker_probes` | `1` | calls let through while half-open |
 //! | `sinks.<sink>.ack_wait` | `30s` | unacknowledged this long, a message is redelivered |
+//! | `sinks.<sink>.takeover_after` | `5s` | a standby worker takes the sink over when the active one has not pulled for this long (at least 2 s) |
 //!
 //! And for all sinks: `retry.base` (`200ms`), `retry.max` (`30s`) — the capped
 //! exponential backoff between attempts, with full jitter.
@@ -70,7 +71,13 @@ pub struct SinkConfig {
     /// How long the server waits for an ack before it redelivers to another worker; a
     /// message held longer is reported in progress every third of it.
     pub ack_wait: Duration,
+    /// NATS `priority_timeout` of the sink's consumer: how long the active (pinned) worker
+    /// may go without pulling before a standby worker takes over.
+    pub takeover_after: Duration,
 }
+
+const DEFAULT_TAKEOVER: Duration = Duration::from_secs(5);
+const MIN_TAKEOVER: Duration = Duration::from_secs(2);
 
 impl SinkConfig {
     /// The sink's settings, or `None` when its URL is not set.
@@ -101,6 +108,18 @@ impl SinkConfig {
             breaker_open: source.duration_or(&key("breaker_open"), Duration::from_secs(5))?,
             breaker_probes: source.positive_or(&key("breaker_probes"), 1)?,
             ack_wait: source.duration_or(&key("ack_wait"), Duration::from_secs(30))?,
+            takeover_after: {
+                let takeover = source.duration_or(&key("takeover_after"), DEFAULT_TAKEOVER)?;
+                if takeover < MIN_TAKEOVER {
+                    return Err(ConfigError::Invalid {
+                        var: Source::var_name(&key("takeover_after")),
+                        key: key("takeover_after"),
+                        message: "must be at least 2s: the active worker pulls every second"
+                            .to_owned(),
+                    });
+                }
+                takeover
+            },
         }))
     }
 
@@ -119,6 +138,7 @@ impl SinkConfig {
             breaker_open: Duration::from_secs(5),
             breaker_probes: 1,
             ack_wait: Duration::from_secs(30),
+            takeover_after: DEFAULT_TAKEOVER,
         }
     }
 

@@ -6,17 +6,42 @@
 //! sink in stream order, which the relay keeps equal to commit order. The number of lanes
 //! bounds the calls in flight.
 //!
+//! **One active worker.** Every worker pulls in the consumer's priority group
+//! ([`GROUP`]), which pins one of them (NATS 2.11+ `pinned_client`): only the pinned
+//! worker receives messages, the others stand by. The active worker pulls every second,
+//! whatever its lanes are doing, so it keeps the pin for as long as it lives and reaches
+//! NATS; when it has not pulled for `takeover_after` (it died, froze or lost its
+//! connection) the server pins a standby. A worker that stops cleanly releases the pin at
+//! once.
+//!
+//! **Taking over keeps order.** The events a dead worker had received and not
+//! acknowledged would be redelivered only after `ack_wait` — after later events of the
+//! same holders, which the new worker receives at once. So a worker that becomes active
+//! first rewinds the consumer to its ack floor (`CONSUMER.RESET`, nats-server 2.14+):
+//! everything unacknowledged is delivered again at once and in stream order, before
+//! anything newer; deliveries that were already on their way before the rewind are
+//! skipped (they come again after it). Events the old worker had delivered but not yet
+//! acknowledged reach the sink a second time, with the same `Idempotency-Key`, and are
+//! applied once. A worker that finds the pin taken from it (it stalled past
+//! `takeover_after`) leaves what it had queued to the new one. Pinning steers deliveries;
+//! it cannot stop a worker that is frozen mid-call and later wakes up: keep
+//! `takeover_after` above the sink's `timeout`, so that a call in flight has ended by the
+//! time another worker takes over.
+//!
 //! **Retries.** A retryable failure keeps the message in its lane and tries again after a
 //! capped, jittered exponential backoff (or the sink's `Retry-After`, if longer), telling
 //! the server the work is in progress so it is not redelivered meanwhile. Retrying in
 //! place rather than NAKing is what keeps per-holder order: a NAKed event would be
 //! overtaken by the holder's next one. A message is NAKed with its remaining delay only
 //! when the worker shuts down in the middle of a wait. After `max_attempts` calls (counted
-//! across redeliveries) the event is dead-lettered.
+//! across redeliveries) the event is dead-lettered. A rewind starts the server's delivery
+//! counts afresh: a worker's death does not use up an event's attempts.
 //!
-//! **Breaker.** While the sink's breaker is open nothing is pulled and lanes wait before
-//! calling: no calls, no attempts used, nothing lost. Half-open lets a bounded number of
-//! probes through.
+//! **Breaker.** While the sink's breaker is open lanes wait before calling: no calls, no
+//! attempts used, nothing lost. The worker keeps pulling (to keep its pin) up to the
+//! consumer's limit of unacknowledged messages, and keeps what waits in the lanes' queues
+//! from being redelivered (`+WPI`, every third of `ack_wait`). Half-open lets a bounded
+//! number of probes through.
 
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
@@ -24,22 +49,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
+use std::collections::VecDeque;
+
+use async_nats::jetstream::consumer::{PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use latch_core::event::Envelope;
 use latch_core::otel;
 use latch_core::shutdown::CancellationToken;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::breaker::{Breaker, BreakerState};
+use crate::breaker::Breaker;
 use crate::config::RetryConfig;
 use crate::dlq::{self, Class, DeadLetter};
 use crate::metrics::WorkerMetrics;
 use crate::sink::{Outcome, Sink};
 
-/// How often a waiting lane or the puller looks at the breaker again.
+/// How often a waiting lane looks at the breaker again.
 const BREAKER_POLL: Duration = Duration::from_millis(50);
 
 /// What the sink's lanes did (for logs, metrics and tests).
@@ -57,8 +85,60 @@ pub struct SinkWorker {
     limiter: Arc<DefaultDirectRateLimiter>,
     retry: RetryConfig,
     js: jetstream::Context,
+    /// The event stream, for the consumer's rewind and unpin.
+    events: jetstream::stream::Stream,
     consumer: PullConsumer,
     metrics: WorkerMetrics,
+}
+
+/// The priority group every worker of a sink pulls in; the consumer pins one of them.
+pub const GROUP: &str = "workers";
+
+/// How often a standby worker looks at who holds the pin.
+const STANDBY_CHECK: Duration = Duration::from_secs(1);
+
+/// How long one pull request waits for messages. The active worker sends one at least
+/// this often, which keeps its pin (`takeover_after` must be well above it).
+const PULL_EXPIRY: Duration = Duration::from_secs(1);
+
+/// Messages a lane has been given and not yet taken, in the order they arrived.
+#[derive(Default)]
+struct Queue {
+    messages: std::sync::Mutex<VecDeque<Message>>,
+    ready: Notify,
+}
+
+impl Queue {
+    fn push(&self, message: Message) {
+        if let Ok(mut messages) = self.messages.lock() {
+            messages.push_back(message);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The next message, or `None` at shutdown.
+    async fn pop(&self, shutdown: &CancellationToken) -> Option<Message> {
+        loop {
+            if let Some(message) = self.messages.lock().ok()?.pop_front() {
+                return Some(message);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = self.ready.notified() => {}
+            }
+        }
+    }
+
+    /// Forgets what is waiting (it is redelivered to whichever worker holds the pin).
+    fn clear(&self) -> usize {
+        self.messages.lock().map_or(0, |mut m| m.drain(..).count())
+    }
+
+    fn waiting(&self) -> Vec<Message> {
+        self.messages
+            .lock()
+            .map_or_else(|_| Vec::new(), |m| m.iter().cloned().collect())
+    }
 }
 
 impl SinkWorker {
@@ -66,6 +146,7 @@ impl SinkWorker {
         sink: Sink,
         retry: RetryConfig,
         js: jetstream::Context,
+        events: jetstream::stream::Stream,
         consumer: PullConsumer,
         metrics: WorkerMetrics,
     ) -> SinkWorker {
@@ -82,6 +163,7 @@ impl SinkWorker {
             sink: Arc::new(sink),
             retry,
             js,
+            events,
             consumer,
             metrics,
         }
@@ -90,8 +172,6 @@ impl SinkWorker {
     /// Pulls and delivers until `shutdown`; lanes finish (or hand back) what they hold.
     pub async fn run(self, shutdown: CancellationToken) {
         let lanes = self.sink.config.concurrency;
-        let mut senders = Vec::with_capacity(lanes);
-        let mut tasks = Vec::with_capacity(lanes);
         let lane = Arc::new(Lane {
             sink: self.sink.clone(),
             breaker: self.breaker.clone(),
@@ -102,62 +182,260 @@ impl SinkWorker {
             metrics: self.metrics.clone(),
             shutdown: shutdown.clone(),
         });
-        for _ in 0..lanes {
-            let (tx, mut rx) = mpsc::channel::<Message>(2);
-            senders.push(tx);
-            let lane = lane.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(message) = rx.recv().await {
-                    lane.traced(message).await;
-                }
-            }));
-        }
+        let queues: Vec<Arc<Queue>> = (0..lanes).map(|_| Arc::default()).collect();
+        let tasks: Vec<_> = queues
+            .iter()
+            .map(|queue| {
+                let (queue, lane, shutdown) = (queue.clone(), lane.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    while let Some(message) = queue.pop(&shutdown).await {
+                        lane.traced(message).await;
+                    }
+                })
+            })
+            .collect();
         let sink = self.sink.name();
-        let mut failing = false;
+        let mut pull = Pull::default();
+        let mut keepalive = tokio::time::interval(self.sink.config.ack_wait / 3);
+        let mut standby = tokio::time::interval(STANDBY_CHECK);
         while !shutdown.is_cancelled() {
-            if self.breaker.state() == BreakerState::Open {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(BREAKER_POLL) => continue,
-                }
+            if pull.messages.is_none() {
+                pull.messages = pull.open(&self.consumer, lanes, sink, &shutdown).await;
             }
-            let batch = self
-                .consumer
-                .fetch()
-                .max_messages(lanes * 2)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!(sink, "pulling again");
-                    }
-                    batch
-                }
-                Err(error) => {
-                    if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(sink, %error, "cannot pull from NATS; retrying");
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
+            let Some(messages) = pull.messages.as_mut() else {
+                break;
             };
-            while let Some(message) = batch.next().await {
-                let Ok(message) = message else { break };
-                let index = lane_of(&message, lanes);
-                if senders[index].send(message).await.is_err() {
-                    break;
+            let standing_by = pull.pin.is_none();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = keepalive.tick() => {
+                    self.keep(&queues).await;
+                    self.check_pin(&mut pull, &queues).await;
                 }
+                _ = standby.tick(), if standing_by => self.watch_pin(&mut pull).await,
+                next = messages.next() => match next {
+                    None => pull.ended(sink),
+                    Some(Err(error)) => pull.failed(sink, &error),
+                    Some(Ok(message)) => self.receive(&mut pull, &queues, message).await,
+                },
             }
         }
-        drop(senders);
         for task in tasks {
             let _ = task.await;
         }
+        if pull.pin.is_some() {
+            // Let a standby take over at once rather than after `takeover_after`.
+            if let Err(error) = self
+                .events
+                .unpin_consumer(self.consumer_name(), GROUP)
+                .await
+            {
+                tracing::warn!(sink, %error, "cannot release the sink to a standby worker");
+            }
+        }
+        self.metrics.active.with_label_values(&[sink]).set(0);
         tracing::info!(sink, "sink worker stopped");
+    }
+
+    fn consumer_name(&self) -> &str {
+        &self.consumer.cached_info().name
+    }
+
+    /// Takes one message from the pull: the first one of a new pin makes this worker the
+    /// sink's active one (see [`SinkWorker::take_over`]); after a rewind, deliveries from
+    /// before it are skipped; the rest go to their lane.
+    async fn receive(&self, pull: &mut Pull, queues: &[Arc<Queue>], message: Message) {
+        let pin = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(PIN_HEADER))
+            .map(|v| v.as_str().to_owned());
+        if pin.is_some() && pin != pull.pin {
+            pull.pin = pin;
+            pull.rewound_to = self.take_over(queues).await;
+            if pull.rewound_to.is_some() {
+                // It comes again, in order, after the rewind.
+                return;
+            }
+        }
+        if let Some(first) = pull.rewound_to {
+            match message.info() {
+                Ok(info) if info.consumer_sequence == first => pull.rewound_to = None,
+                // Delivered before the rewind took effect: it comes again after it.
+                _ => return,
+            }
+        }
+        let lane = lane_of(&message, queues.len());
+        queues[lane].push(message);
+    }
+
+    /// Becomes the sink's active worker. What the previous one (or this one, before it lost
+    /// the pin) received and did not acknowledge would come back only after `ack_wait`,
+    /// after later events of the same holders: so the consumer is rewound to its ack floor
+    /// (`CONSUMER.RESET`, nats-server 2.14+), and everything unacknowledged is delivered
+    /// again at once, in stream order, before anything newer. What waits in the lanes'
+    /// queues comes again too, so it is forgotten here. Answers the consumer sequence of the
+    /// first delivery after the rewind, or `None` when it could not be rewound (then the
+    /// unacknowledged events come back after `ack_wait`, as before).
+    async fn take_over(&self, queues: &[Arc<Queue>]) -> Option<u64> {
+        let sink = self.sink.name();
+        let forgotten: usize = queues.iter().map(|q| q.clear()).sum();
+        self.metrics.active.with_label_values(&[sink]).set(1);
+        self.metrics.takeovers.with_label_values(&[sink]).inc();
+        match self.events.reset_consumer(self.consumer_name(), None).await {
+            Ok(reset) => {
+                tracing::info!(
+                    sink,
+                    from_stream_sequence = reset.reset_seq,
+                    forgotten,
+                    "this worker delivers to the sink now; unacknowledged events are delivered again first"
+                );
+                Some(reset.info.ack_floor.consumer_sequence + 1)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    sink,
+                    %error,
+                    "this worker delivers to the sink now, but cannot rewind its consumer: events a previous worker left unacknowledged come back after ack_wait"
+                );
+                None
+            }
+        }
+    }
+
+    /// Notes whether this worker still holds the pin; if another one took it (this one
+    /// stopped pulling for `takeover_after`: a stall, a partition), what waits in the
+    /// queues is left to it.
+    async fn check_pin(&self, pull: &mut Pull, queues: &[Arc<Queue>]) {
+        let Some(ours) = pull.pin.clone() else {
+            return;
+        };
+        let Ok(info) = self.events.consumer_info(self.consumer_name()).await else {
+            return;
+        };
+        let pinned = info
+            .priority_groups
+            .iter()
+            .find(|g| g.group == GROUP)
+            .and_then(|g| g.pinned_client_id.clone());
+        if pinned.as_deref() != Some(ours.as_str()) {
+            let sink = self.sink.name();
+            let left: usize = queues.iter().map(|q| q.clear()).sum();
+            tracing::warn!(sink, left, "another worker took the sink over; standing by");
+            self.metrics.active.with_label_values(&[sink]).set(0);
+            pull.pin = None;
+            pull.rewound_to = None;
+        }
+    }
+
+    /// While standing by: when the pin moves (the active worker stopped pulling) and the
+    /// consumer has unacknowledged events but nothing new to deliver, no message would
+    /// reach the newly pinned worker — so it would never learn that it is active, and the
+    /// events would wait for `ack_wait`. Rewinding the consumer makes them deliverable
+    /// now; whichever worker holds the pin receives them and takes over (rewinding once
+    /// more, from what it then knows is its own place).
+    async fn watch_pin(&self, pull: &mut Pull) {
+        let Ok(info) = self.events.consumer_info(self.consumer_name()).await else {
+            return;
+        };
+        let pinned = info
+            .priority_groups
+            .iter()
+            .find(|g| g.group == GROUP)
+            .and_then(|g| g.pinned_client_id.clone());
+        let moved = pull
+            .seen_pinned
+            .as_ref()
+            .is_some_and(|seen| *seen != pinned);
+        pull.seen_pinned = Some(pinned);
+        if moved && info.num_ack_pending > 0 && info.num_pending == 0 {
+            let sink = self.sink.name();
+            match self.events.reset_consumer(self.consumer_name(), None).await {
+                Ok(_) => tracing::info!(
+                    sink,
+                    unacknowledged = info.num_ack_pending,
+                    "the active worker changed; its unacknowledged events are delivered again now"
+                ),
+                Err(error) => tracing::warn!(sink, %error, "cannot rewind the consumer"),
+            }
+        }
+    }
+
+    /// Keeps the messages waiting in the queues ours (not redelivered meanwhile).
+    async fn keep(&self, queues: &[Arc<Queue>]) {
+        for queue in queues {
+            for message in queue.waiting() {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+/// The header a pinned client's messages carry: the pin of the client they were sent to.
+const PIN_HEADER: &str = "Nats-Pin-Id";
+
+/// The sink's pull: its message stream, and this worker's place in the priority group.
+#[derive(Default)]
+struct Pull {
+    messages: Option<pull::Stream>,
+    /// The pin this worker holds (the `Nats-Pin-Id` of the messages it receives).
+    pin: Option<String>,
+    /// After a rewind: the consumer sequence of its first delivery.
+    rewound_to: Option<u64>,
+    /// While standing by: the pinned client last seen in the consumer's state.
+    seen_pinned: Option<Option<String>>,
+    failing: bool,
+}
+
+impl Pull {
+    /// Opens the message stream (retrying every second); `None` at shutdown.
+    async fn open(
+        &mut self,
+        consumer: &PullConsumer,
+        lanes: usize,
+        sink: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<pull::Stream> {
+        loop {
+            let opened = consumer
+                .stream()
+                .group(GROUP)
+                .max_messages_per_batch(lanes * 2)
+                .expires(PULL_EXPIRY)
+                .messages()
+                .await;
+            match opened {
+                Ok(messages) => {
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!(sink, "pulling again");
+                    }
+                    return Some(messages);
+                }
+                Err(error) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::warn!(sink, %error, "cannot pull from NATS; retrying");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stream ended: a new one starts on standby (a new client of the group).
+    fn ended(&mut self, sink: &str) {
+        tracing::warn!(sink, "the pull ended; opening a new one");
+        self.messages = None;
+        self.pin = None;
+        self.rewound_to = None;
+    }
+
+    fn failed(&mut self, sink: &str, error: &pull::MessagesError) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::warn!(sink, %error, "pulling from NATS failed; retrying");
+        }
     }
 }
 

@@ -11,7 +11,9 @@
 //!
 //! Each sink has its own durable pull consumer (`latch-<sink>`) reading the event kinds
 //! routed to it plus its replay subject (`latch.replay.<sink>`), so sinks progress,
-//! fail and recover independently.
+//! fail and recover independently. Several workers can run: the consumer pins one of them
+//! (a NATS priority group with a pinned client) and the others stand by, taking over
+//! when the active one stops pulling (see [`deliver`]).
 
 pub mod breaker;
 pub mod config;
@@ -31,6 +33,10 @@ use crate::deliver::SinkWorker;
 use crate::metrics::WorkerMetrics;
 use crate::sink::Sink;
 use latch_core::admin::Readiness;
+
+/// Events a sink's worker may hold unacknowledged (calling, retrying, or waiting for their
+/// lane or the breaker).
+const MAX_IN_HAND: i64 = 1000;
 
 /// The durable consumer name of a sink.
 pub fn consumer_name(sink: SinkKind) -> String {
@@ -80,7 +86,11 @@ impl Worker {
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
                     max_deliver: -1,
-                    max_ack_pending: 1000,
+                    max_ack_pending: MAX_IN_HAND,
+                    // One worker delivers; the others stand by (see `deliver`).
+                    priority_policy: consumer::PriorityPolicy::PinnedClient,
+                    priority_groups: vec![deliver::GROUP.to_owned()],
+                    priority_timeout: config.takeover_after,
                     ..Default::default()
                 })
                 .await
@@ -90,6 +100,7 @@ impl Worker {
                 sink,
                 retry,
                 js.clone(),
+                stream.clone(),
                 consumer,
                 metrics.clone(),
             ));

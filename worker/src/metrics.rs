@@ -16,6 +16,9 @@ pub struct WorkerMetrics {
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
     pub dlq_depth: IntGauge,
+    /// 1 while this worker is the one delivering to the sink, 0 on standby.
+    pub active: IntGaugeVec,
+    pub takeovers: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -74,6 +77,28 @@ impl WorkerMetrics {
                     Opts::new(
                         "latch_worker_breaker_transitions_total",
                         "Circuit breaker state changes per sink.",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid counter"),
+            ),
+            active: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "latch_worker_active",
+                        "1 while this worker delivers to the sink (holds its consumer's pin), 0 while it stands by.",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid gauge"),
+            ),
+            takeovers: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_worker_takeovers_total",
+                        "Times this worker became the one delivering to the sink (at start, or from a worker that stopped pulling).",
                     ),
                     &["sink"],
                 )

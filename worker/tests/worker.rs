@@ -51,6 +51,7 @@ impl Setup {
         config.breaker_failures = 3;
         config.breaker_open = Duration::from_secs(1);
         config.ack_wait = Duration::from_secs(2);
+        config.takeover_after = Duration::from_secs(2);
         config
     }
 
@@ -200,14 +201,21 @@ async fn a_worker_that_dies_after_the_call_and_before_the_ack_applies_once() {
         .get_consumer("latch-legacy")
         .await
         .unwrap();
-    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-    let message = batch.next().await.unwrap().unwrap();
+    let mut pulled = consumer
+        .stream()
+        .group(latch_worker::deliver::GROUP)
+        .max_messages_per_batch(1)
+        .messages()
+        .await
+        .unwrap();
+    let message = pulled.next().await.unwrap().unwrap();
     let envelope: Envelope = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(envelope.id, id);
     let sink = Sink::new(config.clone()).unwrap();
     let outcome = sink.deliver(&envelope, &message.payload, None).await;
     assert_eq!(outcome, latch_worker::sink::Outcome::Delivered);
     drop(message); // never acknowledged
+    drop(pulled); // and the worker is gone
 
     // A new worker gets it again after the ack wait and calls with the same key.
     let (_, token) = setup.worker(vec![config]).await;
