@@ -68,26 +68,9 @@ pub async fn status(
         )
         .await?;
     let (pending, oldest): (i64, f64) = (row.get(0), row.get(1));
-
     let nats = NatsConfig::from_source(source)?;
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&nats.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach NATS at {} (LATCH_NATS_URL): {e}", nats.url))?;
-    let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream(&nats.events_stream).await?;
-    let info = stream.get_info().await?;
-    let mut consumers = Vec::new();
-    for sink in ["legacy", "webhooks"] {
-        if let Ok(consumer) = stream.consumer_info(format!("latch-{sink}")).await {
-            consumers.push((sink, consumer.num_pending, consumer.num_ack_pending as u64));
-        }
-    }
-    let dead = match js.get_stream(latch_core::nats::DLQ_STREAM).await {
-        Ok(dlq) => dlq.get_info().await?.state.messages,
-        Err(_) => 0,
-    };
+    // PostgreSQL's side is reported whatever NATS does: a NATS outage is when it matters.
+    let stream = stream_status(source, &nats).await;
 
     let mut problems = Vec::new();
     if oldest > max_age.as_secs_f64() {
@@ -95,51 +78,154 @@ pub async fn status(
             "oldest pending outbox row is {oldest:.0}s old (> {max_age:?})"
         ));
     }
-    for (sink, waiting, in_flight) in &consumers {
-        if waiting + in_flight > max_pending {
-            problems.push(format!(
-                "{sink} has {} events to go (> {max_pending})",
-                waiting + in_flight
-            ));
+    if let Ok(stream) = &stream {
+        for consumer in &stream.consumers {
+            if consumer.to_go() > max_pending {
+                problems.push(format!(
+                    "{} has {} events to go (> {max_pending})",
+                    consumer.sink,
+                    consumer.to_go()
+                ));
+            }
         }
     }
+    let unreachable = stream.as_ref().err().map(|error| {
+        format!(
+            "cannot reach NATS at {} (LATCH_NATS_URL): {error:#}",
+            nats.url
+        )
+    });
     if json {
-        let consumers: Vec<_> = consumers
-            .iter()
-            .map(|(sink, waiting, in_flight)| serde_json::json!({"sink": sink, "pending": waiting, "in_flight": in_flight}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "outbox": {"pending_rows": pending, "oldest_pending_age_seconds": oldest},
-                "stream": {"name": info.config.name, "messages": info.state.messages, "last_sequence": info.state.last_sequence},
-                "consumers": consumers,
-                "dead_letters": dead,
-                "problems": problems,
-            })
-        );
+        let mut report = serde_json::json!({
+            "outbox": {"pending_rows": pending, "oldest_pending_age_seconds": oldest},
+            "problems": problems,
+        });
+        match &stream {
+            Ok(stream) => {
+                report["stream"] = serde_json::json!({
+                    "name": stream.name, "messages": stream.messages,
+                    "last_sequence": stream.last_sequence,
+                });
+                report["consumers"] = stream
+                    .consumers
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "sink": c.sink, "pending": c.waiting, "in_flight": c.in_flight,
+                            "rate_per_second": c.rate,
+                            "drain_seconds_at_least": c.drain_seconds(),
+                        })
+                    })
+                    .collect();
+                report["dead_letters"] = stream.dead_letters.into();
+            }
+            Err(_) => report["nats_error"] = unreachable.clone().into(),
+        }
+        println!("{report}");
     } else {
         println!("outbox     {pending} pending row(s), oldest {oldest:.1}s");
-        println!(
-            "stream     {}: {} message(s), last sequence {}",
-            info.config.name, info.state.messages, info.state.last_sequence
-        );
-        for (sink, waiting, in_flight) in &consumers {
-            println!(
-                "{:<10} {waiting} to deliver, {in_flight} in flight",
-                format!("{sink}")
-            );
+        match &stream {
+            Ok(stream) => {
+                println!(
+                    "stream     {}: {} message(s), last sequence {}",
+                    stream.name, stream.messages, stream.last_sequence
+                );
+                for c in &stream.consumers {
+                    println!(
+                        "{:<10} {} to deliver, {} in flight; at {}/s (LATCH_SINKS_{}_RATE) at least {:.0}s to drain",
+                        c.sink,
+                        c.waiting,
+                        c.in_flight,
+                        c.rate,
+                        c.sink.to_uppercase(),
+                        c.drain_seconds()
+                    );
+                }
+                println!("dlq        {} dead letter(s)", stream.dead_letters);
+            }
+            Err(_) => {
+                if let Some(unreachable) = &unreachable {
+                    println!("nats       UNREACHABLE: {unreachable}");
+                }
+            }
         }
-        println!("dlq        {dead} dead letter(s)");
         for problem in &problems {
             println!("LAGGING: {problem}");
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::new(LAGGING, problems.join("; ")).into())
+    if !problems.is_empty() {
+        return Err(Failure::new(LAGGING, problems.join("; ")).into());
     }
+    match unreachable {
+        Some(unreachable) => Err(anyhow::anyhow!(unreachable)),
+        None => Ok(()),
+    }
+}
+
+/// What NATS holds: the event stream, each sink's backlog, the dead letters.
+struct StreamStatus {
+    name: String,
+    messages: u64,
+    last_sequence: u64,
+    consumers: Vec<ConsumerStatus>,
+    dead_letters: u64,
+}
+
+struct ConsumerStatus {
+    sink: &'static str,
+    /// Not yet delivered to a worker.
+    waiting: u64,
+    /// Delivered, not yet acknowledged.
+    in_flight: u64,
+    /// The sink's call rate limit, as these settings give it (the worker's own may differ).
+    rate: u64,
+}
+
+impl ConsumerStatus {
+    fn to_go(&self) -> u64 {
+        self.waiting + self.in_flight
+    }
+
+    /// The shortest time the backlog can take, calls being limited to `rate` per second
+    /// (a failing sink, retries and breaker pauses make it longer).
+    fn drain_seconds(&self) -> f64 {
+        self.to_go() as f64 / self.rate.max(1) as f64
+    }
+}
+
+async fn stream_status(source: &Source, nats: &NatsConfig) -> anyhow::Result<StreamStatus> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&nats.url)
+        .await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(&nats.events_stream).await?;
+    let info = stream.get_info().await?;
+    let mut consumers = Vec::new();
+    for sink in ["legacy", "webhooks"] {
+        if let Ok(consumer) = stream.consumer_info(format!("latch-{sink}")).await {
+            consumers.push(ConsumerStatus {
+                sink,
+                waiting: consumer.num_pending,
+                in_flight: consumer.num_ack_pending as u64,
+                rate: source.get_or(
+                    &format!("sinks.{sink}.rate"),
+                    latch_worker::config::DEFAULT_RATE as u64,
+                )?,
+            });
+        }
+    }
+    let dead_letters = match js.get_stream(latch_core::nats::DLQ_STREAM).await {
+        Ok(dlq) => dlq.get_info().await?.state.messages,
+        Err(_) => 0,
+    };
+    Ok(StreamStatus {
+        name: info.config.name,
+        messages: info.state.messages,
+        last_sequence: info.state.last_sequence,
+        consumers,
+        dead_letters,
+    })
 }
 
 pub async fn republish(

@@ -408,4 +408,29 @@ async fn outbox_status_exits_non_zero_when_lagging() {
         message.contains("LATCH_NATS_URL") && !message.contains("panicked"),
         "{message}"
     );
+    // What PostgreSQL holds is reported all the same, and the server is named.
+    let printed = String::from_utf8_lossy(&unreachable.stdout);
+    assert!(printed.contains("outbox     1 pending row(s)"), "{printed}");
+    assert!(
+        printed.contains("UNREACHABLE") && printed.contains("nats://127.0.0.1:1"),
+        "{printed}"
+    );
+    // And a lagging outbox during a NATS outage exits 3, for the cron check that pages.
+    let lagging = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args(["outbox", "status", "--max-age", "0s", "--json"])
+        .env("LATCH_DATABASE_URL", stack.db.operator_url().expose())
+        .env("LATCH_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(lagging.status.code(), Some(3), "{}", text(&lagging));
+    let report: serde_json::Value = serde_json::from_slice(&lagging.stdout).unwrap();
+    assert_eq!(report["outbox"]["pending_rows"], 1);
+    assert!(
+        report["nats_error"]
+            .as_str()
+            .unwrap()
+            .contains("nats://127.0.0.1:1"),
+        "{report}"
+    );
 }

@@ -36,6 +36,8 @@
 //! - What Prometheus shows agrees with what happened: every recorded action was acknowledged
 //!   by the stream once (new or duplicate), one event was dead-lettered, the unlocks are
 //!   counted by decision.
+//! - The outbox-age alert's own expression (its threshold lowered to 3 s) fires on what
+//!   Prometheus scrapes while NATS is down and an action waits in the outbox.
 //!
 //! Why selectors, for the rules: an alert's expression ends in a comparison (`> 600`,
 //! `== 0`), so it rightly returns nothing while all is well, and asking it for series would
@@ -444,6 +446,28 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
                 .join("\n")
         );
     }
+
+    // --- the outbox-age alert during a NATS outage ----------------------------------------
+    // The alert that guards the stream's duplicate window must see the outbox age grow
+    // while NATS is down: its own expression, as Prometheus loaded it, with the threshold
+    // lowered from minutes to seconds, fires on what Prometheus scrapes from the relay.
+    let aging = rules
+        .iter()
+        .find(|r| r["name"] == "LatchOutboxOldestRowAging")
+        .and_then(|r| r["query"].as_str())
+        .expect("the LatchOutboxOldestRowAging rule");
+    let (condition, _threshold) = aging.rsplit_once('>').expect("a `> threshold` comparison");
+    let firing = format!("{condition}> 3");
+    nats.kill();
+    api_client.unlock(&reader_key, "CARD-OBS-A").await;
+    wait_until(
+        &format!("Prometheus to see the outbox age pass 3 s: {firing}"),
+        DEADLINE,
+        || async { prom.scalar(&firing).await.filter(|age| *age > 3.0) },
+    )
+    .await;
+    nats.restart();
+    outbox_drained(&db).await;
 }
 
 /// A check-in sent with a `traceparent` is exported as the API's server span, a child of

@@ -235,9 +235,13 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(self.config.max_backoff);
         let mut standing_by = false;
+        let mut unreachable = false;
         while !shutdown.is_cancelled() {
             let wait = match Leadership::try_acquire(&self.database_url).await {
                 Ok(Some(leadership)) => {
+                    if std::mem::take(&mut unreachable) {
+                        tracing::info!("PostgreSQL answers again");
+                    }
                     self.check_privileges().await?;
                     tracing::info!("this relay leads: publishing the outbox");
                     self.metrics.leader.set(1);
@@ -248,6 +252,9 @@ impl Relay {
                     Duration::ZERO
                 }
                 Ok(None) => {
+                    if std::mem::take(&mut unreachable) {
+                        tracing::info!("PostgreSQL answers again");
+                    }
                     // A standby relay is ready: it can take over at any moment.
                     self.readiness.set(true);
                     if !standing_by {
@@ -257,10 +264,13 @@ impl Relay {
                     self.config.poll_interval
                 }
                 Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot reach PostgreSQL for leadership"
-                    );
+                    // Once per outage, not at every retry.
+                    if !std::mem::replace(&mut unreachable, true) {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "cannot reach PostgreSQL for leadership; retrying"
+                        );
+                    }
                     backoff.next()
                 }
             };
@@ -302,7 +312,16 @@ impl Relay {
     async fn lead(&self, leadership: &Leadership, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(self.config.max_backoff);
         let mut failing: Option<&'static str> = None;
-        let mut backlog_read = Instant::now() - self.config.poll_interval;
+        // The backlog is read on a clock of its own, so that its gauges keep telling the
+        // truth when publishing stalls (NATS down) — exactly when they are watched.
+        let watching = shutdown.child_token();
+        let _stop_watching = watching.clone().drop_guard();
+        tokio::spawn(watch_backlog(
+            self.pool.clone(),
+            self.metrics.clone(),
+            self.config.poll_interval,
+            watching,
+        ));
         // Writers notify only once the relay has armed (see `wake`); at start it has not.
         let mut wake = Wake::default();
         let mut committing = Committing::default();
@@ -324,10 +343,6 @@ impl Relay {
                     }
                     self.readiness.set(true);
                     backoff.reset();
-                    if backlog_read.elapsed() >= self.config.poll_interval {
-                        self.read_backlog().await;
-                        backlog_read = Instant::now();
-                    }
                     if report.claimed > 0 {
                         // Rows may have been committed meanwhile: look again at once.
                         continue;
@@ -418,9 +433,20 @@ impl Relay {
             claimed.finish(&[]).await?;
             return Ok(DrainReport::default());
         }
+        // Bounded as a whole: with NATS gone, handing messages to the client blocks once its
+        // buffer is full, and the claim (a transaction holding the rows) must not stay open
+        // for the length of the outage.
+        let bound = self.publisher.timeout() * 2;
         let publish = async {
             let started = Instant::now();
-            let published = self.publisher.publish_prepared(&rows, prepared).await;
+            let published =
+                tokio::time::timeout(bound, self.publisher.publish_prepared(&rows, prepared))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PublishError::Unacknowledged(format!(
+                            "the batch was not acknowledged within {bound:?}"
+                        )))
+                    });
             (published, started.elapsed())
         };
         let claim_next = async {
@@ -506,19 +532,32 @@ impl Relay {
         }
     }
 
-    async fn read_backlog(&self) {
-        let Ok(client) = self.pool.get().await else {
-            return;
-        };
-        if let Ok((rows, age)) = outbox::backlog(&client).await {
-            self.metrics.pending_rows.set(rows);
-            self.metrics.oldest_pending_age.set(age);
-        }
-    }
-
     /// The publisher, for tools and tests that publish claimed rows themselves.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+}
+
+/// Reads the outbox backlog into the leader's gauges every `every` until `stop`.
+async fn watch_backlog(
+    pool: Pool,
+    metrics: RelayMetrics,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(client) = pool.get().await else {
+            continue;
+        };
+        if let Ok((rows, age)) = outbox::backlog(&client).await {
+            metrics.pending_rows.set(rows);
+            metrics.oldest_pending_age.set(age);
+        }
     }
 }
 

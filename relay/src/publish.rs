@@ -268,6 +268,11 @@ impl Publisher {
     }
 
     /// The current cost estimates.
+    /// How long one acknowledgement may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn costs(&self) -> Costs {
         *self.costs.lock().unwrap_or_else(|e| e.into_inner())
     }

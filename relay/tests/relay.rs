@@ -390,6 +390,83 @@ async fn events_written_while_nats_is_down_arrive_after_it_returns() {
     token.cancel();
 }
 
+/// Records `n` actions in one statement, each for a holder of its own, as the API's login.
+async fn record_many(db: &TestDb, n: i64) {
+    db.app()
+        .await
+        .execute(
+            "INSERT INTO actions (id, kind, site, holder_id, reader_id, reader_seq, occurred_at)
+             SELECT h, 'check_in', 'hq', h, h, g, now()
+             FROM (SELECT gen_random_uuid() AS h, g FROM generate_series(1, $1::bigint) AS g) AS x",
+            &[&n],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn while_nats_is_down_the_relay_keeps_counting_and_its_gauges_keep_tracking_the_outbox() {
+    let mut setup = Setup::new().await;
+    let relay = setup.relay(500).await;
+    let metrics = relay.metrics.clone();
+    let token = setup.spawn(relay);
+    record_many(&setup.db, 10).await;
+    setup.wait_for_messages(10).await;
+
+    // A long outage with a backlog: far more than the NATS client buffers, and longer than
+    // the relay's longest backoff (500 ms here) many times over.
+    setup.nats.kill();
+    let errors = || {
+        ["nats_unavailable", "nats_refused"]
+            .iter()
+            .map(|state| metrics.errors.with_label_values(&[*state]).get())
+            .sum::<u64>()
+    };
+    let mut longest_claim = 0.0f64;
+    for round in 1..=6 {
+        record_many(&setup.db, 1500).await;
+        let pending = setup.pending().await;
+        // The gauges follow PostgreSQL, whatever publishing does.
+        wait_until(
+            "the pending-rows gauge to follow the outbox",
+            DEADLINE,
+            || async { (metrics.pending_rows.get() == pending).then_some(()) },
+        )
+        .await;
+        // Failures keep being counted.
+        let before = errors();
+        wait_until("more failed attempts to be counted", DEADLINE, || async {
+            (errors() > before).then_some(())
+        })
+        .await;
+        // No claim stays open for the outage: a transaction holds rows only while one
+        // bounded publish attempt lasts (2 x the 2 s request timeout here).
+        let open: f64 = setup
+            .value(
+                "SELECT COALESCE(max(EXTRACT(EPOCH FROM now() - xact_start)), 0)::float8
+                 FROM pg_stat_activity WHERE usename = 'latch_relay' AND xact_start IS NOT NULL",
+            )
+            .await;
+        longest_claim = longest_claim.max(open);
+        eprintln!(
+            "round {round}: outbox {pending} rows, gauge {} rows, oldest {:.1}s; errors {}; longest open claim {open:.1}s",
+            metrics.pending_rows.get(),
+            metrics.oldest_pending_age.get(),
+            errors()
+        );
+    }
+    assert!(
+        longest_claim < 6.0,
+        "a claim stayed open {longest_claim:.1}s"
+    );
+    assert!(metrics.oldest_pending_age.get() > 1.0);
+
+    setup.nats.restart();
+    setup.wait_for_messages(10 + 6 * 1500).await;
+    assert_eq!(setup.pending().await, 0);
+    token.cancel();
+}
+
 #[tokio::test]
 async fn a_batch_claimed_ahead_is_released_when_the_one_before_it_fails() {
     let mut setup = Setup::new().await;

@@ -76,6 +76,9 @@ pub struct SinkConfig {
     pub takeover_after: Duration,
 }
 
+/// Calls per second to a sink when `sinks.<sink>.rate` is not set.
+pub const DEFAULT_RATE: usize = 200;
+
 const DEFAULT_TAKEOVER: Duration = Duration::from_secs(5);
 const MIN_TAKEOVER: Duration = Duration::from_secs(2);
 
@@ -102,7 +105,7 @@ impl SinkConfig {
             kinds,
             timeout: source.duration_or(&key("timeout"), Duration::from_secs(5))?,
             max_attempts: source.positive_or(&key("max_attempts"), 8)? as u32,
-            rate_per_second: source.positive_or(&key("rate"), 200)? as u32,
+            rate_per_second: source.positive_or(&key("rate"), DEFAULT_RATE)? as u32,
             concurrency: source.positive_or(&key("concurrency"), 16)?,
             breaker_failures: source.positive_or(&key("breaker_failures"), 5)? as u32,
             breaker_open: source.duration_or(&key("breaker_open"), Duration::from_secs(5))?,
@@ -132,7 +135,7 @@ impl SinkConfig {
             kinds: parse_kinds(kind.default_kinds()).unwrap_or_default(),
             timeout: Duration::from_secs(5),
             max_attempts: 8,
-            rate_per_second: 200,
+            rate_per_second: DEFAULT_RATE as u32,
             concurrency: 16,
             breaker_failures: 5,
             breaker_open: Duration::from_secs(5),
