@@ -41,6 +41,8 @@ enum Command {
     /// Deliver events to the legacy attendance system and to webhooks.
     ///
     /// A sink is enabled by its URL (LATCH_SINKS_LEGACY_URL, LATCH_SINKS_WEBHOOKS_URL).
+    /// Run several: one delivers to each sink, the others stand by and take over when it
+    /// stops pulling (LATCH_SINKS_<SINK>_TAKEOVER_AFTER).
     ///
     /// Example: LATCH_SINKS_WEBHOOKS_URL=https://hooks.example/latch LATCH_SINKS_WEBHOOKS_SECRET=whsec latch worker
     Worker,

@@ -425,7 +425,8 @@ fn finish(refused: &[(Group, String)]) -> anyhow::Result<()> {
         Err(Failure::new(
             REFUSED,
             format!(
-                "{} dead letter(s) refused by the stale-replay guard",
+                "exit 4: {} dead letter(s) refused by the stale-replay guard (listed above; \
+                 --force replays them anyway); the others were done",
                 refused.len()
             ),
         )

@@ -56,8 +56,19 @@ impl NatsConfig {
                         .into(),
             });
         }
+        let url = match source.get::<String>("nats.url")? {
+            Some(url) => url,
+            None => {
+                // Whatever listens there would be taken for latch's NATS: say so.
+                tracing::warn!(
+                    url = DEFAULT_URL,
+                    "LATCH_NATS_URL is not set: using the default"
+                );
+                DEFAULT_URL.to_owned()
+            }
+        };
         Ok(NatsConfig {
-            url: source.get_or("nats.url", "nats://127.0.0.1:4222".to_owned())?,
+            url,
             events_stream: source.get_or("nats.events_stream", EVENTS_STREAM.to_owned())?,
             duplicate_window,
             max_age: source.duration_or("nats.max_age", Duration::from_secs(7 * 86_400))?,
@@ -77,20 +88,24 @@ impl NatsConfig {
     }
 }
 
+/// Where NATS is looked for when `LATCH_NATS_URL` is not set (a warning is logged).
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
 /// Connects, retrying in the background if the server is not up yet: roles start and keep
 /// running while NATS is down, and log when the connection changes state.
 pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
     let role = name.to_owned();
+    let url = config.url.clone();
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .request_timeout(Some(config.request_timeout))
         .event_callback(move |event| {
-            let role = role.clone();
+            let (role, url) = (role.clone(), url.clone());
             async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!(role, "connected to NATS"),
+                    async_nats::Event::Connected => tracing::info!(role, url, "connected to NATS"),
                     async_nats::Event::Disconnected => {
                         tracing::warn!(role, "disconnected from NATS; reconnecting")
                     }
