@@ -193,13 +193,34 @@ impl ConsumerStatus {
     }
 }
 
+fn stream_missing(error: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
 async fn stream_status(source: &Source, nats: &NatsConfig) -> anyhow::Result<StreamStatus> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .connect(&nats.url)
         .await?;
     let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream(&nats.events_stream).await?;
+    let stream = match js.get_stream(&nats.events_stream).await {
+        Ok(stream) => stream,
+        Err(error) if stream_missing(&error) => {
+            // Nothing was ever published: the relay or a worker creates it at start.
+            return Ok(StreamStatus {
+                name: nats.events_stream.clone(),
+                messages: 0,
+                last_sequence: 0,
+                consumers: Vec::new(),
+                dead_letters: 0,
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
     let info = stream.get_info().await?;
     let mut consumers = Vec::new();
     for sink in ["legacy", "webhooks"] {
