@@ -15,8 +15,20 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+/// What a failure means to the code that handles it. Control flow matches on this, never
+/// on `code` or the message, which are for the client and may be reworded freely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A statement found no enabled reader with the key the request presents: answered
+    /// 401 or 403 once [`crate::auth::reader_rejection`] has found out which.
+    UnknownReader,
+    /// Anything else: answered as it stands.
+    Answer,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
+    kind: Kind,
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -42,6 +54,7 @@ pub struct ErrorDetail {
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
+            kind: Kind::Answer,
             status,
             code,
             message: message.into(),
@@ -69,6 +82,14 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// No enabled reader has the presented key (see [`Kind::UnknownReader`]).
+    pub fn unknown_reader() -> Self {
+        ApiError {
+            kind: Kind::UnknownReader,
+            ..Self::unauthorized("unknown or disabled reader key")
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -121,6 +142,10 @@ impl ApiError {
                 "the service is temporarily unavailable; retry shortly",
             )
         }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     pub fn code(&self) -> &'static str {

@@ -17,6 +17,21 @@
 //!
 //! This crate knows nothing about HTTP routes or any sink: it holds the vocabulary and the
 //! plumbing the roles are built from.
+//!
+//! # Error policy (every crate)
+//!
+//! - At a boundary — an HTTP answer, a drain round, a delivery, a command's exit — errors
+//!   are typed: an enum whose variants say what the caller does next (retry, answer,
+//!   dead-letter, page), e.g. `latch_api::error::ApiError` with its `Kind`, the relay's
+//!   `DrainError`, the worker's `Outcome`, the CLI's `Failure` with its exit code.
+//!   Control flow matches on variants, never on message text, so rewording a message can
+//!   never change what happens.
+//! - Inside, `anyhow` with `.context(...)` carries the cause chain; a typed error keeps its
+//!   source (`#[source]`, `#[from]`) instead of turning it into a string.
+//! - Retryable and permanent failures are told apart by type: a database or NATS that does
+//!   not answer is retried (503, backoff, redelivery); a refusal is not.
+//! - Each error is logged once, where it is handled, with its whole chain; what reaches a
+//!   client is the typed answer only, never internal text.
 
 pub mod admin;
 pub mod config;

@@ -88,42 +88,38 @@ impl Default for RelayConfig {
     }
 }
 
-/// Why a drain round failed.
+/// Why a drain round failed. The cause is kept (logged with its chain); what the loop
+/// does about it, and the label it is counted under, follow from the variant alone.
 #[derive(Debug, thiserror::Error)]
 enum DrainError {
     #[error("PostgreSQL: {0}")]
-    Database(String),
+    Database(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL: no connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A task of the drain (the claim ahead, a commit) ended without an answer.
+    #[error("{0}: {1}")]
+    Task(&'static str, #[source] tokio::task::JoinError),
     #[error(transparent)]
     Publish(#[from] PublishError),
 }
 
 impl DrainError {
+    /// The `kind` label of `latch_relay_errors_total`, and the state logged once.
     fn state(&self) -> &'static str {
         match self {
-            DrainError::Database(_) => "postgres",
-            DrainError::Publish(e) => match e.kind() {
-                "refused" => "nats_refused",
-                _ => "nats_unavailable",
-            },
+            DrainError::Database(_) | DrainError::Pool(_) | DrainError::Task(..) => "postgres",
+            DrainError::Publish(PublishError::Refused { .. }) => "nats_refused",
+            DrainError::Publish(PublishError::Unacknowledged(_)) => "nats_unavailable",
         }
-    }
-}
-
-impl From<tokio_postgres::Error> for DrainError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        DrainError::Database(e.to_string())
     }
 }
 
 impl From<outbox::ClaimError> for DrainError {
     fn from(e: outbox::ClaimError) -> Self {
-        DrainError::Database(e.to_string())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for DrainError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        DrainError::Database(e.to_string())
+        match e {
+            outbox::ClaimError::Pool(e) => DrainError::Pool(e),
+            outbox::ClaimError::Database(e) => DrainError::Database(e),
+        }
     }
 }
 
@@ -146,7 +142,7 @@ impl Committing {
             None => Ok(()),
             Some(handle) => match handle.await {
                 Ok(result) => Ok(result?),
-                Err(error) => Err(DrainError::Database(error.to_string())),
+                Err(error) => Err(DrainError::Task("the commit of a published batch", error)),
             },
         }
     }
@@ -461,11 +457,10 @@ impl Relay {
                 let prepared = AtomicBatch::ahead_of_publish(&claimed.rows);
                 Ok(Next { claimed, prepared })
             });
-            Some(next.await.unwrap_or_else(|error| {
-                Err(DrainError::Database(format!(
-                    "the claim ahead failed: {error}"
-                )))
-            }))
+            Some(
+                next.await
+                    .unwrap_or_else(|error| Err(DrainError::Task("the claim ahead", error))),
+            )
         };
         let ((published, publish_time), next) = tokio::join!(publish, claim_next);
         let published = match published {

@@ -58,16 +58,6 @@ pub enum PublishError {
     Refused { err_code: u64, description: String },
 }
 
-impl PublishError {
-    /// A short, stable label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PublishError::Unacknowledged(_) => "unacknowledged",
-            PublishError::Refused { .. } => "refused",
-        }
-    }
-}
-
 /// What came back for a batch.
 #[derive(Debug, Default)]
 pub struct Published {

@@ -221,7 +221,7 @@ pub async fn alarm(
             let guarded = seq::run_guarded(&pool, &key, keyed, seq, async |tx| {
                 let done = alarm_statement(tx, &key, &event)
                     .await?
-                    .ok_or_else(seq::unknown_reader)?;
+                    .ok_or_else(ApiError::unknown_reader)?;
                 Ok(Recorded {
                     response: StoredResponse::new(StatusCode::CREATED, &done)?,
                     reader_id: done.reader_id,

@@ -282,7 +282,7 @@ async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResp
                             reader_id,
                             action_id: Some(event.action_id),
                         }),
-                        PresenceOutcome::UnknownReader => Err(seq::unknown_reader()),
+                        PresenceOutcome::UnknownReader => Err(ApiError::unknown_reader()),
                         PresenceOutcome::Rejected { error, .. } => Err(error),
                     },
                 )

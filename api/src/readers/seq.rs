@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::{ReaderKey, reader_rejection};
-use crate::error::ApiError;
+use crate::error::{ApiError, Kind};
 use crate::idempotency::{self, Keyed, Reply, StoredResponse};
 use crate::metrics::ApiMetrics;
 use crate::readers::alarm::AlarmKind;
@@ -243,7 +243,7 @@ where
         let mut jumped = false;
         if let Some(seq) = &seq {
             match claim(tx, key, seq).await? {
-                Claim::UnknownReader => return Err(unknown_reader()),
+                Claim::UnknownReader => return Err(ApiError::unknown_reader()),
                 Claim::Duplicate(stored) => return Ok(Reply::Replayed(stored.response)),
                 Claim::Reused => return Err(seq_reused(seq.seq)),
                 Claim::Fresh { jumped: j, .. } => jumped = j,
@@ -268,7 +268,7 @@ where
     })
     .await;
     match outcome {
-        Err(e) if e.code() == "unauthorized" => Err(reader_rejection(pool, key).await),
+        Err(e) if e.kind() == Kind::UnknownReader => Err(reader_rejection(pool, key).await),
         Err(e) => Err(e),
         Ok(response) => Ok(Guarded {
             response,
@@ -304,9 +304,4 @@ pub async fn prune(
             return Ok(total);
         }
     }
-}
-
-/// What a statement answers when it found no enabled reader for the key.
-pub fn unknown_reader() -> ApiError {
-    ApiError::unauthorized("unknown or disabled reader key")
 }

@@ -333,7 +333,7 @@ pub async fn unlock(
             let guarded = seq::run_guarded(&pool, &key, keyed, seq, async |tx| {
                 let (reader_id, decision) = unlock_statement(tx, &key, &event)
                     .await?
-                    .ok_or_else(seq::unknown_reader)?;
+                    .ok_or_else(ApiError::unknown_reader)?;
                 let response = StoredResponse::new(StatusCode::OK, &decision)?;
                 decided = Some(decision);
                 Ok(Recorded {

@@ -47,7 +47,7 @@ use item::{Checked, check};
 
 use crate::auth::{ReaderKey, reader_rejection};
 use crate::config::ApiConfig;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, Kind};
 use crate::idempotency::StoredResponse;
 use crate::metrics::ApiMetrics;
 use crate::readers::alarm::{AlarmEvent, alarm_statement};
@@ -178,7 +178,7 @@ pub async fn upload(
         let mut tally = Tally::default();
         for raw in chunk {
             let result = match upload_one(&tx, &upload, raw, &mut tally).await {
-                Err(e) if e.code() == "unauthorized" => {
+                Err(e) if e.kind() == Kind::UnknownReader => {
                     return Err(reader_rejection(&pool, &key).await);
                 }
                 other => other?,
@@ -218,7 +218,7 @@ async fn upload_one(
     };
     let claim = SeqClaim::new(seq, &checked.fingerprint(occurred_at))?;
     let (reader_id, jumped) = match seq::claim(tx, upload.key, &claim).await? {
-        Claim::UnknownReader => return Err(seq::unknown_reader()),
+        Claim::UnknownReader => return Err(ApiError::unknown_reader()),
         Claim::Duplicate(stored) => return Ok(ItemResult::duplicate(seq, stored.action_id)),
         Claim::Reused => return Ok(ItemResult::rejected(Some(seq), &seq::seq_reused(seq))),
         Claim::Fresh { reader_id, jumped } => (reader_id, jumped),
@@ -244,7 +244,7 @@ async fn upload_one(
                 PresenceOutcome::Recorded { response, .. } => {
                     Ok(StoredResponse::new(StatusCode::CREATED, &response)?)
                 }
-                PresenceOutcome::UnknownReader => return Err(seq::unknown_reader()),
+                PresenceOutcome::UnknownReader => return Err(ApiError::unknown_reader()),
                 PresenceOutcome::Rejected { error, .. } => Err(error),
             }
         }
@@ -259,7 +259,7 @@ async fn upload_one(
             };
             let verdict = offline_unlock_statement(tx, upload.key, &event, decision)
                 .await?
-                .ok_or_else(seq::unknown_reader)?;
+                .ok_or_else(ApiError::unknown_reader)?;
             if verdict.disputed {
                 tally.disputed += 1;
             }
@@ -277,7 +277,7 @@ async fn upload_one(
             };
             let done = alarm_statement(tx, upload.key, &event)
                 .await?
-                .ok_or_else(seq::unknown_reader)?;
+                .ok_or_else(ApiError::unknown_reader)?;
             Ok(StoredResponse::new(StatusCode::CREATED, &done)?)
         }
     };
