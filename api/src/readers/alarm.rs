@@ -6,24 +6,20 @@
 //! recorded and published like any other; webhooks get every kind by default.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, post, web};
-use deadpool_postgres::{GenericClient, Pool};
+use actix_web::{HttpResponse, post};
+use deadpool_postgres::GenericClient;
 use latch_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{ReaderKey, reader_rejection};
-use crate::config::ApiConfig;
+use crate::auth::ReaderKey;
 use crate::error::{ApiError, ErrorBody};
-use crate::idempotency::{Keyed, StoredResponse};
-use crate::metrics::ApiMetrics;
-use crate::readers::heartbeat::LastSeen;
-use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
+use crate::readers::post::{ReaderPost, ReaderStatement, Statement};
+use crate::readers::seq::{EventFingerprint, SeqClaim};
 use crate::readers::{attach_trace, canonical_time, validate_seq};
 use crate::timestamp::Timestamp;
-use crate::trace::TraceParent;
 
 /// What the door controller noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -110,6 +106,26 @@ pub(crate) struct AlarmEvent<'a> {
     pub offline: bool,
 }
 
+impl ReaderStatement for AlarmEvent<'_> {
+    type Answer = AlarmResponse;
+    const STATUS: StatusCode = StatusCode::CREATED;
+
+    async fn run(
+        &self,
+        db: &impl GenericClient,
+        key: &ReaderKey,
+    ) -> Result<Statement<AlarmResponse>, ApiError> {
+        Ok(match alarm_statement(db, key, self).await? {
+            Some(answer) => Statement::Recorded {
+                reader_id: answer.reader_id,
+                action_id: answer.action_id,
+                answer,
+            },
+            None => Statement::UnknownReader,
+        })
+    }
+}
+
 /// Records the alarm; `None` when the key matches no enabled reader.
 pub(crate) async fn alarm_statement(
     db: &impl GenericClient,
@@ -176,64 +192,32 @@ pub(crate) fn fingerprint(
 )]
 #[post("/v1/doors/alarm")]
 pub async fn alarm(
-    req: HttpRequest,
-    pool: web::Data<Pool>,
-    metrics: web::Data<ApiMetrics>,
-    config: web::Data<ApiConfig>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
+    post: ReaderPost,
     body: crate::body::Json<AlarmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate_seq(body.seq)?;
     let occurred_at = Timestamp::checked_opt(body.occurred_at, "occurred_at")?;
-    let trace = TraceParent::for_request(&req).to_string();
+    let trace = post.trace();
     let event = AlarmEvent {
         kind: body.alarm.event_kind(body.restored),
         action_id: Uuid::now_v7(),
         trace: &trace,
         seq: body.seq,
         occurred_at,
-        clock_skewed: config
+        clock_skewed: post
+            .config
             .readers
             .is_skewed(occurred_at, OffsetDateTime::now_utc()),
         offline: false,
     };
-    let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
-    let seq = match body.seq {
-        Some(seq) => Some(SeqClaim::new(
-            seq,
-            &fingerprint(body.alarm, body.restored, occurred_at),
-        )?),
-        None => None,
-    };
-    let (mut response, recorded) = match (keyed, seq) {
-        (None, None) => {
-            let client = pool.get().await?;
-            let Some(done) = alarm_statement(&client, &key, &event).await? else {
-                return Err(reader_rejection(&pool, &key).await);
-            };
-            last_seen.mark(done.reader_id);
-            let response = StoredResponse::new(StatusCode::CREATED, &done)?.into_http(false);
-            (response, true)
-        }
-        (keyed, seq) => {
-            let guarded = seq::run_guarded(&pool, &key, keyed, seq, async |tx| {
-                let done = alarm_statement(tx, &key, &event)
-                    .await?
-                    .ok_or_else(ApiError::unknown_reader)?;
-                Ok(Recorded {
-                    response: StoredResponse::new(StatusCode::CREATED, &done)?,
-                    reader_id: done.reader_id,
-                    action_id: Some(done.action_id),
-                })
-            })
-            .await?;
-            guarded.settle(&last_seen, &metrics)
-        }
-    };
-    if recorded && event.clock_skewed {
-        metrics.reader_clock_skew.inc();
+    let seq = body
+        .seq
+        .map(|seq| SeqClaim::new(seq, &fingerprint(body.alarm, body.restored, occurred_at)))
+        .transpose()?;
+    let (mut response, recorded) = post.record(&event, &body, seq).await?;
+    if recorded.is_some() && event.clock_skewed {
+        post.metrics.reader_clock_skew.inc();
     }
     attach_trace(&mut response, &trace);
     Ok(response)

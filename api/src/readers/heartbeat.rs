@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use actix_web::{HttpResponse, post, web};
-use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{ReaderKey, reader_rejection};
+use crate::auth::reader_rejection;
 use crate::error::{ApiError, ErrorBody};
+use crate::readers::post::ReaderPost;
 
 /// When each reader was last heard from by this process, since the last flush.
 #[derive(Debug, Default)]
@@ -86,12 +86,13 @@ pub struct HeartbeatResponse {
     security(("reader_key" = []))
 )]
 #[post("/v1/readers/heartbeat")]
-pub async fn heartbeat(
-    pool: web::Data<Pool>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+pub async fn heartbeat(post: ReaderPost, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let ReaderPost {
+        pool,
+        last_seen,
+        key,
+        ..
+    } = &post;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("malformed_body", "the body is not UTF-8"))?
         .trim();
@@ -107,7 +108,7 @@ pub async fn heartbeat(
         )
         .await?;
     let Some(row) = client.query_opt(&statement, &[&key.hash]).await? else {
-        return Err(reader_rejection(&pool, &key).await);
+        return Err(reader_rejection(pool, key).await);
     };
     let reader_id: Uuid = row.get(0);
     last_seen.mark(reader_id);

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`post`]: what every live post shares — the extractor, and the one way a live event
+//!   is recorded (alone on the hot path, or guarded by a seq or an idempotency key).
 //! - [`unlock`]: `POST /v1/unlock`, and the one definition of the unlock decision, shared
 //!   by live unlocks and by unlocks a reader decided offline.
 //! - [`presence`]: `POST /v1/check-ins`, `POST /v1/check-outs`.
@@ -32,6 +34,7 @@ pub mod batch;
 pub mod gaps;
 pub mod heartbeat;
 pub mod liveness;
+pub mod post;
 pub mod presence;
 pub mod seq;
 pub mod unlock;

@@ -16,24 +16,20 @@
 //! what the server has seen since.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, post, web};
-use deadpool_postgres::{GenericClient, Pool};
+use actix_web::{HttpResponse, post};
+use deadpool_postgres::GenericClient;
 use latch_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{ReaderKey, reader_rejection};
-use crate::config::ApiConfig;
+use crate::auth::ReaderKey;
 use crate::error::{ApiError, ErrorBody};
-use crate::idempotency::{Keyed, StoredResponse};
-use crate::metrics::ApiMetrics;
-use crate::readers::heartbeat::LastSeen;
-use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
+use crate::readers::post::{ReaderPost, ReaderStatement, Statement};
+use crate::readers::seq::{EventFingerprint, SeqClaim};
 use crate::readers::{attach_trace, canonical_time, validate_card, validate_seq};
 use crate::timestamp::Timestamp;
-use crate::trace::TraceParent;
 
 /// A check-in or check-out.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -120,24 +116,24 @@ pub(crate) struct PresenceEvent<'a> {
     pub offline: bool,
 }
 
-pub(crate) enum PresenceOutcome {
-    Recorded {
-        reader_id: Uuid,
-        response: PresenceResponse,
-    },
-    UnknownReader,
-    /// The reader is fine; the card is not (unknown, or its holder deactivated).
-    Rejected {
-        reader_id: Uuid,
-        error: ApiError,
-    },
+impl ReaderStatement for PresenceEvent<'_> {
+    type Answer = PresenceResponse;
+    const STATUS: StatusCode = StatusCode::CREATED;
+
+    async fn run(
+        &self,
+        db: &impl GenericClient,
+        key: &ReaderKey,
+    ) -> Result<Statement<PresenceResponse>, ApiError> {
+        presence_statement(db, key, self).await
+    }
 }
 
 pub(crate) async fn presence_statement(
     db: &impl GenericClient,
     key: &ReaderKey,
     event: &PresenceEvent<'_>,
-) -> Result<PresenceOutcome, ApiError> {
+) -> Result<Statement<PresenceResponse>, ApiError> {
     let statement = db.prepare_cached(PRESENCE_SQL).await?;
     let present = event.kind == EventKind::CheckIn;
     let row = db
@@ -160,18 +156,19 @@ pub(crate) async fn presence_statement(
     let reader_id: Option<Uuid> = row.get(0);
     let holder_active: Option<bool> = row.get(1);
     Ok(match (reader_id, holder_active) {
-        (None, _) => PresenceOutcome::UnknownReader,
-        (Some(reader_id), None) => PresenceOutcome::Rejected {
+        (None, _) => Statement::UnknownReader,
+        (Some(reader_id), None) => Statement::Refused {
             reader_id,
             error: ApiError::not_found("unknown_card", "no holder has this card"),
         },
-        (Some(reader_id), Some(false)) => PresenceOutcome::Rejected {
+        (Some(reader_id), Some(false)) => Statement::Refused {
             reader_id,
             error: ApiError::conflict("holder_inactive", "this card's holder is deactivated"),
         },
-        (Some(reader_id), Some(true)) => PresenceOutcome::Recorded {
+        (Some(reader_id), Some(true)) => Statement::Recorded {
             reader_id,
-            response: PresenceResponse {
+            action_id: event.action_id,
+            answer: PresenceResponse {
                 action_id: event.action_id,
                 kind: event.kind,
                 site: row.get(2),
@@ -201,30 +198,16 @@ pub(crate) fn fingerprint<'a>(
     }
 }
 
-struct PresencePost {
-    req: HttpRequest,
-    pool: web::Data<Pool>,
-    metrics: web::Data<ApiMetrics>,
-    config: web::Data<ApiConfig>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
+/// A live check-in or check-out (one handler for both: only the kind differs).
+async fn record_presence(
+    post: ReaderPost,
     body: PresenceRequest,
-}
-
-async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResponse, ApiError> {
-    let PresencePost {
-        req,
-        pool,
-        metrics,
-        config,
-        last_seen,
-        key,
-        body,
-    } = post;
+    kind: EventKind,
+) -> Result<HttpResponse, ApiError> {
     validate_card(&body.card_id)?;
     validate_seq(body.seq)?;
     let occurred_at = Timestamp::checked_opt(body.occurred_at, "occurred_at")?;
-    let trace = TraceParent::for_request(&req).to_string();
+    let trace = post.trace();
     let event = PresenceEvent {
         kind,
         card_id: &body.card_id,
@@ -232,66 +215,19 @@ async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResp
         trace: &trace,
         seq: body.seq,
         occurred_at,
-        clock_skewed: config
+        clock_skewed: post
+            .config
             .readers
             .is_skewed(occurred_at, OffsetDateTime::now_utc()),
         offline: false,
     };
-    let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
-    let seq = match body.seq {
-        Some(seq) => Some(SeqClaim::new(
-            seq,
-            &fingerprint(kind, &body.card_id, occurred_at),
-        )?),
-        None => None,
-    };
-    let (mut response, recorded) = match (keyed, seq) {
-        // A single statement is atomic on its own: no explicit transaction needed.
-        (None, None) => {
-            let client = pool.get().await?;
-            match presence_statement(&client, &key, &event).await? {
-                PresenceOutcome::Recorded {
-                    reader_id,
-                    response,
-                } => {
-                    last_seen.mark(reader_id);
-                    let response =
-                        StoredResponse::new(StatusCode::CREATED, &response)?.into_http(false);
-                    (response, true)
-                }
-                PresenceOutcome::UnknownReader => return Err(reader_rejection(&pool, &key).await),
-                PresenceOutcome::Rejected { reader_id, error } => {
-                    last_seen.mark(reader_id);
-                    return Err(error);
-                }
-            }
-        }
-        (keyed, seq) => {
-            let guarded =
-                seq::run_guarded(
-                    &pool,
-                    &key,
-                    keyed,
-                    seq,
-                    async |tx| match presence_statement(tx, &key, &event).await? {
-                        PresenceOutcome::Recorded {
-                            reader_id,
-                            response,
-                        } => Ok(Recorded {
-                            response: StoredResponse::new(StatusCode::CREATED, &response)?,
-                            reader_id,
-                            action_id: Some(event.action_id),
-                        }),
-                        PresenceOutcome::UnknownReader => Err(ApiError::unknown_reader()),
-                        PresenceOutcome::Rejected { error, .. } => Err(error),
-                    },
-                )
-                .await?;
-            guarded.settle(&last_seen, &metrics)
-        }
-    };
-    if recorded && event.clock_skewed {
-        metrics.reader_clock_skew.inc();
+    let seq = body
+        .seq
+        .map(|seq| SeqClaim::new(seq, &fingerprint(kind, &body.card_id, occurred_at)))
+        .transpose()?;
+    let (mut response, recorded) = post.record(&event, &body, seq).await?;
+    if recorded.is_some() && event.clock_skewed {
+        post.metrics.reader_clock_skew.inc();
     }
     attach_trace(&mut response, &trace);
     Ok(response)
@@ -314,24 +250,10 @@ async fn record_presence(post: PresencePost, kind: EventKind) -> Result<HttpResp
 )]
 #[post("/v1/check-ins")]
 pub async fn check_in(
-    req: HttpRequest,
-    pool: web::Data<Pool>,
-    metrics: web::Data<ApiMetrics>,
-    config: web::Data<ApiConfig>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
+    post: ReaderPost,
     body: crate::body::Json<PresenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let post = PresencePost {
-        req,
-        pool,
-        metrics,
-        config,
-        last_seen,
-        key,
-        body: body.into_inner(),
-    };
-    record_presence(post, EventKind::CheckIn).await
+    record_presence(post, body.into_inner(), EventKind::CheckIn).await
 }
 
 /// Record that a card holder left the site through this reader's door.
@@ -351,22 +273,8 @@ pub async fn check_in(
 )]
 #[post("/v1/check-outs")]
 pub async fn check_out(
-    req: HttpRequest,
-    pool: web::Data<Pool>,
-    metrics: web::Data<ApiMetrics>,
-    config: web::Data<ApiConfig>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
+    post: ReaderPost,
     body: crate::body::Json<PresenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let post = PresencePost {
-        req,
-        pool,
-        metrics,
-        config,
-        last_seen,
-        key,
-        body: body.into_inner(),
-    };
-    record_presence(post, EventKind::CheckOut).await
+    record_presence(post, body.into_inner(), EventKind::CheckOut).await
 }

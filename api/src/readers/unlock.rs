@@ -10,24 +10,20 @@
 //! tells security who passed on a stale credential.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, post, web};
-use deadpool_postgres::{GenericClient, Pool};
+use actix_web::{HttpResponse, post};
+use deadpool_postgres::GenericClient;
 use latch_core::event::Decision;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{ReaderKey, reader_rejection};
-use crate::config::ApiConfig;
+use crate::auth::ReaderKey;
 use crate::error::{ApiError, ErrorBody};
-use crate::idempotency::{Keyed, StoredResponse};
-use crate::metrics::ApiMetrics;
-use crate::readers::heartbeat::LastSeen;
-use crate::readers::seq::{self, EventFingerprint, Recorded, SeqClaim};
+use crate::readers::post::{ReaderPost, ReaderStatement, Statement};
+use crate::readers::seq::{EventFingerprint, SeqClaim};
 use crate::readers::{attach_trace, canonical_time, validate_card, validate_seq};
 use crate::timestamp::Timestamp;
-use crate::trace::TraceParent;
 
 /// The card presented at the reader.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -174,6 +170,26 @@ pub(crate) struct UnlockEvent<'a> {
     pub clock_skewed: bool,
 }
 
+impl ReaderStatement for UnlockEvent<'_> {
+    type Answer = UnlockResponse;
+    const STATUS: StatusCode = StatusCode::OK;
+
+    async fn run(
+        &self,
+        db: &impl GenericClient,
+        key: &ReaderKey,
+    ) -> Result<Statement<UnlockResponse>, ApiError> {
+        Ok(match unlock_statement(db, key, self).await? {
+            Some((reader_id, answer)) => Statement::Recorded {
+                reader_id,
+                action_id: self.action_id,
+                answer,
+            },
+            None => Statement::UnknownReader,
+        })
+    }
+}
+
 async fn unlock_statement(
     db: &impl GenericClient,
     key: &ReaderKey,
@@ -285,73 +301,32 @@ pub(crate) fn fingerprint(
 )]
 #[post("/v1/unlock")]
 pub async fn unlock(
-    req: HttpRequest,
-    pool: web::Data<Pool>,
-    metrics: web::Data<ApiMetrics>,
-    config: web::Data<ApiConfig>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
+    post: ReaderPost,
     body: crate::body::Json<UnlockRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate_card(&body.card_id)?;
     validate_seq(body.seq)?;
     let occurred_at = Timestamp::checked_opt(body.occurred_at, "occurred_at")?;
-    let trace = TraceParent::for_request(&req).to_string();
+    let trace = post.trace();
     let event = UnlockEvent {
         card_id: &body.card_id,
         action_id: Uuid::now_v7(),
         trace: &trace,
         seq: body.seq,
         occurred_at,
-        clock_skewed: config
+        clock_skewed: post
+            .config
             .readers
             .is_skewed(occurred_at, OffsetDateTime::now_utc()),
     };
-    let keyed = Keyed::from_request(&req, key.client_scope(), &body)?;
-    let seq = match body.seq {
-        Some(seq) => Some(SeqClaim::new(
-            seq,
-            &fingerprint(&body.card_id, occurred_at, None),
-        )?),
-        None => None,
-    };
-    let mut decided = None;
-    let mut response = match (keyed, seq) {
-        // The hot path: one statement, one round trip.
-        (None, None) => {
-            let client = pool.get().await?;
-            let Some((reader_id, decision)) = unlock_statement(&client, &key, &event).await? else {
-                return Err(reader_rejection(&pool, &key).await);
-            };
-            last_seen.mark(reader_id);
-            let response = StoredResponse::new(StatusCode::OK, &decision)?.into_http(false);
-            decided = Some(decision);
-            response
-        }
-        (keyed, seq) => {
-            let guarded = seq::run_guarded(&pool, &key, keyed, seq, async |tx| {
-                let (reader_id, decision) = unlock_statement(tx, &key, &event)
-                    .await?
-                    .ok_or_else(ApiError::unknown_reader)?;
-                let response = StoredResponse::new(StatusCode::OK, &decision)?;
-                decided = Some(decision);
-                Ok(Recorded {
-                    response,
-                    reader_id,
-                    action_id: Some(event.action_id),
-                })
-            })
-            .await?;
-            let (response, committed) = guarded.settle(&last_seen, &metrics);
-            if !committed {
-                // A replay: nothing was recorded this time.
-                decided = None;
-            }
-            response
-        }
-    };
+    let seq = body
+        .seq
+        .map(|seq| SeqClaim::new(seq, &fingerprint(&body.card_id, occurred_at, None)))
+        .transpose()?;
+    let (mut response, decided) = post.record(&event, &body, seq).await?;
     if let Some(decision) = decided {
+        let metrics = &post.metrics;
         metrics
             .unlock_decisions
             .with_label_values(&[decision_str(decision.decision), decision.reason.as_str()])

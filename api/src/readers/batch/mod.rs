@@ -34,9 +34,9 @@
 
 mod item;
 
+use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -51,11 +51,10 @@ use crate::error::{ApiError, ErrorBody, Kind};
 use crate::idempotency::StoredResponse;
 use crate::metrics::ApiMetrics;
 use crate::readers::alarm::{AlarmEvent, alarm_statement};
-use crate::readers::heartbeat::LastSeen;
-use crate::readers::presence::{PresenceEvent, PresenceOutcome, presence_statement};
+use crate::readers::post::{ReaderPost, Statement};
+use crate::readers::presence::{PresenceEvent, presence_statement};
 use crate::readers::seq::{self, Claim, SeqClaim};
 use crate::readers::unlock::{UnlockEvent, offline_unlock_statement};
-use crate::trace::TraceParent;
 
 /// Items per transaction.
 pub const COMMIT_EVERY: usize = 32;
@@ -137,14 +136,17 @@ struct Upload<'a> {
     security(("reader_key" = []))
 )]
 pub async fn upload(
-    req: HttpRequest,
-    pool: web::Data<Pool>,
-    metrics: web::Data<ApiMetrics>,
-    config: web::Data<ApiConfig>,
-    last_seen: web::Data<LastSeen>,
-    key: ReaderKey,
+    post: ReaderPost,
     body: crate::body::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let ReaderPost {
+        pool,
+        metrics,
+        config,
+        last_seen,
+        key,
+        ..
+    } = &post;
     let events = body.into_inner().events;
     if events.len() > config.batch_max_events {
         return Err(ApiError::new(
@@ -156,7 +158,7 @@ pub async fn upload(
             ),
         ));
     }
-    let trace = TraceParent::for_request(&req).to_string();
+    let trace = post.trace();
     let mut client = pool.get().await?;
     let reader = client
         .query_opt(
@@ -165,12 +167,12 @@ pub async fn upload(
         )
         .await?;
     let Some(reader) = reader else {
-        return Err(reader_rejection(&pool, &key).await);
+        return Err(reader_rejection(pool, key).await);
     };
     let upload = Upload {
-        key: &key,
+        key,
         trace: &trace,
-        config: &config,
+        config,
     };
     let mut results = Vec::with_capacity(events.len());
     for chunk in events.chunks(COMMIT_EVERY) {
@@ -179,7 +181,7 @@ pub async fn upload(
         for raw in chunk {
             let result = match upload_one(&tx, &upload, raw, &mut tally).await {
                 Err(e) if e.kind() == Kind::UnknownReader => {
-                    return Err(reader_rejection(&pool, &key).await);
+                    return Err(reader_rejection(pool, key).await);
                 }
                 other => other?,
             };
@@ -187,7 +189,7 @@ pub async fn upload(
             results.push(result);
         }
         tx.commit().await?;
-        tally.publish(&metrics);
+        tally.publish(metrics);
     }
     last_seen.mark(reader.get(0));
     Ok(HttpResponse::Ok().json(BatchResponse { results }))
@@ -241,11 +243,11 @@ async fn upload_one(
                 offline: true,
             };
             match presence_statement(tx, upload.key, &event).await? {
-                PresenceOutcome::Recorded { response, .. } => {
-                    Ok(StoredResponse::new(StatusCode::CREATED, &response)?)
+                Statement::Recorded { answer, .. } => {
+                    Ok(StoredResponse::new(StatusCode::CREATED, &answer)?)
                 }
-                PresenceOutcome::UnknownReader => return Err(ApiError::unknown_reader()),
-                PresenceOutcome::Rejected { error, .. } => Err(error),
+                Statement::UnknownReader => return Err(ApiError::unknown_reader()),
+                Statement::Refused { error, .. } => Err(error),
             }
         }
         Checked::Unlock { card_id, decision } => {
