@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use latch_core::config::{ConfigError, Source};
+use latch_core::config::{ConfigError, Setting, Source};
 use time::OffsetDateTime;
 
 /// Settings of the API role that are not about the HTTP listener.
@@ -37,26 +37,59 @@ pub struct ReadersConfig {
     pub seq_retention: Duration,
 }
 
+// The defaults are the declared ones (see the settings below).
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            batch_max_events: 500,
-            readers: ReadersConfig::default(),
-        }
+        ApiConfig::from_source(&Source::default()).expect("the declared defaults are valid")
     }
 }
 
 impl Default for ReadersConfig {
     fn default() -> Self {
-        ReadersConfig {
-            check_interval: Duration::from_secs(15),
-            flush_interval: Duration::from_secs(5),
-            max_future_skew: Duration::from_secs(5 * 60),
-            max_past_skew: Duration::from_secs(30 * 86_400),
-            seq_retention: Duration::from_secs(90 * 86_400),
-        }
+        ApiConfig::default().readers
     }
 }
+
+pub const HTTP_BATCH_MAX_EVENTS: Setting = Setting {
+    key: "http.batch_max_events",
+    default: Some("500"),
+    meaning: "events per offline upload (more: 413 too_many_events)",
+};
+pub const READERS_CHECK_INTERVAL: Setting = Setting {
+    key: "readers.check_interval",
+    default: Some("15s"),
+    meaning: "how often each API process looks for readers silent past their offline_after",
+};
+pub const READERS_FLUSH_INTERVAL: Setting = Setting {
+    key: "readers.flush_interval",
+    default: Some("5s"),
+    meaning: "how often each API process writes the last-seen times it gathered",
+};
+pub const READERS_MAX_FUTURE_SKEW: Setting = Setting {
+    key: "readers.max_future_skew",
+    default: Some("5m"),
+    meaning: "a reader occurred_at further ahead of server time is flagged clock_skewed",
+};
+pub const READERS_MAX_PAST_SKEW: Setting = Setting {
+    key: "readers.max_past_skew",
+    default: Some("30d"),
+    meaning: "a reader occurred_at further behind server time is flagged clock_skewed",
+};
+pub const READERS_SEQ_RETENTION: Setting = Setting {
+    key: "readers.seq_retention",
+    default: Some("90d"),
+    meaning: "how long an accepted reader seq is remembered",
+};
+
+/// The settings this crate reads.
+pub const SETTINGS: &[Setting] = &[
+    HTTP_BATCH_MAX_EVENTS,
+    READERS_CHECK_INTERVAL,
+    READERS_FLUSH_INTERVAL,
+    READERS_MAX_FUTURE_SKEW,
+    READERS_MAX_PAST_SKEW,
+    READERS_SEQ_RETENTION,
+];
 
 /// Bytes an offline upload may take per event (the body limit of the batch endpoint is
 /// this times `batch_max_events`, or the general body limit if larger).
@@ -64,28 +97,21 @@ pub const BATCH_BYTES_PER_EVENT: usize = 1024;
 
 impl ApiConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let defaults = ReadersConfig::default();
-        let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
-            let value = source.duration_or(key, default)?;
+        let positive = |setting: &Setting| -> Result<Duration, ConfigError> {
+            let value = source.duration(setting)?;
             if value.is_zero() {
-                return Err(ConfigError::Invalid {
-                    var: Source::var_name(key),
-                    key: key.to_owned(),
-                    message: "must be longer than 0".to_owned(),
-                });
+                return Err(Source::invalid_setting(setting, "must be longer than 0"));
             }
             Ok(value)
         };
         Ok(ApiConfig {
-            batch_max_events: source.positive_or("http.batch_max_events", 500)?,
+            batch_max_events: source.count(&HTTP_BATCH_MAX_EVENTS)?,
             readers: ReadersConfig {
-                check_interval: positive("readers.check_interval", defaults.check_interval)?,
-                flush_interval: positive("readers.flush_interval", defaults.flush_interval)?,
-                max_future_skew: source
-                    .duration_or("readers.max_future_skew", defaults.max_future_skew)?,
-                max_past_skew: source
-                    .duration_or("readers.max_past_skew", defaults.max_past_skew)?,
-                seq_retention: positive("readers.seq_retention", defaults.seq_retention)?,
+                check_interval: positive(&READERS_CHECK_INTERVAL)?,
+                flush_interval: positive(&READERS_FLUSH_INTERVAL)?,
+                max_future_skew: source.duration(&READERS_MAX_FUTURE_SKEW)?,
+                max_past_skew: source.duration(&READERS_MAX_PAST_SKEW)?,
+                seq_retention: positive(&READERS_SEQ_RETENTION)?,
             },
         })
     }

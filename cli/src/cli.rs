@@ -164,3 +164,106 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use latch_core::config::Setting;
+
+    /// Every setting latch reads, as the crates declare them.
+    fn declared() -> Vec<Setting> {
+        [
+            latch_core::config::SETTINGS,
+            latch_api::config::SETTINGS,
+            latch_relay::SETTINGS,
+            latch_worker::config::SETTINGS,
+            crate::site::SETTINGS,
+        ]
+        .concat()
+    }
+
+    /// The README's configuration table: per row, its variables and its default cell.
+    fn documented() -> Vec<(Vec<String>, String)> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Configuration section");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        section
+            .lines()
+            .filter(|line| line.starts_with("| `LATCH_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                (
+                    ticked(cells[0].trim_start_matches("| ")),
+                    cells[1].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting_and_its_default() {
+        let declared = declared();
+        let documented = documented();
+        let in_code: BTreeSet<String> = declared.iter().map(Setting::var).collect();
+        let in_readme: BTreeSet<String> = documented
+            .iter()
+            .flat_map(|(vars, _)| vars.iter().cloned())
+            .collect();
+        let missing: Vec<_> = in_code.difference(&in_readme).collect();
+        let stale: Vec<_> = in_readme.difference(&in_code).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "README's configuration table: undocumented {missing:?}; documented but not read {stale:?}"
+        );
+        // A default shown as one literal per variable must be the declared one.
+        for (vars, cell) in &documented {
+            let shown: Vec<String> = cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            if shown.len() != vars.len() || cell.replace(['`', ',', ' '], "").is_empty() {
+                continue;
+            }
+            for (var, shown) in vars.iter().zip(&shown) {
+                let setting = declared.iter().find(|s| s.var() == *var).expect("declared");
+                if let Some(default) = setting.default {
+                    assert_eq!(
+                        shown, default,
+                        "{var}: README shows {shown}, the code {default}"
+                    );
+                }
+            }
+        }
+        // A declared default must be shown.
+        for setting in &declared {
+            let var = setting.var();
+            let (vars, cell) = documented
+                .iter()
+                .find(|(vars, _)| vars.contains(&var))
+                .expect("documented");
+            if let Some(default) = setting.default {
+                let position = vars.iter().position(|v| *v == var).expect("listed");
+                let shown: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
+                assert_eq!(
+                    shown.get(position).copied(),
+                    Some(default),
+                    "{var}: the README should show its default {default} (it shows {cell:?})"
+                );
+            }
+        }
+    }
+}

@@ -229,10 +229,7 @@ async fn stream_status(source: &Source, nats: &NatsConfig) -> anyhow::Result<Str
                 sink,
                 waiting: consumer.num_pending,
                 in_flight: consumer.num_ack_pending as u64,
-                rate: source.get_or(
-                    &format!("sinks.{sink}.rate"),
-                    latch_worker::config::DEFAULT_RATE as u64,
-                )?,
+                rate: source.for_sink(sink).count(&latch_worker::config::RATE)? as u64,
             });
         }
     }

@@ -5,7 +5,7 @@
 //! in the registry with its author and is published, exactly as from any other client.
 
 use clap::Subcommand;
-use latch_core::config::{Secret, Source};
+use latch_core::config::{Secret, Setting, Source};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -125,6 +125,21 @@ pub enum GrantsCommand {
     Revoke { id: Uuid },
 }
 
+pub const API_URL: Setting = Setting {
+    key: "api.url",
+    default: Some("http://127.0.0.1:8080"),
+    meaning: "the API that `latch doors/holders/readers/grants` administer",
+};
+pub const ADMIN_TOKEN: Setting = Setting {
+    key: "admin.token",
+    default: None,
+    meaning: "an admin token (lat_...), from `latch admins add`",
+};
+
+/// The settings of the commands that go through the API (listed for the README's check).
+#[cfg(test)]
+pub const SETTINGS: &[Setting] = &[API_URL, ADMIN_TOKEN];
+
 /// A client of the admin API.
 pub struct Admin {
     base: String,
@@ -137,13 +152,10 @@ impl Admin {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Admin {
             base: source
-                .get_or("api.url", "http://127.0.0.1:8080".to_owned())?
+                .value::<String>(&API_URL)?
                 .trim_end_matches('/')
                 .to_owned(),
-            token: Secret::new(source.require(
-                "admin.token",
-                "an admin token (lat_...), from `latch admins add`",
-            )?),
+            token: Secret::new(source.value(&ADMIN_TOKEN)?),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()?,

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus::Registry;
 
-use crate::config::{ConfigError, Source};
+use crate::config::{ConfigError, Setting, Source};
 use crate::shutdown::CancellationToken;
 
 /// Whether the role can do its work; flipped by the role's loop.
@@ -39,9 +39,15 @@ struct AdminState {
     readiness: Readiness,
 }
 
-/// The admin listener's address: `LATCH_ADMIN_ADDR`, or `default`.
+pub const ADMIN_ADDR: Setting = Setting {
+    key: "admin.addr",
+    default: None,
+    meaning: "the relay's or worker's /healthz, /readyz and /metrics (default: relay 127.0.0.1:9101, worker 127.0.0.1:9102)",
+};
+
+/// The admin listener's address: `LATCH_ADMIN_ADDR`, or the role's `default`.
 pub fn addr_from_source(source: &Source, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
-    source.get_or("admin.addr", default)
+    Ok(source.optional(&ADMIN_ADDR)?.unwrap_or(default))
 }
 
 /// Binds now (so a bad address fails at start) and serves until `shutdown`.

@@ -144,7 +144,7 @@ impl Source {
     }
 
     /// The parsed value of `key`, or `None` when it is set nowhere.
-    pub fn get<T>(&self, key: &str) -> Result<Option<T>, ConfigError>
+    fn get<T>(&self, key: &str) -> Result<Option<T>, ConfigError>
     where
         T: FromStr,
         T::Err: fmt::Display,
@@ -158,38 +158,144 @@ impl Source {
                 .map_err(|e| Self::invalid(key, format!("{e} (got {raw:?})"))),
         }
     }
+}
 
-    pub fn get_or<T>(&self, key: &str, default: T) -> Result<T, ConfigError>
+/// A setting latch reads: its dotted key, its default as one would write it (`None`: it has
+/// none — it is required, or optional), and what it means. Every setting is declared once,
+/// as a `const` beside the code that reads it, and read through that declaration (so the
+/// default in force is the declared one); each crate lists its own in `SETTINGS`, and the
+/// README's configuration table is checked against them all. A key may hold `<sink>`, which
+/// [`Source::for_sink`] fills in.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub default: Option<&'static str>,
+    pub meaning: &'static str,
+}
+
+impl Setting {
+    /// The environment variable that sets it (`LATCH_SINKS_<SINK>_RATE` for a sink's).
+    pub fn var(&self) -> String {
+        Source::var_name(self.key)
+    }
+}
+
+/// One sink's view of a [`Source`]: `<sink>` in a key is the sink's name.
+pub struct SinkSource<'a> {
+    source: &'a Source,
+    sink: &'a str,
+}
+
+impl SinkSource<'_> {
+    fn key(&self, setting: &Setting) -> String {
+        setting.key.replace("<sink>", self.sink)
+    }
+
+    pub fn value<T>(&self, setting: &Setting) -> Result<T, ConfigError>
     where
         T: FromStr,
         T::Err: fmt::Display,
     {
-        Ok(self.get(key)?.unwrap_or(default))
+        self.source.value_at(&self.key(setting), setting)
     }
 
-    pub fn require<T>(&self, key: &str, hint: &'static str) -> Result<T, ConfigError>
+    pub fn optional<T>(&self, setting: &Setting) -> Result<Option<T>, ConfigError>
     where
         T: FromStr,
         T::Err: fmt::Display,
     {
-        self.get(key)?.ok_or_else(|| ConfigError::Missing {
-            var: Self::var_name(key),
-            key: key.to_owned(),
-            hint,
-        })
+        self.source.get(&self.key(setting))
     }
 
-    /// A duration written as a number with a unit: `250ms`, `5s`, `10m`, `24h`.
-    pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
-        match self.raw(key) {
-            None => Ok(default),
-            Some(raw) => parse_duration(&raw).map_err(|e| Self::invalid(key, e)),
+    pub fn duration(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        self.source.duration_at(&self.key(setting), setting)
+    }
+
+    pub fn count(&self, setting: &Setting) -> Result<usize, ConfigError> {
+        self.source.count_at(&self.key(setting), setting)
+    }
+
+    /// The error naming this setting, for a value that parses but is out of range.
+    pub fn invalid(&self, setting: &Setting, message: impl fmt::Display) -> ConfigError {
+        Source::invalid(&self.key(setting), message)
+    }
+}
+
+impl Source {
+    /// The value of `setting`: as set, else its default; an error names the variable when
+    /// it is set wrong, or missing without a default.
+    pub fn value<T>(&self, setting: &Setting) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        self.value_at(setting.key, setting)
+    }
+
+    /// The value of a setting without a default, if it is set.
+    pub fn optional<T>(&self, setting: &Setting) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        self.get(setting.key)
+    }
+
+    /// A duration setting (`250ms`, `5s`, `10m`, `24h`, `7d`).
+    pub fn duration(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        self.duration_at(setting.key, setting)
+    }
+
+    /// A positive count (`0` is refused: every count here bounds something).
+    pub fn count(&self, setting: &Setting) -> Result<usize, ConfigError> {
+        self.count_at(setting.key, setting)
+    }
+
+    /// The settings of one sink (`sinks.<sink>.…`).
+    pub fn for_sink<'a>(&'a self, sink: &'a str) -> SinkSource<'a> {
+        SinkSource { source: self, sink }
+    }
+
+    /// The error naming `setting`, for a value that parses but is out of range.
+    pub fn invalid_setting(setting: &Setting, message: impl fmt::Display) -> ConfigError {
+        Self::invalid(setting.key, message)
+    }
+
+    fn value_at<T>(&self, key: &str, setting: &Setting) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match (self.raw(key), setting.default) {
+            (Some(raw), _) => raw
+                .trim()
+                .parse::<T>()
+                .map_err(|e| Self::invalid(key, format!("{e} (got {raw:?})"))),
+            (None, Some(default)) => default
+                .parse::<T>()
+                .map_err(|e| Self::invalid(key, format!("the default {default:?}: {e}"))),
+            (None, None) => Err(ConfigError::Missing {
+                var: Self::var_name(key),
+                key: key.to_owned(),
+                hint: setting.meaning,
+            }),
         }
     }
 
-    /// A positive count (`0` is rejected: every count here bounds something).
-    pub fn positive_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
-        let value: usize = self.get_or(key, default)?;
+    fn duration_at(&self, key: &str, setting: &Setting) -> Result<Duration, ConfigError> {
+        let raw = self
+            .raw(key)
+            .or_else(|| setting.default.map(str::to_owned))
+            .ok_or_else(|| ConfigError::Missing {
+                var: Self::var_name(key),
+                key: key.to_owned(),
+                hint: setting.meaning,
+            })?;
+        parse_duration(&raw).map_err(|e| Self::invalid(key, e))
+    }
+
+    fn count_at(&self, key: &str, setting: &Setting) -> Result<usize, ConfigError> {
+        let value: usize = self.value_at(key, setting)?;
         if value == 0 {
             return Err(Self::invalid(key, "must be at least 1"));
         }
@@ -218,6 +324,73 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+pub const DATABASE_URL: Setting = Setting {
+    key: "database.url",
+    default: None,
+    meaning: "the PostgreSQL URL of this process's login, e.g. postgres://latch_api@127.0.0.1:5432/latch",
+};
+pub const DATABASE_POOL_SIZE: Setting = Setting {
+    key: "database.pool_size",
+    default: Some("16"),
+    meaning: "connections at most",
+};
+pub const DATABASE_CONNECT_TIMEOUT: Setting = Setting {
+    key: "database.connect_timeout",
+    default: Some("5s"),
+    meaning: "bounds opening a connection and waiting for one from a full pool",
+};
+pub const DATABASE_STATEMENT_TIMEOUT: Setting = Setting {
+    key: "database.statement_timeout",
+    default: Some("5s"),
+    meaning: "PostgreSQL's statement_timeout for the pooled connections",
+};
+pub const MIGRATION_DATABASE_URL: Setting = Setting {
+    key: "migration.database_url",
+    default: None,
+    meaning: "a login that owns the schema (migrations, admin tokens, the demo seed)",
+};
+pub const HTTP_ADDR: Setting = Setting {
+    key: "http.addr",
+    default: Some("127.0.0.1:8080"),
+    meaning: "the API's listen address",
+};
+pub const HTTP_BODY_LIMIT_BYTES: Setting = Setting {
+    key: "http.body_limit_bytes",
+    default: Some("65536"),
+    meaning: "larger bodies get 413",
+};
+pub const HTTP_WORKERS: Setting = Setting {
+    key: "http.workers",
+    default: None,
+    meaning: "HTTP worker threads (default: the CPU count)",
+};
+pub const HTTP_REQUEST_TIMEOUT: Setting = Setting {
+    key: "http.request_timeout",
+    default: Some("5s"),
+    meaning: "a request not answered within this is answered 503",
+};
+
+/// The settings this crate reads.
+pub const SETTINGS: &[Setting] = &[
+    DATABASE_URL,
+    DATABASE_POOL_SIZE,
+    DATABASE_CONNECT_TIMEOUT,
+    DATABASE_STATEMENT_TIMEOUT,
+    MIGRATION_DATABASE_URL,
+    HTTP_ADDR,
+    HTTP_BODY_LIMIT_BYTES,
+    HTTP_WORKERS,
+    HTTP_REQUEST_TIMEOUT,
+    crate::nats::URL,
+    crate::nats::EVENTS_STREAM_NAME,
+    crate::nats::DUPLICATE_WINDOW,
+    crate::nats::MAX_AGE,
+    crate::nats::REQUEST_TIMEOUT,
+    crate::telemetry::LOG_FORMAT,
+    crate::telemetry::LOG,
+    crate::admin::ADMIN_ADDR,
+];
+
 /// How a role reaches PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -232,38 +405,28 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// The defaults, with this URL.
+    /// The declared defaults, with this URL.
     pub fn with_url(url: Secret<String>) -> Self {
-        DatabaseConfig {
-            url,
-            pool_size: 16,
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(5),
-        }
+        let var = DATABASE_URL.var();
+        let source = Source::from_pairs([(var.as_str(), url.expose().as_str())]);
+        DatabaseConfig::from_source(&source).expect("the declared defaults are valid")
     }
 
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         Ok(DatabaseConfig {
-            url: Secret::new(source.require(
-                "database.url",
-                "the PostgreSQL URL of latch's application login, e.g. postgres://latch_api@127.0.0.1:5432/latch",
-            )?),
-            pool_size: source.positive_or("database.pool_size", 16)?,
-            connect_timeout: source.duration_or("database.connect_timeout", Duration::from_secs(5))?,
-            statement_timeout: source
-                .duration_or("database.statement_timeout", Duration::from_secs(5))?,
+            url: Secret::new(source.value(&DATABASE_URL)?),
+            pool_size: source.count(&DATABASE_POOL_SIZE)?,
+            connect_timeout: source.duration(&DATABASE_CONNECT_TIMEOUT)?,
+            statement_timeout: source.duration(&DATABASE_STATEMENT_TIMEOUT)?,
         })
     }
 
     /// The URL migrations run with: `LATCH_MIGRATION_DATABASE_URL` (a login that owns the
     /// schema), or the application URL when that is not set.
     pub fn migration_url(source: &Source) -> Result<Secret<String>, ConfigError> {
-        match source.get::<String>("migration.database_url")? {
+        match source.optional::<String>(&MIGRATION_DATABASE_URL)? {
             Some(url) => Ok(Secret::new(url)),
-            None => Ok(Secret::new(source.require(
-                "database.url",
-                "the PostgreSQL URL to migrate (or set LATCH_MIGRATION_DATABASE_URL)",
-            )?)),
+            None => Ok(Secret::new(source.value(&DATABASE_URL)?)),
         }
     }
 }
@@ -282,12 +445,16 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = match source.optional::<usize>(&HTTP_WORKERS)? {
+            Some(0) => return Err(Source::invalid_setting(&HTTP_WORKERS, "must be at least 1")),
+            Some(workers) => workers,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
         Ok(HttpConfig {
-            addr: source.get_or("http.addr", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            body_limit_bytes: source.positive_or("http.body_limit_bytes", 64 * 1024)?,
-            workers: source.positive_or("http.workers", default_workers)?,
-            request_timeout: source.duration_or("http.request_timeout", Duration::from_secs(5))?,
+            addr: source.value(&HTTP_ADDR)?,
+            body_limit_bytes: source.count(&HTTP_BODY_LIMIT_BYTES)?,
+            workers,
+            request_timeout: source.duration(&HTTP_REQUEST_TIMEOUT)?,
         })
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
 
-use crate::config::{ConfigError, Source};
+use crate::config::{ConfigError, Setting, Source};
 
 pub const EVENTS_STREAM: &str = "LATCH_EVENTS";
 pub const EVENTS_SUBJECTS: &str = "latch.events.>";
@@ -45,18 +45,14 @@ pub struct NatsConfig {
 
 impl NatsConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let duplicate_window =
-            source.duration_or("nats.duplicate_window", Duration::from_secs(20 * 60))?;
+        let duplicate_window = source.duration(&DUPLICATE_WINDOW)?;
         if duplicate_window < Duration::from_secs(10 * 60) {
-            return Err(ConfigError::Invalid {
-                var: Source::var_name("nats.duplicate_window"),
-                key: "nats.duplicate_window".into(),
-                message:
-                    "must be at least 10m: it is what makes a republish after a crash harmless"
-                        .into(),
-            });
+            return Err(Source::invalid_setting(
+                &DUPLICATE_WINDOW,
+                "must be at least 10m: it is what makes a republish after a crash harmless",
+            ));
         }
-        let url = match source.get::<String>("nats.url")? {
+        let url = match source.optional::<String>(&URL)? {
             Some(url) => url,
             None => {
                 // Whatever listens there would be taken for latch's NATS: say so.
@@ -69,10 +65,10 @@ impl NatsConfig {
         };
         Ok(NatsConfig {
             url,
-            events_stream: source.get_or("nats.events_stream", EVENTS_STREAM.to_owned())?,
+            events_stream: source.value(&EVENTS_STREAM_NAME)?,
             duplicate_window,
-            max_age: source.duration_or("nats.max_age", Duration::from_secs(7 * 86_400))?,
-            request_timeout: source.duration_or("nats.request_timeout", Duration::from_secs(5))?,
+            max_age: source.duration(&MAX_AGE)?,
+            request_timeout: source.duration(&REQUEST_TIMEOUT)?,
         })
     }
 
@@ -87,6 +83,32 @@ impl NatsConfig {
         }
     }
 }
+
+pub const URL: Setting = Setting {
+    key: "nats.url",
+    default: None,
+    meaning: "the NATS server (default nats://127.0.0.1:4222, with a warning)",
+};
+pub const EVENTS_STREAM_NAME: Setting = Setting {
+    key: "nats.events_stream",
+    default: Some(EVENTS_STREAM),
+    meaning: "the event stream",
+};
+pub const DUPLICATE_WINDOW: Setting = Setting {
+    key: "nats.duplicate_window",
+    default: Some("20m"),
+    meaning: "the stream's duplicate window, at least 10m",
+};
+pub const MAX_AGE: Setting = Setting {
+    key: "nats.max_age",
+    default: Some("7d"),
+    meaning: "how long events stay in the stream",
+};
+pub const REQUEST_TIMEOUT: Setting = Setting {
+    key: "nats.request_timeout",
+    default: Some("5s"),
+    meaning: "bounds every publish acknowledgement",
+};
 
 /// Where NATS is looked for when `LATCH_NATS_URL` is not set (a warning is logged).
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";

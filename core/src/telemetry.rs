@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, Source};
+use crate::config::{ConfigError, Setting, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -35,11 +35,22 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+pub const LOG_FORMAT: Setting = Setting {
+    key: "log.format",
+    default: Some("json"),
+    meaning: "json or pretty",
+};
+pub const LOG: Setting = Setting {
+    key: "log",
+    default: Some("info"),
+    meaning: "the log filter, RUST_LOG syntax",
+};
+
 impl LogConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         Ok(LogConfig {
-            format: source.get_or("log.format", LogFormat::Json)?,
-            filter: source.get_or("log", "info".to_owned())?,
+            format: source.value(&LOG_FORMAT)?,
+            filter: source.value(&LOG)?,
         })
     }
 }

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::Pool;
-use latch_core::config::{ConfigError, Secret, Source};
+use latch_core::config::{ConfigError, Secret, Setting, Source};
 use latch_core::nats::NatsConfig;
 use latch_core::shutdown::CancellationToken;
 
@@ -60,20 +60,38 @@ pub struct RelayConfig {
     pub max_backoff: Duration,
 }
 
+pub const BATCH_SIZE: Setting = Setting {
+    key: "relay.batch_size",
+    default: Some("500"),
+    meaning: "rows per claim and atomic batch (1-1000)",
+};
+pub const POLL_INTERVAL: Setting = Setting {
+    key: "relay.poll_interval",
+    default: Some("1s"),
+    meaning: "poll fallback; standby relays retry leadership this often",
+};
+pub const MAX_BACKOFF: Setting = Setting {
+    key: "relay.max_backoff",
+    default: Some("30s"),
+    meaning: "longest wait between retries while a dependency is down",
+};
+
+/// The settings this crate reads.
+pub const SETTINGS: &[Setting] = &[BATCH_SIZE, POLL_INTERVAL, MAX_BACKOFF];
+
 impl RelayConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let batch_size = source.positive_or("relay.batch_size", 500)?;
+        let batch_size = source.count(&BATCH_SIZE)?;
         if batch_size > MAX_BATCH {
-            return Err(ConfigError::Invalid {
-                var: Source::var_name("relay.batch_size"),
-                key: "relay.batch_size".into(),
-                message: format!("at most {MAX_BATCH} (the server's atomic batch limit)"),
-            });
+            return Err(Source::invalid_setting(
+                &BATCH_SIZE,
+                format!("at most {MAX_BATCH} (the server's atomic batch limit)"),
+            ));
         }
         Ok(RelayConfig {
             batch_size,
-            poll_interval: source.duration_or("relay.poll_interval", Duration::from_secs(1))?,
-            max_backoff: source.duration_or("relay.max_backoff", Duration::from_secs(30))?,
+            poll_interval: source.duration(&POLL_INTERVAL)?,
+            max_backoff: source.duration(&MAX_BACKOFF)?,
         })
     }
 }

@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use latch_core::config::{ConfigError, Secret, Source};
+use latch_core::config::{ConfigError, Secret, Setting, Source};
 use latch_core::event::EventKind;
 
 /// The sinks latch knows how to talk to.
@@ -76,73 +76,146 @@ pub struct SinkConfig {
     pub takeover_after: Duration,
 }
 
-/// Calls per second to a sink when `sinks.<sink>.rate` is not set.
-pub const DEFAULT_RATE: usize = 200;
-
-const DEFAULT_TAKEOVER: Duration = Duration::from_secs(5);
 const MIN_TAKEOVER: Duration = Duration::from_secs(2);
+
+/// A sink's setting (`<sink>` is `legacy` or `webhooks`).
+const fn sink(key: &'static str, default: Option<&'static str>, meaning: &'static str) -> Setting {
+    Setting {
+        key,
+        default,
+        meaning,
+    }
+}
+
+pub const URL: Setting = sink(
+    "sinks.<sink>.url",
+    None,
+    "where to deliver; the sink is enabled when set",
+);
+pub const SECRET: Setting = sink(
+    "sinks.<sink>.secret",
+    None,
+    "legacy: the X-TNA-Key; webhooks: the signing secret",
+);
+pub const KINDS: Setting = sink(
+    "sinks.<sink>.kinds",
+    None,
+    "event kinds routed to the sink (legacy check_in,check_out; webhooks *)",
+);
+pub const TIMEOUT: Setting = sink("sinks.<sink>.timeout", Some("5s"), "bounds each call");
+pub const MAX_ATTEMPTS: Setting = sink(
+    "sinks.<sink>.max_attempts",
+    Some("8"),
+    "calls before an event is dead-lettered",
+);
+pub const RATE: Setting = sink("sinks.<sink>.rate", Some("200"), "calls per second at most");
+pub const CONCURRENCY: Setting = sink(
+    "sinks.<sink>.concurrency",
+    Some("16"),
+    "lanes: calls in flight at most",
+);
+pub const BREAKER_FAILURES: Setting = sink(
+    "sinks.<sink>.breaker_failures",
+    Some("5"),
+    "consecutive failures that open the breaker",
+);
+pub const BREAKER_OPEN: Setting = sink(
+    "sinks.<sink>.breaker_open",
+    Some("5s"),
+    "first open period (at least 1 s, doubling up to 60 s)",
+);
+pub const BREAKER_PROBES: Setting = sink(
+    "sinks.<sink>.breaker_probes",
+    Some("1"),
+    "calls let through while half-open",
+);
+pub const ACK_WAIT: Setting = sink(
+    "sinks.<sink>.ack_wait",
+    Some("30s"),
+    "redelivery timeout of an unacknowledged message",
+);
+pub const TAKEOVER_AFTER: Setting = sink(
+    "sinks.<sink>.takeover_after",
+    Some("5s"),
+    "a standby worker takes the sink over after the active one has not pulled this long",
+);
+pub const RETRY_BASE: Setting = Setting {
+    key: "retry.base",
+    default: Some("200ms"),
+    meaning: "the first backoff between attempts",
+};
+pub const RETRY_MAX: Setting = Setting {
+    key: "retry.max",
+    default: Some("30s"),
+    meaning: "the longest backoff between attempts",
+};
+
+/// The settings this crate reads.
+pub const SETTINGS: &[Setting] = &[
+    URL,
+    SECRET,
+    KINDS,
+    TIMEOUT,
+    MAX_ATTEMPTS,
+    RATE,
+    CONCURRENCY,
+    BREAKER_FAILURES,
+    BREAKER_OPEN,
+    BREAKER_PROBES,
+    ACK_WAIT,
+    TAKEOVER_AFTER,
+    RETRY_BASE,
+    RETRY_MAX,
+];
 
 impl SinkConfig {
     /// The sink's settings, or `None` when its URL is not set.
     pub fn from_source(source: &Source, kind: SinkKind) -> Result<Option<Self>, ConfigError> {
-        let key = |name: &str| format!("sinks.{}.{name}", kind.name());
-        let Some(url) = source.get::<String>(&key("url"))? else {
+        let sink = source.for_sink(kind.name());
+        let Some(url) = sink.optional::<String>(&URL)? else {
             return Ok(None);
         };
-        let kinds_text: String = source.get_or(&key("kinds"), kind.default_kinds().to_owned())?;
-        let kinds = parse_kinds(&kinds_text).map_err(|message| ConfigError::Invalid {
-            var: Source::var_name(&key("kinds")),
-            key: key("kinds"),
-            message,
-        })?;
+        let kinds_text = sink
+            .optional::<String>(&KINDS)?
+            .unwrap_or_else(|| kind.default_kinds().to_owned());
+        let kinds = parse_kinds(&kinds_text).map_err(|message| sink.invalid(&KINDS, message))?;
+        let takeover_after = sink.duration(&TAKEOVER_AFTER)?;
+        if takeover_after < MIN_TAKEOVER {
+            return Err(sink.invalid(
+                &TAKEOVER_AFTER,
+                "must be at least 2s: the active worker pulls every second",
+            ));
+        }
         Ok(Some(SinkConfig {
             kind,
             url,
-            secret: Secret::new(source.require(
-                &key("secret"),
-                "legacy: the X-TNA-Key; webhooks: the signing secret",
-            )?),
+            secret: Secret::new(sink.value(&SECRET)?),
             kinds,
-            timeout: source.duration_or(&key("timeout"), Duration::from_secs(5))?,
-            max_attempts: source.positive_or(&key("max_attempts"), 8)? as u32,
-            rate_per_second: source.positive_or(&key("rate"), DEFAULT_RATE)? as u32,
-            concurrency: source.positive_or(&key("concurrency"), 16)?,
-            breaker_failures: source.positive_or(&key("breaker_failures"), 5)? as u32,
-            breaker_open: source.duration_or(&key("breaker_open"), Duration::from_secs(5))?,
-            breaker_probes: source.positive_or(&key("breaker_probes"), 1)?,
-            ack_wait: source.duration_or(&key("ack_wait"), Duration::from_secs(30))?,
-            takeover_after: {
-                let takeover = source.duration_or(&key("takeover_after"), DEFAULT_TAKEOVER)?;
-                if takeover < MIN_TAKEOVER {
-                    return Err(ConfigError::Invalid {
-                        var: Source::var_name(&key("takeover_after")),
-                        key: key("takeover_after"),
-                        message: "must be at least 2s: the active worker pulls every second"
-                            .to_owned(),
-                    });
-                }
-                takeover
-            },
+            timeout: sink.duration(&TIMEOUT)?,
+            max_attempts: sink.count(&MAX_ATTEMPTS)? as u32,
+            rate_per_second: sink.count(&RATE)? as u32,
+            concurrency: sink.count(&CONCURRENCY)?,
+            breaker_failures: sink.count(&BREAKER_FAILURES)? as u32,
+            breaker_open: sink.duration(&BREAKER_OPEN)?,
+            breaker_probes: sink.count(&BREAKER_PROBES)?,
+            ack_wait: sink.duration(&ACK_WAIT)?,
+            takeover_after,
         }))
     }
 
     /// A sink with default settings (for tests and tools).
     pub fn new(kind: SinkKind, url: impl Into<String>, secret: impl Into<String>) -> Self {
-        SinkConfig {
-            kind,
-            url: url.into(),
-            secret: Secret::new(secret.into()),
-            kinds: parse_kinds(kind.default_kinds()).unwrap_or_default(),
-            timeout: Duration::from_secs(5),
-            max_attempts: 8,
-            rate_per_second: DEFAULT_RATE as u32,
-            concurrency: 16,
-            breaker_failures: 5,
-            breaker_open: Duration::from_secs(5),
-            breaker_probes: 1,
-            ack_wait: Duration::from_secs(30),
-            takeover_after: DEFAULT_TAKEOVER,
-        }
+        let var = |setting: &Setting| Source::var_name(&setting.key.replace("<sink>", kind.name()));
+        let (url_var, secret_var, url, secret) =
+            (var(&URL), var(&SECRET), url.into(), secret.into());
+        let source = Source::from_pairs([
+            (url_var.as_str(), url.as_str()),
+            (secret_var.as_str(), secret.as_str()),
+        ]);
+        SinkConfig::from_source(&source, kind)
+            .ok()
+            .flatten()
+            .expect("the declared defaults are valid")
     }
 
     /// The subjects this sink's consumer reads: its routed events and its replays.
@@ -181,8 +254,8 @@ pub struct RetryConfig {
 impl RetryConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         Ok(RetryConfig {
-            base: source.duration_or("retry.base", Duration::from_millis(200))?,
-            max: source.duration_or("retry.max", Duration::from_secs(30))?,
+            base: source.duration(&RETRY_BASE)?,
+            max: source.duration(&RETRY_MAX)?,
         })
     }
 
