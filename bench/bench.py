@@ -12,7 +12,7 @@ Standard library only (the plots, which need matplotlib, are in plot.py). Subcom
   cpu-delta       CPU time per event of every process of the stack during a load
   pending         a sink's backlog from `latch outbox status --json`
   stream-last     when a stream stored its last message (epoch seconds), from /jsz
-  summary         one line about a latch-sim readers or jetstream JSON report
+  summary         one line about a latch-load readers or jetstream JSON report
   value           a median (or the max of medians over cases) from the results
   machine         the machine facts (cores, CPU, versions, commit) as JSON
   report          results.jsonl + machine.json -> results.md (the tables and targets)
@@ -101,7 +101,7 @@ def quantile_steps():
 
 
 def write_cdf(path, sorted_ms):
-    """The same CSV as `latch-sim readers --histogram-out x.csv`."""
+    """The same CSV as `latch-load readers --histogram-out x.csv`."""
     n = len(sorted_ms)
     with open(path, "w", encoding="utf-8") as out:
         out.write("value_ms,percentile,total_count\n")
@@ -755,7 +755,7 @@ def cmd_report(args):
         "pgbench runs latch's own statement (captured from the API, see "
         "`raw/unlock.pgbench.sql` and `raw/check-in.pgbench.sql`) against the same seeded "
         "schema, one statement per transaction, synchronous commit; the API is driven by "
-        "`latch-sim readers` in a closed loop (C readers, each waiting for its answer). Both "
+        "`latch-load readers` in a closed loop (C readers, each waiting for its answer). Both "
         "start from empty `actions`/`outbox` tables after a CHECKPOINT; no relay runs (so no "
         "writer notifies: the outbox trigger sends a NOTIFY only while a relay waits for one)."
     )
@@ -803,7 +803,7 @@ def cmd_report(args):
             "Requests start on a fixed timetable whatever the answers; latency counts from when "
             f"each was due (pgbench `-R` with {fmt_num(t.median('pg_open', case, 'clients'))} clients"
             + (", the size of the API's connection pool" if t.median("pg_open", case, "clients") == 16 else "")
-            + "; `latch-sim readers --rate`)."
+            + "; `latch-load readers --rate`)."
         )
         add("")
         add("| | achieved/s | p50 | p90 | p99 | p99.9 | max |")
@@ -833,7 +833,7 @@ def cmd_report(args):
     # 3: JetStream.
     js_cases = t.cases("js")
     if js_cases:
-        add("## 3. JetStream's limit: raw publishing (`latch-sim jetstream`)")
+        add("## 3. JetStream's limit: raw publishing (`latch-load jetstream`)")
         add("")
         size = None
         for r in records:
@@ -924,7 +924,7 @@ def cmd_report(args):
         add("## 5. The whole pipeline at fixed offered loads")
         add("")
         add(
-            "Check-ins and check-outs (`latch-sim readers --endpoint presence-mix`, open loop) "
+            "Check-ins and check-outs (`latch-load readers --endpoint presence-mix`, open loop) "
             "through api → PostgreSQL → relay → JetStream → worker → `latch-sim legacy` "
             "(both sinks). Lags are quantiles of the relay's and worker's Prometheus histograms "
             "between snapshots taken before and after the measured part (interpolated inside "
@@ -1129,7 +1129,7 @@ def main():
     p.add_argument("--before", required=True)
     p.add_argument("--load-end", required=True)
     p.add_argument("--after", required=True)
-    p.add_argument("--events", required=True, help="the latch-sim readers JSON report of the load")
+    p.add_argument("--events", required=True, help="the latch-load readers JSON report of the load")
     p.set_defaults(func=cmd_cpu_delta)
 
     p = sub.add_parser("pending")

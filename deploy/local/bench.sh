@@ -5,13 +5,13 @@
 #   ./deploy/local/bench.sh --smoke    # every stage for a few seconds, one repetition (CI)
 #
 # Starts its own PostgreSQL cluster and nats-server (JetStream, sync_interval: always) on
-# free ports under .local/bench-run-*, builds latch and latch-sim (release), seeds a site,
+# free ports under .local/bench-run-*, builds latch, latch-sim and latch-load (release), seeds a site,
 # and measures, each baseline in the same run as what it is compared with:
 #   1. PostgreSQL's limit: pgbench running latch's real unlock and check-in statements
 #      (captured from the API) at concurrency 1/4/16/64;
-#   2. the latch API: `latch-sim readers` closed loop at the same concurrencies (unlocks and
+#   2. the latch API: `latch-load readers` closed loop at the same concurrencies (unlocks and
 #      check-ins), and unlocks in an open loop at half the best rate, against pgbench -R;
-#   3. JetStream's limit: `latch-sim jetstream` single publishes and atomic batches;
+#   3. JetStream's limit: `latch-load jetstream` single publishes and atomic batches;
 #   4. the relay: draining a pre-filled outbox, against pgbench doing the relay's claim +
 #      delete and against raw atomic batches of the relay's size;
 #   5. the pipeline (api -> relay -> worker -> latch-sim legacy) at fixed offered loads:
@@ -110,18 +110,19 @@ ensure_nats_server
 [[ -x $PG_BIN/pgbench ]] || die "no pgbench in $PG_BIN (Debian's postgresql package ships it)"
 
 if ((BUILD)); then
-    log "building latch and latch-sim ($PROFILE)"
+    log "building latch, latch-sim and latch-load ($PROFILE)"
     if [[ $PROFILE == release ]]; then
-        cargo build --release -p latch-cli -p latch-sim
+        cargo build --release -p latch-cli -p latch-sim -p latch-load
     else
         warn "debug binaries: the numbers of this run mean nothing"
-        cargo build -p latch-cli -p latch-sim
+        cargo build -p latch-cli -p latch-sim -p latch-load
     fi
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 LATCH_BIN=$TARGET_DIR/$PROFILE/latch
 SIM_BIN=$TARGET_DIR/$PROFILE/latch-sim
-[[ -x $LATCH_BIN && -x $SIM_BIN ]] || die "no $PROFILE binaries in $TARGET_DIR/$PROFILE (build them, or drop --no-build)"
+LOAD_BIN=$TARGET_DIR/$PROFILE/latch-load
+[[ -x $LATCH_BIN && -x $SIM_BIN && -x $LOAD_BIN ]] || die "no $PROFILE binaries in $TARGET_DIR/$PROFILE (build them, or drop --no-build)"
 
 # --- results and the private stack -----------------------------------------------------------
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -379,14 +380,14 @@ wait_idle() {
     done
 }
 
-# readers NAME ARGS...: one latch-sim readers run as JSON in $RAW/NAME.json.
+# readers NAME ARGS...: one latch-load readers run as JSON in $RAW/NAME.json.
 readers() {
     local name=$1
     shift
-    "$SIM_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json "$@" \
+    "$LOAD_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json "$@" \
         >"$RAW/$name.json" 2>"$LOGS/$name.log" || {
         tail -n 20 "$LOGS/$name.log" >&2
-        die "latch-sim readers failed ($name)"
+        die "latch-load readers failed ($name)"
     }
     printf '  %s: %s\n' "$name" "$("${BENCH_PY[@]}" summary "$RAW/$name.json")" >&2
 }
@@ -590,11 +591,11 @@ if want jetstream || want relay; then
         for js_case in "${js_cases[@]}"; do
             name=${js_case%%:*}
             # shellcheck disable=SC2086 # the mode's flags are words
-            "$SIM_BIN" jetstream ${js_case#*:} --url "$LATCH_NATS_URL" --size "$ENVELOPE_SIZE" \
+            "$LOAD_BIN" jetstream ${js_case#*:} --url "$LATCH_NATS_URL" --size "$ENVELOPE_SIZE" \
                 --warmup "${WARMUP}s" --duration "${DURATION}s" --json \
                 >"$RAW/js_${name}_r${rep}.json" 2>"$LOGS/js_${name}_r${rep}.log" || {
                 tail -n 20 "$LOGS/js_${name}_r${rep}.log" >&2
-                die "latch-sim jetstream failed ($name)"
+                die "latch-load jetstream failed ($name)"
             }
             "${BENCH_PY[@]}" record --results "$RESULTS" --stage js --case "$name" --rep "$rep" \
                 --json "$RAW/js_${name}_r${rep}.json"
@@ -727,7 +728,7 @@ if want pipeline; then
         wait_idle 120 || die "the pipeline is not idle before the outage"
         total=$((OUTAGE_LEAD + OUTAGE + OUTAGE_TAIL))
         t_load=$(now)
-        spawn "$LOGS/$name.log" "$SIM_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json \
+        spawn "$LOGS/$name.log" "$LOAD_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json \
             --endpoint presence-mix --rate "$outage_rate" --duration "${total}s" --seed "$((100 + rep))"
         LOAD_PID=$SPAWNED
         sleep "$OUTAGE_LEAD"

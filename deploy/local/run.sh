@@ -33,12 +33,13 @@ WANT_PROMETHEUS=0
 ((WANT_PROMETHEUS == 0)) || ensure_prometheus
 
 # Build before starting anything, so a failing build leaves nothing running.
-log "building latch and latch-sim (release)"
-cargo build --release -p latch-cli -p latch-sim
+log "building latch, latch-sim and latch-load (release)"
+cargo build --release -p latch-cli -p latch-sim -p latch-load
 LATCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/latch"
 SIM_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/latch-sim"
+LOAD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/latch-load"
 [[ -x $LATCH_BIN ]] || die "the build did not produce $LATCH_BIN"
-[[ -x $SIM_BIN ]] || die "the build did not produce $SIM_BIN"
+[[ -x $SIM_BIN && -x $LOAD_BIN ]] || die "the build did not produce $SIM_BIN and $LOAD_BIN"
 
 STACK=$ROOT/.local/stack
 mkdir -p "$STACK"
@@ -62,7 +63,7 @@ cleanup() {
     set +e
     printf '\n' >&2
     log "stopping what this script started"
-    for i in "${BURST_PIDS[@]}"; do stop_pid "$i" "latch-sim readers" 10; done
+    for i in "${BURST_PIDS[@]}"; do stop_pid "$i" "latch-load readers" 10; done
     for ((i = ${#PROC_PIDS[@]} - 1; i >= 0; i--)); do
         if pid_alive "${PROC_PIDS[i]}"; then
             stop_pid "${PROC_PIDS[i]}" "${PROC_NAMES[i]}" 20
@@ -347,8 +348,8 @@ diff_of() {
 }
 
 burst() {
-    if ! "$SIM_BIN" readers --help >/dev/null 2>&1; then
-        warn "this latch-sim has no 'readers' subcommand; no traffic sent"
+    if ! "$LOAD_BIN" readers --help >/dev/null 2>&1; then
+        warn "this latch-load has no 'readers' subcommand; no traffic sent"
         return 0
     fi
     local actions0 relayed0 legacy0 webhooks0 dead0 actions1 relayed1 legacy1 webhooks1 dead1 pid
@@ -358,13 +359,13 @@ burst() {
     dead0=$(dead_letters)
 
     log "sending simulated card-reader traffic for 5 s: check-ins/outs at 40/s, unlocks at 20/s"
-    local readers=("$SIM_BIN" readers --url "$API_URL" --keys-file "$STACK/demo.env" --duration 5s --json)
+    local readers=("$LOAD_BIN" readers --url "$API_URL" --keys-file "$STACK/demo.env" --duration 5s --json)
     "${readers[@]}" --endpoint presence-mix --rate 40 >"$STACK/traffic-presence.json" 2>"$STACK/traffic-presence.log" &
     BURST_PIDS+=("$!")
     "${readers[@]}" --endpoint unlock --rate 20 --seed 7 >"$STACK/traffic-unlock.json" 2>"$STACK/traffic-unlock.log" &
     BURST_PIDS+=("$!")
     for pid in "${BURST_PIDS[@]}"; do
-        wait "$pid" || warn "latch-sim readers (pid $pid) failed; see $STACK/traffic-*.log"
+        wait "$pid" || warn "latch-load readers (pid $pid) failed; see $STACK/traffic-*.log"
     done
     BURST_PIDS=()
     local kind
@@ -454,8 +455,8 @@ $(unlock "$granted")$denied_lines
   $psql_cmd -c 'SELECT kind, decision, reason, card_id, occurred_at FROM actions ORDER BY occurred_at DESC LIMIT 5'
   $psql_cmd -c 'SELECT id, subject, ordering_key, created_at FROM outbox ORDER BY id DESC LIMIT 5'
 
-  # More simulated readers (see latch-sim readers --help):
-  $SIM_BIN readers --url $API_URL --keys-file $STACK/demo.env --endpoint unlock --rate 100 --duration 30s
+  # More simulated readers (see latch-load readers --help):
+  $LOAD_BIN readers --url $API_URL --keys-file $STACK/demo.env --endpoint unlock --rate 100 --duration 30s
 
   # Make the legacy T&A fail every call, check in again: the worker retries, its breaker opens
   # (latch_worker_breaker_state), the event waits in the stream; clear the fault and it arrives:

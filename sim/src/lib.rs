@@ -5,9 +5,8 @@
 //! idempotency and ordering can be tested against something that misbehaves on demand:
 //! a legacy time-and-attendance API (form posts, XML answers, an API key) and a
 //! third-party webhook receiver (JSON, signed), both applying each `Idempotency-Key`
-//! once and counting what they received. It also simulates the card readers on the
-//! other side of latch, as a load generator ([`readers`]), and measures raw JetStream
-//! publishing, the relay's limit ([`jetstream`]).
+//! once and counting what they received. (The benchmarks' load generators — simulated card
+//! readers, raw JetStream publishing — are another crate, `latch-load`.)
 //!
 //! # Layout
 //!
@@ -24,9 +23,6 @@
 //! - [`stats`]: the `GET /stats` document; the ledger (`ledger`) fills it in and keeps
 //!   the keys already applied.
 //! - [`cli`]: the `latch-sim legacy` flags.
-//! - [`readers`]: simulated card readers sending unlocks, check-ins and check-outs to the
-//!   latch API, closed or open loop, with an HDR histogram of the latencies; the library
-//!   behind `latch-sim readers` and the benchmarks.
 //!
 //! # HTTP surface
 //!
@@ -40,11 +36,9 @@ pub mod endpoint;
 pub mod faults;
 mod gate;
 mod headers;
-pub mod jetstream;
 mod ledger;
 pub mod legacy;
 mod listener;
-pub mod readers;
 mod reply;
 mod request;
 mod routes;

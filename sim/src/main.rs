@@ -7,17 +7,13 @@ use clap::{Parser, Subcommand};
 use latch_core::config::Source;
 use latch_core::telemetry::{self, LogConfig};
 
-/// latch-sim — simulated systems around latch: the legacy time-and-attendance API and a
-/// webhook receiver, with fault knobs; card readers, to load the latch API; and a raw
-/// JetStream publisher, to measure the relay's limit.
+/// latch-sim — the systems latch delivers to, simulated: the legacy time-and-attendance API
+/// and a webhook receiver, with fault knobs.
 ///
 /// Logs go to stderr (LATCH_LOG sets the filter, LATCH_LOG_FORMAT=pretty for a terminal).
 ///
 /// Example: latch-sim legacy --addr 127.0.0.1:8090 --admin-addr 127.0.0.1:8091
-///
-/// Example: latch-sim readers --keys-file .local/stack/demo.env --requests 1000
-///
-/// Example: latch-sim jetstream atomic --batch 500 --url nats://127.0.0.1:4222 --duration 10s
+
 #[derive(Debug, Parser)]
 #[command(name = "latch-sim", version, propagate_version = true)]
 struct Cli {
@@ -30,22 +26,13 @@ enum Command {
     // Each simulated system is one variant with its own `Args` in the library, dispatched
     // below.
     Legacy(latch_sim::cli::LegacyArgs),
-    Readers(latch_sim::readers::ReadersArgs),
-    Jetstream(latch_sim::jetstream::JetstreamArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The simulated readers run on one thread: the load generator shares the machine with
-    // what it measures, and on one thread its tasks wake each other without waking another
-    // thread (about a tenth less CPU per request, measured against the API on two cores).
-    // The simulated systems serve on every core.
-    let runtime = match cli.command {
-        Command::Readers(_) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    }
-    .enable_all()
-    .build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -57,8 +44,6 @@ fn main() -> ExitCode {
         telemetry::init(&LogConfig::from_source(&Source::load(None)?)?)?;
         match cli.command {
             Command::Legacy(args) => latch_sim::cli::run_legacy(args).await,
-            Command::Readers(args) => latch_sim::readers::run_readers(args).await,
-            Command::Jetstream(args) => latch_sim::jetstream::run_jetstream(args).await,
         }
     });
     match result {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use latch_sim::readers::{self, Mode, Stop};
+use latch_load::readers::{self, Mode, Stop};
 
 use crate::api::{Behaviour, FakeApi};
 use crate::helpers::{assert_ordered, closed, config, open};

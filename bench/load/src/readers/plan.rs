@@ -140,7 +140,7 @@ impl Plan {
             body: card.body.clone(),
             idempotency_key: self
                 .run_nonce
-                .map(|nonce| format!("latch-sim-{nonce:016x}-{index}")),
+                .map(|nonce| format!("latch-load-{nonce:016x}-{index}")),
         }
     }
 }

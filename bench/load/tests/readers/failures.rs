@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use latch_core::config::Secret;
-use latch_sim::readers::{self, LoadConfig, Stop};
+use latch_load::readers::{self, LoadConfig, Stop};
 
 use crate::api::{Behaviour, FakeApi};
 use crate::helpers::{closed, config, status};

@@ -1,4 +1,4 @@
-//! The `latch-sim jetstream` command line: its flags, turned into a [`PublishConfig`], and
+//! The `latch-load jetstream` command line: its flags, turned into a [`PublishConfig`], and
 //! the binary's run — print the report. Everything measured is in [`super::run_until`].
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::config::{
 };
 use super::publish::run_until;
 
-/// How `latch-sim jetstream` publishes.
+/// How `latch-load jetstream` publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeName {
     /// Pipelined single publishes, --in-flight outstanding, each with its Nats-Msg-Id.
@@ -40,10 +40,10 @@ pub enum ModeName {
 ///
 /// Examples:
 ///   # the relay's way: atomic batches of 500, one at a time, 10 s after 2 s of warm-up
-///   latch-sim jetstream atomic --batch 500 --url nats://127.0.0.1:4222 --duration 10s --warmup 2s
+///   latch-load jetstream atomic --batch 500 --url nats://127.0.0.1:4222 --duration 10s --warmup 2s
 ///
 ///   # pipelined single publishes, 1000 in flight, as JSON for a script
-///   latch-sim jetstream single --in-flight 1000 --url nats://127.0.0.1:4222 --duration 10s --json
+///   latch-load jetstream single --in-flight 1000 --url nats://127.0.0.1:4222 --duration 10s --json
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct JetstreamArgs {
@@ -157,7 +157,7 @@ impl JetstreamArgs {
     }
 }
 
-/// Runs `latch-sim jetstream`: until the run's end, or SIGINT/SIGTERM (then what is in
+/// Runs `latch-load jetstream`: until the run's end, or SIGINT/SIGTERM (then what is in
 /// flight is acknowledged and the report covers what was measured).
 pub async fn run_jetstream(args: JetstreamArgs) -> anyhow::Result<()> {
     let config = args.config()?;
@@ -186,7 +186,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<JetstreamArgs, clap::Error> {
-        let mut argv = vec!["latch-sim"];
+        let mut argv = vec!["latch-load"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| cli.jetstream)
     }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use latch_sim::readers::{self, CHECK_IN_PATH, CHECK_OUT_PATH, LoadConfig, ReaderEndpoint, Stop};
+use latch_load::readers::{self, CHECK_IN_PATH, CHECK_OUT_PATH, LoadConfig, ReaderEndpoint, Stop};
 
 use crate::api::{Behaviour, FakeApi};
 use crate::helpers::{assert_ordered, closed, config, status};

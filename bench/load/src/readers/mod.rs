@@ -5,7 +5,7 @@
 //! thousand sequential unlocks, a benchmark harness asks for throughput and tail
 //! latency at a concurrency or an offered rate. All of them call [`run`] (or
 //! [`run_until`], with a shutdown token) with a [`LoadConfig`] and read a [`LoadReport`];
-//! `latch-sim readers` is that call behind flags ([`ReadersArgs`]).
+//! `latch-load readers` is that call behind flags ([`ReadersArgs`]).
 //!
 //! This module only sends requests and measures answers. It never judges them: a 401 or
 //! a 409 is counted and reported, not retried and not an error. The one failure of a run
@@ -23,7 +23,7 @@
 //! - `closed` / `open`: the two loops. `run`: from config to report.
 //! - `tally`: per-worker histogram and counters; [`report`]: [`LoadReport`] as JSON and
 //!   as text; `distribution`: its percentile distribution, written for plotting.
-//! - [`args`]: the `latch-sim readers` flags.
+//! - [`args`]: the `latch-load readers` flags.
 
 pub mod args;
 mod closed;

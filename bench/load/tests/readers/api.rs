@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use latch_sim::readers::{CHECK_IN_PATH, CHECK_OUT_PATH, UNLOCK_PATH};
+use latch_load::readers::{CHECK_IN_PATH, CHECK_OUT_PATH, UNLOCK_PATH};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

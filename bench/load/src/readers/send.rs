@@ -18,9 +18,9 @@ use serde::Deserialize;
 
 use super::conn::{Connections, ExchangeError};
 use super::plan::{Shot, ShotKind};
-use crate::headers::IDEMPOTENCY_KEY_HEADER;
+const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
-const USER_AGENT_VALUE: &str = concat!("latch-sim/", env!("CARGO_PKG_VERSION"));
+const USER_AGENT_VALUE: &str = concat!("latch-load/", env!("CARGO_PKG_VERSION"));
 
 /// What became of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

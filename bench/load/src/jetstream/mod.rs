@@ -16,7 +16,7 @@
 //! - `message`: the payload (a latch envelope padded to size) and the headers.
 //! - `publish`: the stream setup, the two loops, the final stored-count check.
 //! - [`report`]: [`PublishReport`] as JSON and as text.
-//! - [`args`]: the `latch-sim jetstream` flags.
+//! - [`args`]: the `latch-load jetstream` flags.
 
 pub mod args;
 pub mod config;

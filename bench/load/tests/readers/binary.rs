@@ -1,4 +1,4 @@
-//! `latch-sim readers` as a script runs it: flags, JSON on stdout, exit codes.
+//! `latch-load readers` as a script runs it: flags, JSON on stdout, exit codes.
 
 use std::io::Write;
 use std::process::Output;
@@ -8,7 +8,7 @@ use tokio::process::Command;
 
 use crate::api::{FakeApi, GRANTED, KEY};
 
-const BIN: &str = env!("CARGO_BIN_EXE_latch-sim");
+const BIN: &str = env!("CARGO_BIN_EXE_latch-load");
 
 async fn readers(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -47,7 +47,7 @@ async fn help_explains_each_flag_with_an_example() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     assert!(help.matches("Example: --").count() >= flags.len(), "{help}");
-    assert!(help.contains("latch-sim readers --keys-file"), "{help}");
+    assert!(help.contains("latch-load readers --keys-file"), "{help}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,7 +162,7 @@ pub async fn run_until(
 ) -> anyhow::Result<PublishReport> {
     config.validate()?;
     let client = async_nats::ConnectOptions::new()
-        .name("latch-sim jetstream")
+        .name("latch-load jetstream")
         .request_timeout(Some(config.timeout))
         .connection_timeout(Duration::from_secs(5))
         .connect(&config.url)

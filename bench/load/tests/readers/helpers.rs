@@ -1,7 +1,7 @@
 //! Configs the tests start from: the fake API's key and its two cards.
 
 use latch_core::config::Secret;
-use latch_sim::readers::{LoadConfig, LoadReport, Mode, Stop};
+use latch_load::readers::{LoadConfig, LoadReport, Mode, Stop};
 
 use crate::api::{DENIED, GRANTED, KEY};
 

@@ -131,7 +131,7 @@ impl fmt::Display for PublishReport {
         };
         writeln!(
             f,
-            "latch-sim jetstream: {how}, {}-byte payloads, stream {}",
+            "latch-load jetstream: {how}, {}-byte payloads, stream {}",
             self.size, self.stream
         )?;
         writeln!(

@@ -195,7 +195,7 @@ impl fmt::Display for LoadReport {
             }
             _ => self.mode.to_owned(),
         };
-        writeln!(f, "latch-sim readers: {}, {pacing}", self.endpoint)?;
+        writeln!(f, "latch-load readers: {}, {pacing}", self.endpoint)?;
         writeln!(
             f,
             "  requests    {} in {:.3} s: {:.1} answers/s ({} warm-up discarded)",

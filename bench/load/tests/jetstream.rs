@@ -1,4 +1,4 @@
-//! `latch-sim jetstream` against a real nats-server (fsync on every write, like
+//! `latch-load jetstream` against a real nats-server (fsync on every write, like
 //! production): both modes publish what they report, the stream holds exactly that, and
 //! the stream is gone afterwards unless kept.
 
@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use latch_sim::jetstream::{PublishConfig, PublishMode, run};
+use latch_load::jetstream::{PublishConfig, PublishMode, run};
 use latch_testkit::NatsServer;
 
 fn config(url: &str, mode: PublishMode, messages: u64) -> PublishConfig {
@@ -79,7 +79,7 @@ async fn latch_streams_are_never_the_target() {
 #[test]
 fn the_binary_prints_one_json_report() {
     let nats = NatsServer::start();
-    let output = Command::new(env!("CARGO_BIN_EXE_latch-sim"))
+    let output = Command::new(env!("CARGO_BIN_EXE_latch-load"))
         .args(["jetstream", "atomic", "--batch", "50", "--messages", "200"])
         .args(["--size", "530", "--json", "--url", &nats.url()])
         .output()

@@ -1,4 +1,4 @@
-//! The `latch-sim readers` command line: its flags, turned into a [`LoadConfig`], and
+//! The `latch-load readers` command line: its flags, turned into a [`LoadConfig`], and
 //! the binary's run — print the report, write the distribution. Everything measured is
 //! in the library ([`super::run_until`]); this module only reads flags and prints.
 
@@ -27,13 +27,13 @@ use super::run::run_until;
 ///
 /// Examples:
 ///   # p50 of 1,000 sequential unlocks of the granted card
-///   latch-sim readers --keys-file .local/stack/demo.env --card CARD-1001 --requests 1000
+///   latch-load readers --keys-file .local/stack/demo.env --card CARD-1001 --requests 1000
 ///
 ///   # 500 unlocks/s for 30 s after a 5 s warm-up, as JSON for a script
-///   latch-sim readers --keys-file .local/stack/demo.env --rate 500 --duration 30s --warmup 5s --json
+///   latch-load readers --keys-file .local/stack/demo.env --rate 500 --duration 30s --warmup 5s --json
 ///
 ///   # 8 readers checking in and out for 10 s
-///   latch-sim readers --keys-file .local/stack/demo.env --endpoint presence-mix --concurrency 8 --duration 10s
+///   latch-load readers --keys-file .local/stack/demo.env --endpoint presence-mix --concurrency 8 --duration 10s
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReadersArgs {
@@ -186,7 +186,7 @@ impl ReadersArgs {
     }
 }
 
-/// Runs `latch-sim readers`: until the run's end, or SIGINT/SIGTERM (then the requests
+/// Runs `latch-load readers`: until the run's end, or SIGINT/SIGTERM (then the requests
 /// in flight finish and the report covers what was measured).
 pub async fn run_readers(args: ReadersArgs) -> anyhow::Result<()> {
     let config = args.config()?;
@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<ReadersArgs, clap::Error> {
-        let mut argv = vec!["latch-sim"];
+        let mut argv = vec!["latch-load"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| cli.readers)
     }
