@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use latch_core::config::Secret;
-use latch_core::shutdown::{self, CancellationToken};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, SimConfig};
+use crate::config::{DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, Secret, SimConfig};
 use crate::endpoint::Endpoint;
 use crate::faults::{Faults, Latency, RateLimit, Reject, SinkFaults};
 use crate::simulator::Simulator;
@@ -163,9 +162,27 @@ pub async fn run_legacy(args: LegacyArgs) -> anyhow::Result<()> {
         serde_json::json!({ "legacy_url": simulator.legacy_url(), "admin_url": simulator.admin_url() })
     );
     let token = CancellationToken::new();
-    shutdown::on_signal(token.clone());
+    tokio::spawn(cancel_on_signal(token.clone()));
     simulator.run_until(token).await;
     Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            token.cancel();
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    token.cancel();
 }
 
 #[cfg(test)]

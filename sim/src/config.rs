@@ -4,8 +4,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use latch_core::config::Secret;
-
 use crate::faults::Faults;
 
 /// The `X-TNA-Key` a default simulator expects.
@@ -15,6 +13,27 @@ pub const DEFAULT_WEBHOOK_SECRET: &str = "sim-webhook-secret";
 /// How far a webhook signature's timestamp may be from the simulator's clock.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
+/// A credential the simulator checks. It never prints: `Debug` shows `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, where it is compared; never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// The main listener (both sinks). Port 0 lets the OS pick one.
@@ -23,9 +42,9 @@ pub struct SimConfig {
     /// down. Port 0 lets the OS pick one.
     pub admin_addr: SocketAddr,
     /// The `X-TNA-Key` the legacy endpoint accepts.
-    pub tna_key: Secret<String>,
+    pub tna_key: Secret,
     /// The secret webhook signatures are checked with.
-    pub webhook_secret: Secret<String>,
+    pub webhook_secret: Secret,
     /// Largest accepted distance between a signature's timestamp and now.
     pub tolerance: Duration,
     /// The faults in force from the start.
@@ -40,8 +59,8 @@ impl Default for SimConfig {
         SimConfig {
             addr: loopback,
             admin_addr: loopback,
-            tna_key: Secret::new(DEFAULT_TNA_KEY.to_owned()),
-            webhook_secret: Secret::new(DEFAULT_WEBHOOK_SECRET.to_owned()),
+            tna_key: Secret::new(DEFAULT_TNA_KEY),
+            webhook_secret: Secret::new(DEFAULT_WEBHOOK_SECRET),
             tolerance: DEFAULT_TOLERANCE,
             faults: Faults::none(),
         }

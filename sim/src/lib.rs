@@ -16,10 +16,13 @@
 //! - [`faults`]: the fault knobs as data. The gate (`gate`) applies them to each request;
 //!   the listener supervisor (`listener`) makes `down` close the port for real.
 //! - [`legacy`]: `POST /tna/v2/punches` and, in [`legacy::punch`], the form's field names
-//!   and strict parsing, shared with the worker.
-//! - [`webhooks`]: `POST /webhooks/latch`. Its `Latch-Signature` scheme is
-//!   `latch_core::signature` (re-exported here as [`signature`]), one definition for the
-//!   worker that signs and the simulator that checks.
+//!   and strict parsing, as the legacy system publishes them.
+//! - [`webhooks`]: `POST /webhooks/latch`, checked with [`signature`]: the published
+//!   `Latch-Signature` format, implemented here independently of latch's signer.
+//!
+//! The crate shares no code with latch (it depends on no latch crate): what latch sends is
+//! checked against the published formats, so a mistake in latch cannot pass by being made
+//! twice.
 //! - [`stats`]: the `GET /stats` document; the ledger (`ledger`) fills it in and keeps
 //!   the keys already applied.
 //! - [`cli`]: the `latch-sim legacy` flags.
@@ -42,6 +45,7 @@ mod listener;
 mod reply;
 mod request;
 mod routes;
+pub mod signature;
 mod simulator;
 mod state;
 pub mod stats;
@@ -51,10 +55,9 @@ pub use config::{DEFAULT_TNA_KEY, DEFAULT_TOLERANCE, DEFAULT_WEBHOOK_SECRET, Sim
 pub use endpoint::Endpoint;
 pub use faults::{Faults, Latency, RateLimit, Reject, SinkFaults};
 pub use headers::{IDEMPOTENCY_KEY_HEADER, TRACEPARENT_HEADER};
-pub use latch_core::signature;
-pub use latch_core::signature::{SIGNATURE_HEADER, sign};
 pub use legacy::punch::{PUNCH_PATH, Punch, PunchType, TNA_KEY_HEADER, fields};
 pub use routes::{FAULTS_PATH, HEALTH_PATH, RESET_PATH, STATS_PATH};
+pub use signature::{SIGNATURE_HEADER, sign};
 pub use simulator::Simulator;
 pub use state::SetFaultsError;
 pub use stats::{EndpointStats, EventRecord, Stats};

@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use latch_core::config::Source;
-use latch_core::telemetry::{self, LogConfig};
+use tracing_subscriber::EnvFilter;
 
 /// latch-sim — the systems latch delivers to, simulated: the legacy time-and-attendance API
 /// and a webhook receiver, with fault knobs.
@@ -41,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        telemetry::init(&LogConfig::from_source(&Source::load(None)?)?)?;
+        init_logs()?;
         match cli.command {
             Command::Legacy(args) => latch_sim::cli::run_legacy(args).await,
         }
@@ -53,4 +52,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs to stderr: the filter from LATCH_LOG (default `info`), JSON lines unless
+/// LATCH_LOG_FORMAT is `pretty`.
+fn init_logs() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(std::env::var("LATCH_LOG").unwrap_or_else(|_| "info".into()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match std::env::var("LATCH_LOG_FORMAT").as_deref() {
+        Ok("pretty") => builder.pretty().try_init(),
+        Ok("json") | Err(_) => builder.json().try_init(),
+        Ok(other) => anyhow::bail!("LATCH_LOG_FORMAT must be json or pretty, not {other:?}"),
+    };
+    result.map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))
 }

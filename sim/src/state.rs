@@ -10,7 +10,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use latch_core::config::Secret;
+use crate::config::Secret;
 use tokio::sync::watch;
 
 use crate::config::SimConfig;
@@ -58,8 +58,8 @@ pub enum SetFaultsError {
 }
 
 pub(crate) struct SimState {
-    pub tna_key: Secret<String>,
-    pub webhook_secret: Secret<String>,
+    pub tna_key: Secret,
+    pub webhook_secret: Secret,
     pub tolerance: Duration,
     faults: watch::Sender<Revised>,
     listener: watch::Sender<ListenerReport>,

@@ -4,9 +4,9 @@
 //! request passes the fault gate, then the signature check (401), the `Idempotency-Key`
 //! (400), the content type (415), the body (400: a JSON object with a string `id` and
 //! `kind`), the reject list (422); only then does the ledger apply it once. Errors are
-//! JSON `{"error": {"code", "message"}}`. The body is not checked against
-//! `latch_core::event::Envelope` beyond that: a subscriber reads what it needs and
-//! ignores the rest, which leaves room for new envelope versions.
+//! JSON `{"error": {"code", "message"}}`. The body is not checked against the whole
+//! published event envelope beyond that: a subscriber reads what it needs and ignores the
+//! rest, which leaves room for new envelope versions.
 
 use std::sync::Arc;
 

@@ -64,7 +64,7 @@ async fn answer(
             );
         }
     };
-    if headers::text(headers, TNA_KEY_HEADER) != Some(state.tna_key.expose().as_str()) {
+    if headers::text(headers, TNA_KEY_HEADER) != Some(state.tna_key.expose()) {
         return xml::error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",

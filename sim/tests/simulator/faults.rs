@@ -2,13 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use latch_core::event::EventKind;
 use latch_sim::{DEFAULT_TNA_KEY, Endpoint, Faults, Latency, Reject, SimConfig, SinkFaults};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{TestSim, envelope, expect, fresh_client, punch};
+use crate::helpers::{TestSim, envelope, expect, fresh_client, punch, wait_until};
 
 #[tokio::test]
 async fn an_error_rate_of_one_answers_503_and_applies_nothing() {
@@ -21,7 +20,7 @@ async fn an_error_rate_of_one_answers_503_and_applies_nothing() {
     )
     .await;
     assert!(body.contains("<Code>UNAVAILABLE</Code>"), "{body}");
-    let event = envelope(Uuid::now_v7(), EventKind::CheckIn);
+    let event = envelope(Uuid::now_v7(), "check_in");
     expect(app.deliver(&event).await, StatusCode::SERVICE_UNAVAILABLE).await;
 
     let stats = app.stats().await;
@@ -65,7 +64,7 @@ async fn rejected_inputs_are_422_and_apply_nothing() {
     )
     .await;
 
-    let refused = envelope(poison, EventKind::GrantRevoked);
+    let refused = envelope(poison, "grant_revoked");
     let body = expect(
         app.deliver(&refused).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -74,7 +73,7 @@ async fn rejected_inputs_are_422_and_apply_nothing() {
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["error"]["code"], "rejected");
     expect(
-        app.deliver(&envelope(poison, EventKind::CheckIn)).await,
+        app.deliver(&envelope(poison, "check_in")).await,
         StatusCode::OK,
     )
     .await;
@@ -93,9 +92,7 @@ async fn a_rate_limit_of_zero_answers_429_with_retry_after() {
     let response = app.punch("e1", &punch("h1", "e1")).await;
     assert_eq!(response.headers()["retry-after"], "7");
     expect(response, StatusCode::TOO_MANY_REQUESTS).await;
-    let response = app
-        .deliver(&envelope(Uuid::now_v7(), EventKind::CheckIn))
-        .await;
+    let response = app.deliver(&envelope(Uuid::now_v7(), "check_in")).await;
     assert_eq!(response.headers()["retry-after"], "7");
     expect(response, StatusCode::TOO_MANY_REQUESTS).await;
     let stats = app.stats().await;
@@ -234,7 +231,7 @@ async fn hang_holds_the_answer_until_the_client_gives_up() {
     assert!(outcome.is_err_and(|error| error.is_timeout()));
     assert!(started.elapsed() >= Duration::from_millis(300));
     // The client hung up; the server drops the request unanswered, and without effect.
-    latch_testkit::wait_until(
+    wait_until(
         "the request to be abandoned",
         Duration::from_secs(5),
         || async { (app.stats().await.legacy.abandoned == 1).then_some(()) },
@@ -245,8 +242,7 @@ async fn hang_holds_the_answer_until_the_client_gives_up() {
 
     // The other sink is unaffected.
     expect(
-        app.deliver(&envelope(Uuid::now_v7(), EventKind::CheckIn))
-            .await,
+        app.deliver(&envelope(Uuid::now_v7(), "check_in")).await,
         StatusCode::OK,
     )
     .await;
@@ -281,7 +277,7 @@ async fn down_cuts_a_hung_request() {
                 .await
         })
     };
-    latch_testkit::wait_until(
+    wait_until(
         "the hung request to arrive",
         Duration::from_secs(5),
         || async { (app.stats().await.legacy.requests == 1).then_some(()) },
@@ -317,7 +313,7 @@ async fn a_hung_request_carries_on_when_the_knob_is_cleared() {
                 .await
         })
     };
-    latch_testkit::wait_until(
+    wait_until(
         "the hung request to arrive",
         Duration::from_secs(5),
         || async { (app.stats().await.legacy.requests == 1).then_some(()) },

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use latch_core::event::{Envelope, EventKind, SCHEMA_VERSION};
 use latch_sim::{
     DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, Faults, IDEMPOTENCY_KEY_HEADER, Punch, PunchType,
     SIGNATURE_HEADER, SimConfig, Simulator, Stats, TNA_KEY_HEADER, TRACEPARENT_HEADER, sign,
 };
 use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -99,9 +99,9 @@ impl TestSim {
         request.send().await
     }
 
-    /// Posts `envelope` signed now with the default secret.
-    pub async fn deliver(&self, envelope: &Envelope) -> Response {
-        let body = serde_json::to_vec(envelope).expect("an envelope serialises");
+    /// Posts `event`'s envelope signed now with the default secret.
+    pub async fn deliver(&self, envelope: &Event) -> Response {
+        let body = serde_json::to_vec(&envelope.body).expect("an envelope serialises");
         let signature = sign(DEFAULT_WEBHOOK_SECRET, now(), &body);
         self.post_webhook(&envelope.id.to_string(), body, Some(&signature))
             .await
@@ -153,25 +153,60 @@ pub fn punch(holder: &str, event: &str) -> Punch {
     }
 }
 
-/// A real latch envelope, as the worker would send it.
-pub fn envelope(holder: Uuid, kind: EventKind) -> Envelope {
-    let now = OffsetDateTime::now_utc();
-    Envelope {
-        id: Uuid::now_v7(),
-        kind,
-        schema_version: SCHEMA_VERSION,
-        occurred_at: now,
-        recorded_at: now,
-        site: Some("hq".to_owned()),
-        door_id: Some(Uuid::now_v7()),
+/// An event as a subscriber receives it: latch's envelope (schema version 1), written out
+/// here field by field rather than taken from latch's own type.
+pub struct Event {
+    pub id: Uuid,
+    pub holder_id: Option<Uuid>,
+    pub body: Value,
+}
+
+/// An envelope of `kind` (`check_in`, `grant_revoked`, ...) about `holder`.
+pub fn envelope(holder: Uuid, kind: &str) -> Event {
+    let id = Uuid::now_v7();
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("now formats");
+    let body = json!({
+        "id": id,
+        "kind": kind,
+        "schema_version": 1,
+        "occurred_at": now,
+        "recorded_at": now,
+        "site": "hq",
+        "door_id": Uuid::now_v7(),
+        "holder_id": holder,
+        "reader_id": Uuid::now_v7(),
+        "reader_seq": 1,
+        "decided_offline": false,
+        "decision": null,
+        "reason": null,
+        "grant_id": null,
+        "actor_id": null,
+    });
+    Event {
+        id,
         holder_id: Some(holder),
-        reader_id: Some(Uuid::now_v7()),
-        reader_seq: Some(1),
-        decided_offline: false,
-        decision: None,
-        reason: None,
-        grant_id: None,
-        actor_id: None,
+        body,
+    }
+}
+
+/// Waits until `check` answers `Some`, polling every 20 ms, and panics after `deadline`.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() <= deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
