@@ -23,8 +23,10 @@
 //! A live post without `seq` and without `Idempotency-Key` is ONE SQL statement: it
 //! authenticates the reader by its key hash, takes the door and site from the reader record
 //! (never from the body), decides, and inserts the action; the `actions` trigger writes
-//! the outbox row and NOTIFYs the relay in the same transaction. With a `seq` or a key the
-//! same statement runs inside a short transaction that also claims the seq and/or key.
+//! the outbox row in the same transaction, and notifies the relay only when the relay has
+//! said it is waiting (migration V4: a NOTIFY per commit serialises commits). With a
+//! `seq` or a key the same statement runs inside a short transaction that also claims the
+//! seq and/or key.
 //! Nothing here calls anything but PostgreSQL, and no reader request writes the reader's
 //! own row: that the reader was seen is noted in memory ([`heartbeat::LastSeen`]) and
 //! written later, for all readers at once, by [`liveness`].
