@@ -83,7 +83,7 @@ pg_start "$RUN_DIR/pg"
 export LATCH_TEST_PG_URL=$LATCH_PG_SUPERUSER_URL
 export LATCH_NATS_SERVER=$NATS_SERVER_BIN
 export PG_BIN
-# The Prometheus that cli/tests/observability.rs starts to evaluate the dashboards and rules.
+# The Prometheus that cli/tests/stack/observability.rs starts to evaluate the dashboards and rules.
 export LATCH_PROMETHEUS_BIN=$PROMETHEUS_BIN
 # The API's contract test (api/tests/api/contract.rs) runs it against the served document.
 export LATCH_SCHEMATHESIS=$SCHEMATHESIS_BIN

@@ -4,7 +4,7 @@
 # rules alerts_test.yml), and the Grafana dashboards and provisioning (check_dashboards.py,
 # then promtool parses every dashboard expression). Installs Debian's prometheus package if
 # promtool is missing, and python3 if that is. deploy/local/test.sh runs this as one step;
-# cli/tests/observability.rs then evaluates the same expressions against a live stack.
+# cli/tests/stack/observability.rs then evaluates the same expressions against a live stack.
 set -euo pipefail
 
 HERE=$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)

@@ -1,7 +1,5 @@
 //! `latch doors|holders|readers|grants` against a real API: a site run from the shell.
 
-#![allow(clippy::unwrap_used)]
-
 use std::process::Output;
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! simulator: `latch dlq`, `latch events republish`, `latch outbox status`, run as the
 //! real binary.
 
-#![allow(clippy::unwrap_used)]
-
 use std::process::Output;
 use std::time::Duration;
 

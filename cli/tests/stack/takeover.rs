@@ -4,8 +4,6 @@
 //! each take effect once, and what a dead worker had in flight must be delivered soon
 //! after another worker takes over — not when `ack_wait` (30 s here) runs out.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};

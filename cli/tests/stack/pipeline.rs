@@ -1,8 +1,6 @@
 //! The whole pipeline, end to end: reader requests through the real API, relay and worker
 //! to the simulated sinks, counting at every stage.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::time::Duration;
 

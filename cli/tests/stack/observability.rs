@@ -57,8 +57,6 @@
 //! and Prometheus bind them again themselves, a start that loses its port to another
 //! process is retried on a new one.
 
-#![allow(clippy::unwrap_used)] // a test: a failure is a test failure
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,0 +1,18 @@
+//! latch as it runs: the `latch` binary and its processes against a real PostgreSQL, a real
+//! nats-server and the simulated sinks over real HTTP. One test binary (one link) for every
+//! end-to-end scenario; each test starts its own database, server and processes.
+//!
+//! - [`pipeline`]: reader requests through API, relay and worker to both sinks.
+//! - [`takeover`]: workers killed under traffic; a standby taking over.
+//! - [`dlq`]: the operator verbs — `latch dlq`, `latch events republish`, `latch outbox status`.
+//! - [`site`]: `latch doors|holders|readers|grants` against a real API.
+//! - [`observability`]: dashboards and alert rules evaluated by a real Prometheus; traces
+//!   exported to an OTLP receiver.
+
+#![allow(clippy::unwrap_used)]
+
+mod dlq;
+mod observability;
+mod pipeline;
+mod site;
+mod takeover;
