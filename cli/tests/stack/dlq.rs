@@ -5,34 +5,26 @@
 use std::process::Output;
 use std::time::Duration;
 
-use latch_core::config::DatabaseConfig;
-use latch_core::nats::NatsConfig;
-use latch_core::shutdown::CancellationToken;
-use latch_relay::{Relay, RelayConfig};
 use latch_sim::{Endpoint, Faults, Reject, SimConfig, Simulator, SinkFaults};
-use latch_testkit::{NatsServer, TestDb, wait_until};
-use latch_worker::Worker;
-use latch_worker::config::{RetryConfig, SinkConfig, SinkKind};
+use latch_testkit::{NatsServer, wait_until};
+use latch_worker::config::RetryConfig;
 use uuid::Uuid;
+
+use crate::harness::{self, stream_messages};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Relay and worker in this process (sinks: 3 attempts, 2 lanes, retries 20–100 ms), no
+/// API: events are recorded straight into the registry.
 struct Stack {
-    db: TestDb,
+    base: harness::Stack,
     nats: NatsServer,
     sim: Simulator,
-    stop: CancellationToken,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 impl Stack {
     async fn start(faults: Faults) -> Stack {
-        let db = TestDb::new().await;
+        let base = harness::Stack::new().await;
         let nats = NatsServer::start();
         let sim = Simulator::start(SimConfig {
             faults,
@@ -40,63 +32,21 @@ impl Stack {
         })
         .await
         .unwrap();
-        let stop = CancellationToken::new();
-        let nats_config = NatsConfig::for_url(nats.url());
-        let pool = latch_core::db::pool(&DatabaseConfig {
-            pool_size: 2,
-            ..DatabaseConfig::with_url(db.relay_url())
-        })
-        .unwrap();
-        let registry = prometheus::Registry::new();
-        let relay = Relay::build(
-            RelayConfig {
-                poll_interval: Duration::from_millis(200),
-                ..RelayConfig::default()
+        base.relay(&nats).await;
+        base.worker(
+            &nats,
+            &sim,
+            |sink| {
+                sink.max_attempts = 3;
+                sink.concurrency = 2;
             },
-            &nats_config,
-            db.relay_url(),
-            pool,
-            &registry,
-            &stop,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(relay.run(stop.clone()));
-        let sink = |kind, url: String, secret: &str| {
-            let mut config = SinkConfig::new(kind, url, secret);
-            config.max_attempts = 3;
-            config.concurrency = 2;
-            config
-        };
-        let worker = Worker::build(
-            &nats_config,
-            vec![
-                sink(
-                    SinkKind::Legacy,
-                    sim.punch_url(),
-                    latch_sim::DEFAULT_TNA_KEY,
-                ),
-                sink(
-                    SinkKind::Webhooks,
-                    sim.webhook_url(),
-                    latch_sim::DEFAULT_WEBHOOK_SECRET,
-                ),
-            ],
             RetryConfig {
                 base: Duration::from_millis(20),
                 max: Duration::from_millis(100),
             },
-            &registry,
         )
-        .await
-        .unwrap();
-        tokio::spawn(worker.run(stop.clone()));
-        Stack {
-            db,
-            nats,
-            sim,
-            stop,
-        }
+        .await;
+        Stack { base, nats, sim }
     }
 
     async fn latch(&self, args: &[&str]) -> Output {
@@ -105,7 +55,7 @@ impl Stack {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("USER", "test-operator")
-            .env("LATCH_DATABASE_URL", self.db.operator_url().expose())
+            .env("LATCH_DATABASE_URL", self.base.db.operator_url().expose())
             .env("LATCH_NATS_URL", self.nats.url())
             .stdin(std::process::Stdio::null())
             .output()
@@ -119,9 +69,9 @@ impl Stack {
     async fn record(&self, kind: &str, holder: Uuid, grant: Option<Uuid>) -> Uuid {
         let id = Uuid::now_v7();
         let client = if grant.is_some() {
-            self.db.owner().await
+            self.base.db.owner().await
         } else {
-            self.db.app().await
+            self.base.db.app().await
         };
         client
             .execute(
@@ -135,12 +85,7 @@ impl Stack {
     }
 
     async fn dead_letters(&self) -> u64 {
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        match js.get_stream(latch_core::nats::DLQ_STREAM).await {
-            Ok(stream) => stream.get_info().await.unwrap().state.messages,
-            Err(_) => 0,
-        }
+        stream_messages(&self.nats, latch_core::nats::DLQ_STREAM).await
     }
 
     async fn wait_for_dead_letters(&self, n: u64) {
@@ -151,16 +96,9 @@ impl Stack {
     }
 
     async fn replays_recorded(&self) -> i64 {
-        self.db
-            .owner()
+        self.base
+            .count("SELECT count(*) FROM actions WHERE kind = 'dlq_replayed'")
             .await
-            .query_one(
-                "SELECT count(*) FROM actions WHERE kind = 'dlq_replayed'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
     }
 }
 
@@ -259,7 +197,7 @@ async fn an_interrupted_replay_finishes_without_duplicates() {
     // Slow replay, interrupted (SIGINT) once some went through.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
         .args(["dlq", "replay", "--all", "--yes", "--rate", "4"])
-        .env("LATCH_DATABASE_URL", stack.db.operator_url().expose())
+        .env("LATCH_DATABASE_URL", stack.base.db.operator_url().expose())
         .env("LATCH_NATS_URL", stack.nats.url())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -384,7 +322,7 @@ async fn outbox_status_exits_non_zero_when_lagging() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("LATCH_EVENTS"));
 
     // Stop the pipeline and leave a row pending.
-    stack.stop.cancel();
+    stack.base.stop();
     stack.record("check_in", Uuid::now_v7(), None).await;
     let lagging = stack
         .latch(&["outbox", "status", "--max-age", "0s", "--json"])
@@ -395,7 +333,7 @@ async fn outbox_status_exits_non_zero_when_lagging() {
 
     let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
         .args(["outbox", "status"])
-        .env("LATCH_DATABASE_URL", stack.db.operator_url().expose())
+        .env("LATCH_DATABASE_URL", stack.base.db.operator_url().expose())
         .env("LATCH_NATS_URL", "nats://127.0.0.1:1")
         .output()
         .await
@@ -416,7 +354,7 @@ async fn outbox_status_exits_non_zero_when_lagging() {
     // And a lagging outbox during a NATS outage exits 3, for the cron check that pages.
     let lagging = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
         .args(["outbox", "status", "--max-age", "0s", "--json"])
-        .env("LATCH_DATABASE_URL", stack.db.operator_url().expose())
+        .env("LATCH_DATABASE_URL", stack.base.db.operator_url().expose())
         .env("LATCH_NATS_URL", "nats://127.0.0.1:1")
         .output()
         .await

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod dlq;
+mod harness;
 mod observability;
 mod pipeline;
 mod site;

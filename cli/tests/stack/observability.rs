@@ -61,12 +61,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use latch_core::credentials::{self, CredentialKind};
 use latch_sim::{Endpoint, Faults, Reject, SimConfig, Simulator, SinkFaults};
 use latch_testkit::process::{get_text, start_listening};
 use latch_testkit::{NatsServer, OtlpCollector, ReceivedSpan, TestDb, wait_until};
 use serde_json::{Value, json};
-use uuid::Uuid;
+
+use crate::harness::{Api, first_admin};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Stands in for Grafana's interval variables: longer than the whole test.
@@ -145,22 +145,9 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
         )
     })
     .await;
-    let api_client = ApiClient {
-        http: http.clone(),
-        base: format!("http://127.0.0.1:{}", api.port),
-    };
+    let api_client = Api::new(format!("http://127.0.0.1:{}", api.port));
 
-    // The first administrator, made the way `latch admins add` makes one.
-    let admin = credentials::generate(CredentialKind::AdminToken);
-    db.owner()
-        .await
-        .execute(
-            "INSERT INTO admins (id, name, token_hash) VALUES ($1, 'observability test', $2)",
-            &[&Uuid::now_v7(), &admin.hash],
-        )
-        .await
-        .unwrap();
-    let admin = admin.plain.expose().clone();
+    let admin = first_admin(&db, "observability test").await;
 
     // A door with its reader; holder A may enter, holder B too, but the legacy system will
     // refuse B's punches.
@@ -473,7 +460,7 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
 /// delivery is the worker's consumer span, a child of the API's; each sink call names its
 /// delivery span as parent. The dead-lettered delivery is exported as failed.
 async fn check_exported_trace(
-    api: &ApiClient,
+    api: &Api,
     reader_key: &str,
     sim: &Simulator,
     collector: &OtlpCollector,
@@ -882,44 +869,6 @@ fn latch(role: &str, env: &[(&str, String)]) -> Command {
     command
 }
 
-struct ApiClient {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl ApiClient {
-    /// POSTs `body` and expects 201 Created; answers the JSON body.
-    async fn created(&self, token: &str, path: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status.as_u16(), 201, "POST {path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    async fn unlock(&self, reader_key: &str, card: &str) -> Value {
-        let response = self
-            .http
-            .post(format!("{}/v1/unlock", self.base))
-            .bearer_auth(reader_key)
-            .json(&json!({"card_id": card}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status.as_u16(), 200, "POST /v1/unlock: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
 /// Prometheus' HTTP API.
 struct Prom {
     http: reqwest::Client,
@@ -932,9 +881,8 @@ impl Prom {
         serde_json::from_str(&text).ok()
     }
 
-    /// Evaluates `query` now: the number of series (or 1 for a scalar), or Prometheus'
-    /// error for an invalid query.
-    async fn query(&self, query: &str) -> Result<usize, String> {
+    /// Evaluates `query` now: Prometheus' answer, or its error for an invalid query.
+    async fn evaluate(&self, query: &str) -> Result<Value, String> {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("query", query)
             .finish();
@@ -953,6 +901,12 @@ impl Prom {
         if answer["status"] != "success" {
             return Err(format!("{}: {}", answer["errorType"], answer["error"]));
         }
+        Ok(answer)
+    }
+
+    /// The number of series `query` yields now (or 1 for a scalar).
+    async fn query(&self, query: &str) -> Result<usize, String> {
+        let answer = self.evaluate(query).await?;
         match answer["data"]["resultType"].as_str() {
             Some("vector") | Some("matrix") => {
                 Ok(answer["data"]["result"].as_array().map_or(0, Vec::len))
@@ -963,20 +917,7 @@ impl Prom {
 
     /// The value of a query that yields one series, if it does.
     async fn scalar(&self, query: &str) -> Option<f64> {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("query", query)
-            .finish();
-        let answer: Value = self
-            .http
-            .post(format!("{}/api/v1/query", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let answer = self.evaluate(query).await.ok()?;
         let result = answer["data"]["result"].as_array()?;
         if result.len() != 1 {
             return None;

@@ -4,163 +4,58 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use latch_core::config::{DatabaseConfig, HttpConfig};
-use latch_core::credentials::{self, CredentialKind};
-use latch_core::nats::NatsConfig;
-use latch_core::shutdown::CancellationToken;
-use latch_relay::{Relay, RelayConfig};
 use latch_sim::{SimConfig, Simulator};
-use latch_testkit::{NatsServer, TestDb, wait_until};
-use latch_worker::Worker;
-use latch_worker::config::{RetryConfig, SinkConfig, SinkKind};
+use latch_testkit::{NatsServer, wait_until};
+use latch_worker::config::RetryConfig;
 use serde_json::{Value, json};
-use uuid::Uuid;
+
+use crate::harness::{Api, Stack, first_admin, stream_messages};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// API, relay and worker in this process; the worker delivers to both simulated sinks.
 struct Pipeline {
-    api: String,
-    admin_token: String,
-    http: reqwest::Client,
-    db: TestDb,
+    stack: Stack,
     nats: NatsServer,
     sim: Simulator,
-    stop: CancellationToken,
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    api: Api,
+    admin_token: String,
 }
 
 impl Pipeline {
     async fn start() -> Pipeline {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let db = TestDb::new().await;
+        let stack = Stack::new().await;
         let nats = NatsServer::start();
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
-        let stop = CancellationToken::new();
-        let db_config = DatabaseConfig {
-            pool_size: 4,
-            ..DatabaseConfig::with_url(db.app_url())
-        };
-        let registry = prometheus::Registry::new();
-        let api = latch_api::Application::build(
-            HttpConfig {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                body_limit_bytes: 64 * 1024,
-                workers: 2,
-                request_timeout: std::time::Duration::from_secs(5),
-            },
-            &db_config,
-            prometheus::Registry::new(),
-            latch_api::ApiConfig::default(),
-        )
-        .unwrap();
-        let base = format!("http://127.0.0.1:{}", api.port());
-        tokio::spawn(api.run_until(stop.clone()));
-        let nats_config = NatsConfig::for_url(nats.url());
-        let relay = Relay::build(
-            RelayConfig {
-                poll_interval: Duration::from_millis(200),
-                ..RelayConfig::default()
-            },
-            &nats_config,
-            db.relay_url(),
-            latch_core::db::pool(&DatabaseConfig {
-                url: db.relay_url(),
-                ..db_config.clone()
-            })
-            .unwrap(),
-            &registry,
-            &stop,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(relay.run(stop.clone()));
-        let worker = Worker::build(
-            &nats_config,
-            vec![
-                SinkConfig::new(
-                    SinkKind::Legacy,
-                    sim.punch_url(),
-                    latch_sim::DEFAULT_TNA_KEY,
-                ),
-                SinkConfig::new(
-                    SinkKind::Webhooks,
-                    sim.webhook_url(),
-                    latch_sim::DEFAULT_WEBHOOK_SECRET,
-                ),
-            ],
-            RetryConfig::default(),
-            &registry,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(worker.run(stop.clone()));
-
-        let token = credentials::generate(CredentialKind::AdminToken);
-        db.owner()
-            .await
-            .execute(
-                "INSERT INTO admins (id, name, token_hash) VALUES ($1, 'pipeline test', $2)",
-                &[&Uuid::now_v7(), &token.hash],
-            )
-            .await
-            .unwrap();
+        let api = stack.api(2);
+        stack.relay(&nats).await;
+        stack
+            .worker(&nats, &sim, |_| {}, RetryConfig::default())
+            .await;
+        let admin_token = first_admin(&stack.db, "pipeline test").await;
         Pipeline {
-            api: base,
-            admin_token: token.plain.expose().clone(),
-            http: reqwest::Client::new(),
-            db,
+            stack,
             nats,
             sim,
-            stop,
+            api,
+            admin_token,
         }
     }
 
     async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.api))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.api.post(token, path, body).await
     }
 
     async fn admin(&self, path: &str, body: Value) -> Value {
-        let response = self.post(path, &self.admin_token, body).await;
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
+        self.api.created(&self.admin_token, path, body).await
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        self.db
-            .owner()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap()
-            .get(0)
+        self.stack.count(sql).await
     }
 
     async fn stream_messages(&self) -> u64 {
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
-        async_nats::jetstream::new(client)
-            .get_stream(latch_core::nats::EVENTS_STREAM)
-            .await
-            .unwrap()
-            .get_info()
-            .await
-            .unwrap()
-            .state
-            .messages
+        stream_messages(&self.nats, latch_core::nats::EVENTS_STREAM).await
     }
 }
 
@@ -269,8 +164,9 @@ async fn one_trace_runs_from_the_reader_to_the_sinks() {
         .await;
     let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let response = p
+        .api
         .http
-        .post(format!("{}/v1/check-ins", p.api))
+        .post(format!("{}/v1/check-ins", p.api.base))
         .bearer_auth(reader["key"].as_str().unwrap())
         .header("traceparent", incoming)
         .json(&json!({"card_id": "ADA"}))

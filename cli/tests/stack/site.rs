@@ -1,63 +1,24 @@
 //! `latch doors|holders|readers|grants` against a real API: a site run from the shell.
 
 use std::process::Output;
-use std::time::Duration;
 
-use latch_core::config::{DatabaseConfig, HttpConfig};
-use latch_core::credentials::{self, CredentialKind};
-use latch_core::shutdown::CancellationToken;
-use latch_testkit::TestDb;
 use uuid::Uuid;
 
+use crate::harness::{Stack, first_admin};
+
+/// The API in this process and its first administrator.
 struct Site {
+    stack: Stack,
     api: String,
     token: String,
-    db: TestDb,
-    stop: CancellationToken,
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 impl Site {
     async fn start() -> Site {
-        let db = TestDb::new().await;
-        let api = latch_api::Application::build(
-            HttpConfig {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                body_limit_bytes: 64 * 1024,
-                workers: 1,
-                request_timeout: Duration::from_secs(5),
-            },
-            &DatabaseConfig {
-                pool_size: 4,
-                ..DatabaseConfig::with_url(db.app_url())
-            },
-            prometheus::Registry::new(),
-            latch_api::ApiConfig::default(),
-        )
-        .unwrap();
-        let base = format!("http://127.0.0.1:{}", api.port());
-        let stop = CancellationToken::new();
-        tokio::spawn(api.run_until(stop.clone()));
-        let token = credentials::generate(CredentialKind::AdminToken);
-        db.owner()
-            .await
-            .execute(
-                "INSERT INTO admins (id, name, token_hash) VALUES ($1, 'shell', $2)",
-                &[&Uuid::now_v7(), &token.hash],
-            )
-            .await
-            .unwrap();
-        Site {
-            api: base,
-            token: token.plain.expose().clone(),
-            db,
-            stop,
-        }
+        let stack = Stack::new().await;
+        let api = stack.api(1).base;
+        let token = first_admin(&stack.db, "shell").await;
+        Site { stack, api, token }
     }
 
     async fn latch(&self, args: &[&str]) -> Output {
@@ -180,6 +141,7 @@ async fn a_site_is_set_up_and_changed_from_the_shell() {
 
     // Every change is in the registry with its author.
     let kinds: Vec<String> = site
+        .stack
         .db
         .owner()
         .await
@@ -240,13 +202,5 @@ async fn shell_errors_are_clear_and_change_nothing() {
         Some(2),
         "bad usage is clap's exit code 2"
     );
-    let count: i64 = site
-        .db
-        .owner()
-        .await
-        .query_one("SELECT count(*) FROM actions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 0);
+    assert_eq!(site.stack.count("SELECT count(*) FROM actions").await, 0);
 }

@@ -1,0 +1,213 @@
+//! What the scenarios start, one piece at a time, and how they talk to it.
+//!
+//! A [`Stack`] is a database of its own and a stop token; a test adds what it needs —
+//! the API ([`Stack::api`]), the relay ([`Stack::relay`]), the worker ([`Stack::worker`]),
+//! the first administrator ([`first_admin`]) — and everything it started stops when the
+//! stack is dropped. Tests that run `latch` as separate processes (observability,
+//! takeover) share [`first_admin`] and the [`Api`] client with those that run it in
+//! process.
+
+use std::time::Duration;
+
+use latch_core::config::{DatabaseConfig, HttpConfig};
+use latch_core::credentials::{self, CredentialKind};
+use latch_core::nats::NatsConfig;
+use latch_core::shutdown::CancellationToken;
+use latch_relay::{Relay, RelayConfig};
+use latch_sim::Simulator;
+use latch_testkit::{NatsServer, TestDb};
+use latch_worker::Worker;
+use latch_worker::config::{RetryConfig, SinkConfig, SinkKind};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A database of this test's own, and what the test started on it.
+pub struct Stack {
+    pub db: TestDb,
+    stop: CancellationToken,
+    registry: prometheus::Registry,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        // reqwest is built without a default TLS provider; another test may have
+        // installed it already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Stack {
+            db: TestDb::new().await,
+            stop: CancellationToken::new(),
+            registry: prometheus::Registry::new(),
+        }
+    }
+
+    /// The API in this process on a port of its own, with `workers` HTTP workers.
+    pub fn api(&self, workers: usize) -> Api {
+        let api = latch_api::Application::build(
+            HttpConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                body_limit_bytes: 64 * 1024,
+                workers,
+                request_timeout: Duration::from_secs(5),
+            },
+            &DatabaseConfig {
+                pool_size: 4,
+                ..DatabaseConfig::with_url(self.db.app_url())
+            },
+            prometheus::Registry::new(),
+            latch_api::ApiConfig::default(),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{}", api.port());
+        tokio::spawn(api.run_until(self.stop.clone()));
+        Api::new(base)
+    }
+
+    /// The relay in this process, polling every 200 ms.
+    pub async fn relay(&self, nats: &NatsServer) {
+        let pool = latch_core::db::pool(&DatabaseConfig {
+            pool_size: 2,
+            ..DatabaseConfig::with_url(self.db.relay_url())
+        })
+        .unwrap();
+        let relay = Relay::build(
+            RelayConfig {
+                poll_interval: Duration::from_millis(200),
+                ..RelayConfig::default()
+            },
+            &NatsConfig::for_url(nats.url()),
+            self.db.relay_url(),
+            pool,
+            &self.registry,
+            &self.stop,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(relay.run(self.stop.clone()));
+    }
+
+    /// The worker in this process, delivering to both of `sim`'s sinks; `adjust` changes
+    /// each sink's settings from their defaults.
+    pub async fn worker(
+        &self,
+        nats: &NatsServer,
+        sim: &Simulator,
+        adjust: impl Fn(&mut SinkConfig),
+        retry: RetryConfig,
+    ) {
+        let sink = |kind, url: String, secret: &str| {
+            let mut config = SinkConfig::new(kind, url, secret);
+            adjust(&mut config);
+            config
+        };
+        let worker = Worker::build(
+            &NatsConfig::for_url(nats.url()),
+            vec![
+                sink(
+                    SinkKind::Legacy,
+                    sim.punch_url(),
+                    latch_sim::DEFAULT_TNA_KEY,
+                ),
+                sink(
+                    SinkKind::Webhooks,
+                    sim.webhook_url(),
+                    latch_sim::DEFAULT_WEBHOOK_SECRET,
+                ),
+            ],
+            retry,
+            &self.registry,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(worker.run(self.stop.clone()));
+    }
+
+    /// Stops what this stack started (API, relay, worker), as a shutdown would.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// `SELECT count(*) ...` as the owner.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .owner()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// The first administrator, made the way `latch admins add` makes one; answers its token.
+pub async fn first_admin(db: &TestDb, name: &str) -> String {
+    let token = credentials::generate(CredentialKind::AdminToken);
+    db.owner()
+        .await
+        .execute(
+            "INSERT INTO admins (id, name, token_hash) VALUES ($1, $2, $3)",
+            &[&Uuid::now_v7(), &name, &token.hash],
+        )
+        .await
+        .unwrap();
+    token.plain.expose().clone()
+}
+
+/// The messages in one of `nats`'s streams (0 when it does not exist).
+pub async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    match async_nats::jetstream::new(client).get_stream(stream).await {
+        Ok(stream) => stream.get_info().await.unwrap().state.messages,
+        Err(_) => 0,
+    }
+}
+
+/// The API's HTTP surface, as a reader or an administrator uses it.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    /// POSTs `body` with `token`.
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs `body` and expects `201 Created`; answers the JSON body.
+    pub async fn created(&self, token: &str, path: &str, body: Value) -> Value {
+        self.answered(201, token, path, body).await
+    }
+
+    /// An unlock that must be answered (granted or denied).
+    pub async fn unlock(&self, reader_key: &str, card: &str) -> Value {
+        self.answered(200, reader_key, "/v1/unlock", json!({"card_id": card}))
+            .await
+    }
+
+    async fn answered(&self, status: u16, token: &str, path: &str, body: Value) -> Value {
+        let response = self.post(token, path, body).await;
+        let actual = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(actual, status, "POST {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+}
