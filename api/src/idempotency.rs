@@ -138,15 +138,15 @@ async fn claim(tx: &Transaction<'_>, keyed: &Keyed) -> Result<Claim, ApiError> {
             &[&keyed.client, &keyed.key],
         )
         .await?;
-    let stored_hash: Vec<u8> = row.get(0);
+    let stored_hash: Vec<u8> = row.get("request_hash");
     if stored_hash != keyed.request_hash {
         return Err(ApiError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request",
         ));
     }
-    let status: Option<i16> = row.get(1);
-    let body: Option<serde_json::Value> = row.get(2);
+    let status: Option<i16> = row.get("status");
+    let body: Option<serde_json::Value> = row.get("response");
     match (
         status.and_then(|s| StatusCode::from_u16(s as u16).ok()),
         body,

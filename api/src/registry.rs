@@ -246,12 +246,12 @@ pub async fn presence(
     let people: Vec<PresentHolder> = rows
         .iter()
         .map(|row| PresentHolder {
-            holder_id: row.get(0),
-            name: row.get(1),
-            card_id: row.get(2),
-            door_id: row.get(3),
-            door_name: row.get(4),
-            since: row.get(5),
+            holder_id: row.get("holder_id"),
+            name: row.get("name"),
+            card_id: row.get("card_id"),
+            door_id: row.get("door_id"),
+            door_name: row.get("door_name"),
+            since: row.get("as_of"),
         })
         .collect();
     Ok(HttpResponse::Ok().json(Presence {

@@ -51,10 +51,10 @@ pub async fn run(source: &Source, command: AdminsCommand) -> anyhow::Result<()> 
                 .await?;
             println!("{:<36}  {:<24}  {:<20}  status", "id", "name", "created");
             for row in rows {
-                let id: Uuid = row.get(0);
-                let name: String = row.get(1);
-                let created: OffsetDateTime = row.get(2);
-                let revoked: Option<OffsetDateTime> = row.get(3);
+                let id: Uuid = row.get("id");
+                let name: String = row.get("name");
+                let created: OffsetDateTime = row.get("created_at");
+                let revoked: Option<OffsetDateTime> = row.get("revoked_at");
                 println!(
                     "{id}  {name:<24}  {:<20}  {}",
                     created.date().to_string(),

@@ -36,7 +36,7 @@ pub struct OutboxRow {
 }
 
 const CLAIM: &str = "
-SELECT id, event_id, subject, ordering_key, payload::text, headers, created_at
+SELECT id, event_id, subject, ordering_key, payload::text AS payload, headers, created_at
 FROM outbox
 ORDER BY id
 LIMIT $1
@@ -62,16 +62,16 @@ async fn claim_prepared(
     Ok(rows
         .into_iter()
         .map(|row| OutboxRow {
-            id: row.get(0),
-            event_id: row.get(1),
-            subject: row.get(2),
-            ordering_key: row.get(3),
-            payload: row.get(4),
-            headers: match row.get::<_, Value>(5) {
+            id: row.get("id"),
+            event_id: row.get("event_id"),
+            subject: row.get("subject"),
+            ordering_key: row.get("ordering_key"),
+            payload: row.get("payload"),
+            headers: match row.get::<_, Value>("headers") {
                 Value::Object(map) => map,
                 _ => Map::new(),
             },
-            created_at: row.get(6),
+            created_at: row.get("created_at"),
         })
         .collect())
 }

@@ -151,11 +151,11 @@ pub(crate) async fn alarm_statement(
     Ok(row.map(|row| AlarmResponse {
         action_id: event.action_id,
         kind: event.kind,
-        site: row.get(0),
-        door_id: row.get(1),
-        reader_id: row.get(2),
-        occurred_at: row.get(3),
-        recorded_at: row.get(4),
+        site: row.get("site"),
+        door_id: row.get("door_id"),
+        reader_id: row.get("reader_id"),
+        occurred_at: row.get("occurred_at"),
+        recorded_at: row.get("recorded_at"),
         clock_skewed: event.clock_skewed,
     }))
 }

@@ -74,17 +74,17 @@ pub async fn gaps(
     let client = pool.get().await?;
     let summary = client
         .query_opt(
-            "SELECT (SELECT min(seq) FROM reader_seqs WHERE reader_id = $1),
-                    (SELECT max(seq) FROM reader_seqs WHERE reader_id = $1),
-                    (SELECT count(*) FROM reader_seqs WHERE reader_id = $1)
+            "SELECT (SELECT min(seq) FROM reader_seqs WHERE reader_id = $1) AS first_seq,
+                    (SELECT max(seq) FROM reader_seqs WHERE reader_id = $1) AS last_seq,
+                    (SELECT count(*) FROM reader_seqs WHERE reader_id = $1) AS accepted
              FROM readers WHERE id = $1",
             &[&reader_id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found("reader_not_found", "no reader with this id"))?;
-    let first_seq: Option<i64> = summary.get(0);
-    let last_seq: Option<i64> = summary.get(1);
-    let accepted: i64 = summary.get(2);
+    let first_seq: Option<i64> = summary.get("first_seq");
+    let last_seq: Option<i64> = summary.get("last_seq");
+    let accepted: i64 = summary.get("accepted");
     let rows = client
         .query(
             "SELECT seq + 1, next - 1 FROM (

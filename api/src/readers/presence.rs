@@ -97,7 +97,7 @@ WITH reader AS (
             as_of = EXCLUDED.as_of, action_id = EXCLUDED.action_id
         WHERE presence.as_of <= EXCLUDED.as_of
 )
-SELECT (SELECT id FROM reader), (SELECT active FROM holder),
+SELECT (SELECT id FROM reader) AS reader_id, (SELECT active FROM holder) AS holder_active,
        recorded.site, recorded.door_id, recorded.holder_id, recorded.occurred_at,
        recorded.recorded_at
 FROM (VALUES (1)) AS one LEFT JOIN recorded ON true";
@@ -153,8 +153,8 @@ pub(crate) async fn presence_statement(
             ],
         )
         .await?;
-    let reader_id: Option<Uuid> = row.get(0);
-    let holder_active: Option<bool> = row.get(1);
+    let reader_id: Option<Uuid> = row.get("reader_id");
+    let holder_active: Option<bool> = row.get("holder_active");
     Ok(match (reader_id, holder_active) {
         (None, _) => Statement::UnknownReader,
         (Some(reader_id), None) => Statement::Refused {
@@ -171,11 +171,11 @@ pub(crate) async fn presence_statement(
             answer: PresenceResponse {
                 action_id: event.action_id,
                 kind: event.kind,
-                site: row.get(2),
-                door_id: row.get(3),
-                holder_id: row.get(4),
-                occurred_at: row.get(5),
-                recorded_at: row.get(6),
+                site: row.get("site"),
+                door_id: row.get("door_id"),
+                holder_id: row.get("holder_id"),
+                occurred_at: row.get("occurred_at"),
+                recorded_at: row.get("recorded_at"),
                 clock_skewed: event.clock_skewed,
             },
         },

@@ -92,8 +92,8 @@ WITH reader AS (
     ON CONFLICT (reader_id, seq) DO NOTHING
     RETURNING seq
 )
-SELECT reader.id, EXISTS (SELECT FROM claimed),
-       (SELECT max(s.seq) FROM reader_seqs s WHERE s.reader_id = reader.id)
+SELECT reader.id AS reader_id, EXISTS (SELECT FROM claimed) AS claimed,
+       (SELECT max(s.seq) FROM reader_seqs s WHERE s.reader_id = reader.id) AS last_seq
 FROM reader";
 
 pub async fn claim(
@@ -108,9 +108,9 @@ pub async fn claim(
     else {
         return Ok(Claim::UnknownReader);
     };
-    let reader_id: Uuid = row.get(0);
-    if row.get::<_, bool>(1) {
-        let last: Option<i64> = row.get(2);
+    let reader_id: Uuid = row.get("reader_id");
+    if row.get::<_, bool>("claimed") {
+        let last: Option<i64> = row.get("last_seq");
         return Ok(Claim::Fresh {
             reader_id,
             jumped: last.is_some_and(|last| claim.seq > last.saturating_add(1)),
@@ -125,18 +125,18 @@ pub async fn claim(
             &[&reader_id, &claim.seq],
         )
         .await?;
-    if row.get::<_, Vec<u8>>(0) != claim.request_hash {
+    if row.get::<_, Vec<u8>>("request_hash") != claim.request_hash {
         return Ok(Claim::Reused);
     }
-    let status: Option<i16> = row.get(1);
-    let body: Option<serde_json::Value> = row.get(2);
+    let status: Option<i16> = row.get("status");
+    let body: Option<serde_json::Value> = row.get("response");
     match (
         status.and_then(|s| StatusCode::from_u16(s as u16).ok()),
         body,
     ) {
         (Some(status), Some(body)) => Ok(Claim::Duplicate(StoredSeq {
             response: StoredResponse::stored(status, body),
-            action_id: row.get(3),
+            action_id: row.get("action_id"),
         })),
         // Claims and responses are committed together, so this is not seen in practice.
         _ => Err(ApiError::conflict(

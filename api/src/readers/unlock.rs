@@ -212,10 +212,10 @@ async fn unlock_statement(
         .await?;
     Ok(row.map(|row| {
         (
-            row.get(0),
+            row.get("reader_id"),
             UnlockResponse {
-                decision: parse_decision(row.get(1)),
-                reason: row.get(2),
+                decision: parse_decision(row.get("decision")),
+                reason: row.get("reason"),
                 action_id: event.action_id,
                 clock_skewed: event.clock_skewed,
             },

@@ -34,6 +34,19 @@ impl Site {
             .await
             .unwrap()
     }
+
+    /// `latch admins ...` with `login`'s database URL as LATCH_MIGRATION_DATABASE_URL.
+    async fn admins(&self, args: &[&str], login: &str) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+            .arg("admins")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LATCH_MIGRATION_DATABASE_URL", login)
+            .output()
+            .await
+            .unwrap()
+    }
 }
 
 fn stdout(output: &Output) -> String {
@@ -203,4 +216,68 @@ async fn shell_errors_are_clear_and_change_nothing() {
         "bad usage is clap's exit code 2"
     );
     assert_eq!(site.stack.count("SELECT count(*) FROM actions").await, 0);
+}
+
+#[tokio::test]
+async fn administrators_are_made_listed_and_revoked_by_the_owner_only() {
+    let site = Site::start().await;
+    let owner = site.stack.db.owner_url().expose().clone();
+    let admins = || site.stack.count("SELECT count(*) FROM admins");
+    let before = admins().await;
+
+    // The API's login, and a blank name, are refused with a clear message; nothing changes.
+    let app = site.stack.db.app_url().expose().clone();
+    let refused = site.admins(&["add", "--name", "Night desk"], &app).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("LATCH_MIGRATION_DATABASE_URL"),
+        "{message}"
+    );
+    let blank = site.admins(&["add", "--name", " "], &owner).await;
+    assert_eq!(blank.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&blank.stderr).contains("--name"));
+    assert_eq!(admins().await, before);
+
+    // The owner makes one; its token works at once and is shown only here.
+    let added = stdout(&site.admins(&["add", "--name", "Night desk"], &owner).await);
+    let id = id_after(&added, "admin");
+    let token = added
+        .lines()
+        .find_map(|line| line.strip_prefix("token (shown once): "))
+        .unwrap_or_else(|| panic!("no token in {added:?}"))
+        .to_owned();
+    stdout(&site.latch_with(&["doors", "list"], &token, &site.api).await);
+    let listed = stdout(&site.admins(&["list"], &owner).await);
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed: {listed}"));
+    assert!(
+        line.contains("Night desk") && line.ends_with("active"),
+        "{line}"
+    );
+    assert!(!listed.contains(&token), "a token is never shown again");
+
+    // Revoked: the token stops working, the list says so, a second revoke is an error.
+    stdout(&site.admins(&["revoke", &id], &owner).await);
+    let refused = site.latch_with(&["doors", "list"], &token, &site.api).await;
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401 unauthorized"));
+    let listed = stdout(&site.admins(&["list"], &owner).await);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&id) && line.ends_with("revoked")),
+        "{listed}"
+    );
+    let again = site.admins(&["revoke", &id], &owner).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no active admin"));
+
+    // Both changes are in the registry.
+    let recorded = site
+        .stack
+        .count("SELECT count(*) FROM actions WHERE kind IN ('admin_created', 'admin_revoked')")
+        .await;
+    assert_eq!(recorded, 2);
 }
