@@ -1,4 +1,5 @@
-//! Liveness and readiness.
+//! Liveness and readiness, answered as every role answers them
+//! ([`latch_core::admin`]).
 //!
 //! `/healthz` answers while the process serves HTTP; `/readyz` also checks that
 //! PostgreSQL answers within a second, so a load balancer stops sending traffic to an API
@@ -8,13 +9,14 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
 use deadpool_postgres::Pool;
-use serde_json::json;
+use latch_core::admin;
+use serde_json::{Map, Value};
 
 /// The process is alive.
 #[utoipa::path(tag = "operations", responses((status = 200, description = "Alive")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    admin::healthz()
 }
 
 /// The API can serve requests: PostgreSQL answers.
@@ -35,14 +37,14 @@ pub async fn readyz(pool: web::Data<Pool>) -> HttpResponse {
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
-    match tokio::time::timeout(Duration::from_secs(1), check).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "postgres": "ok"})),
+    let postgres = match tokio::time::timeout(Duration::from_secs(1), check).await {
+        Ok(Ok(())) => "ok",
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "not ready", "postgres": "unreachable"}))
+            "unreachable"
         }
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "not ready", "postgres": "timeout"})),
-    }
+        Err(_) => "timeout",
+    };
+    let checks = Map::from_iter([("postgres".to_owned(), Value::from(postgres))]);
+    admin::readyz(postgres == "ok", checks)
 }

@@ -191,7 +191,5 @@ fn method_label(method: &Method) -> &'static str {
 #[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics in Prometheus text format")))]
 #[get("/metrics")]
 pub async fn serve(metrics: web::Data<ApiMetrics>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(latch_core::metrics::encode(&metrics.registry))
+    latch_core::admin::metrics(&metrics.registry)
 }

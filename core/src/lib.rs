@@ -9,9 +9,10 @@
 //! - [`nats`]: the NATS connection and the event stream.
 //! - [`event`]: the event kinds and the versioned envelope that travels from the outbox
 //!   to the sinks.
-//! - [`signature`]: the webhook signature (`Latch-Signature`), signed and checked.
+//! - [`signature`]: the webhook signature (`Latch-Signature`): signing, and a checker.
 //! - [`shutdown`]: the shutdown token every long-running loop takes.
-//! - [`metrics`], [`admin`]: Prometheus metrics and the relay/worker admin endpoints.
+//! - [`metrics`], [`admin`]: Prometheus metrics, and the operations endpoints of every role
+//!   (`/healthz`, `/readyz`, `/metrics`: one answer for all; the relay/worker listener).
 //! - [`telemetry`]: log set-up (JSON in production, readable in a terminal).
 //! - [`otel`]: OpenTelemetry spans, exported over OTLP when an endpoint is configured.
 //!

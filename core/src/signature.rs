@@ -1,5 +1,6 @@
-//! Webhook signatures: the one definition the worker (which signs) and the simulator
-//! (which checks) share.
+//! Webhook signatures: how the worker signs, and how a receiver written in Rust may check.
+//! (The simulator checks on its own, from the published format, so that a mistake here
+//! cannot pass by being made twice.)
 //!
 //! The scheme is Stripe's: the header `Latch-Signature: t=<unix seconds>,v1=<hex>` where
 //! `<hex>` is HMAC-SHA256 keyed with the subscriber's secret over `"<t>.<raw body>"`.
