@@ -14,6 +14,7 @@
 //!
 //! # What happens
 //!
+//! One scenario, in named phases (the methods of `Scenario`, called in order by the test).
 //! So that every metric the dashboards and rules use exists and moves: NATS is stopped while
 //! an action waits in the outbox (the relay counts an error) and started again; an
 //! administrator (made in SQL, as `latch admins add` does) creates a door, its reader, two
@@ -62,7 +63,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use latch_sim::{Endpoint, Faults, Reject, SimConfig, Simulator, SinkFaults};
-use latch_testkit::process::{get_text, start_listening};
+use latch_testkit::process::{Server, get_text, start_listening};
 use latch_testkit::{NatsServer, OtlpCollector, ReceivedSpan, TestDb, wait_until};
 use serde_json::{Value, json};
 
@@ -81,121 +82,159 @@ fn repo() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
-    let prometheus_bin = std::env::var("LATCH_PROMETHEUS_BIN").unwrap_or_else(|_| {
-        panic!(
-            "LATCH_PROMETHEUS_BIN is not set: this test needs a Prometheus server binary. Run \
-             the tests with ./deploy/local/test.sh, which installs Debian's prometheus package \
-             and sets it, or set it yourself (e.g. LATCH_PROMETHEUS_BIN=/usr/bin/prometheus)"
-        )
-    });
-    assert!(
-        Path::new(&prometheus_bin).is_file(),
-        "LATCH_PROMETHEUS_BIN={prometheus_bin} is not a file"
-    );
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("latch-observability-")
-        .tempdir()
-        .unwrap();
+    let mut live = Scenario::start().await;
+    live.the_relay_counts_an_error_while_nats_is_down().await;
+    live.start_worker().await;
+    live.start_prometheus().await;
+    live.traffic().await;
+    check_exported_trace(
+        &live.api_client,
+        &live.reader_key,
+        &live.sim,
+        &live.collector,
+    )
+    .await;
+    live.prometheus_agrees_with_what_happened().await;
+    let rules = live.every_alert_rule_is_well_formed_and_evaluates().await;
+    live.every_dashboard_query_and_rule_selector_returns_series(&rules)
+        .await;
+    live.the_outbox_age_alert_fires_during_a_nats_outage(&rules)
+        .await;
+}
 
-    // --- the stack -----------------------------------------------------------------------
-    let db = TestDb::new().await;
-    let mut nats = NatsServer::start();
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let collector = OtlpCollector::start().await;
-    let app_url = db.app_url().expose().clone();
-    let relay_url = db.relay_url().expose().clone();
-    // The API and the worker export their spans to the collector, in small, quick batches.
-    let otel = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-    ];
+/// The live stack, built and driven phase by phase.
+struct Scenario {
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    db: TestDb,
+    nats: NatsServer,
+    sim: Simulator,
+    collector: OtlpCollector,
+    api: Server,
+    relay: Server,
+    worker: Option<Server>,
+    prometheus: Option<(Server, Prom)>,
+    api_client: Api,
+    reader_key: String,
+    /// Holder A may enter; holder B too, but the legacy system refuses B's punches.
+    holders: Vec<String>,
+    granted: u32,
+    denied: u32,
+}
 
-    let api = start_listening(&http, "api", dir.path(), "/readyz", |port| {
-        latch(
-            "api",
-            &[
+impl Scenario {
+    /// PostgreSQL, NATS, the simulator, an OTLP receiver, `latch api` and `latch relay`;
+    /// a door with its reader and two holders.
+    async fn start() -> Scenario {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("latch-observability-")
+            .tempdir()
+            .unwrap();
+        let db = TestDb::new().await;
+        let nats = NatsServer::start();
+        let sim = Simulator::start(SimConfig::default()).await.unwrap();
+        let collector = OtlpCollector::start().await;
+        let app_url = db.app_url().expose().clone();
+        let relay_url = db.relay_url().expose().clone();
+        let otel = otel_settings(&collector);
+
+        let api = start_listening(&http, "api", dir.path(), "/readyz", |port| {
+            let mut settings = vec![
                 ("LATCH_DATABASE_URL", app_url.clone()),
                 ("LATCH_HTTP_ADDR", format!("127.0.0.1:{port}")),
                 ("LATCH_HTTP_WORKERS", "2".into()),
                 ("LATCH_DATABASE_POOL_SIZE", "4".into()),
-                otel[0].clone(),
-                otel[1].clone(),
-            ],
-        )
-    })
-    .await;
-    let relay = start_listening(&http, "relay", dir.path(), "/readyz", |port| {
-        latch(
-            "relay",
-            &[
-                ("LATCH_DATABASE_URL", relay_url.clone()),
-                ("LATCH_DATABASE_POOL_SIZE", "2".into()),
-                ("LATCH_NATS_URL", nats.url()),
-                ("LATCH_NATS_REQUEST_TIMEOUT", "1s".into()),
-                ("LATCH_ADMIN_ADDR", format!("127.0.0.1:{port}")),
-                ("LATCH_RELAY_POLL_INTERVAL", "100ms".into()),
-                ("LATCH_RELAY_MAX_BACKOFF", "500ms".into()),
-            ],
-        )
-    })
-    .await;
-    let api_client = Api::new(format!("http://127.0.0.1:{}", api.port));
-
-    let admin = first_admin(&db, "observability test").await;
-
-    // A door with its reader; holder A may enter, holder B too, but the legacy system will
-    // refuse B's punches.
-    let door = api_client
-        .created(
-            &admin,
-            "/v1/doors",
-            json!({"site": "hq", "name": "Main entrance"}),
-        )
+            ];
+            settings.extend(otel.iter().cloned());
+            latch("api", &settings)
+        })
         .await;
-    let reader = api_client
-        .created(
-            &admin,
-            "/v1/readers",
-            json!({"door_id": door["id"], "name": "Main entrance reader"}),
-        )
+        let relay = start_listening(&http, "relay", dir.path(), "/readyz", |port| {
+            latch(
+                "relay",
+                &[
+                    ("LATCH_DATABASE_URL", relay_url.clone()),
+                    ("LATCH_DATABASE_POOL_SIZE", "2".into()),
+                    ("LATCH_NATS_URL", nats.url()),
+                    ("LATCH_NATS_REQUEST_TIMEOUT", "1s".into()),
+                    ("LATCH_ADMIN_ADDR", format!("127.0.0.1:{port}")),
+                    ("LATCH_RELAY_POLL_INTERVAL", "100ms".into()),
+                    ("LATCH_RELAY_MAX_BACKOFF", "500ms".into()),
+                ],
+            )
+        })
         .await;
-    let reader_key = reader["key"].as_str().unwrap().to_owned();
-    let mut holders = Vec::new();
-    for card in ["CARD-OBS-A", "CARD-OBS-B"] {
-        let holder = api_client
+        let api_client = Api::new(format!("http://127.0.0.1:{}", api.port));
+
+        let admin = first_admin(&db, "observability test").await;
+        let door = api_client
             .created(
                 &admin,
-                "/v1/holders",
-                json!({"card_id": card, "name": format!("Holder {card}")}),
+                "/v1/doors",
+                json!({"site": "hq", "name": "Main entrance"}),
             )
             .await;
-        api_client
+        let reader = api_client
             .created(
                 &admin,
-                "/v1/grants",
-                json!({"holder_id": holder["id"], "door_id": door["id"]}),
+                "/v1/readers",
+                json!({"door_id": door["id"], "name": "Main entrance reader"}),
             )
             .await;
-        holders.push(holder["id"].as_str().unwrap().to_owned());
+        let reader_key = reader["key"].as_str().unwrap().to_owned();
+        let mut holders = Vec::new();
+        for card in ["CARD-OBS-A", "CARD-OBS-B"] {
+            let holder = api_client
+                .created(
+                    &admin,
+                    "/v1/holders",
+                    json!({"card_id": card, "name": format!("Holder {card}")}),
+                )
+                .await;
+            api_client
+                .created(
+                    &admin,
+                    "/v1/grants",
+                    json!({"holder_id": holder["id"], "door_id": door["id"]}),
+                )
+                .await;
+            holders.push(holder["id"].as_str().unwrap().to_owned());
+        }
+        Scenario {
+            http,
+            dir,
+            db,
+            nats,
+            sim,
+            collector,
+            api,
+            relay,
+            worker: None,
+            prometheus: None,
+            api_client,
+            reader_key,
+            holders,
+            granted: 0,
+            denied: 0,
+        }
     }
 
-    // A relay error: NATS goes away while an event waits in the outbox, then comes back.
-    // Everything before is in the stream first, so that no publish is cut in the middle.
-    outbox_drained(&db).await;
-    nats.kill();
-    let mut granted = 0;
-    let mut denied = 0;
-    api_client.unlock(&reader_key, "CARD-OBS-A").await;
-    granted += 1;
-    let relay_metrics = format!("http://127.0.0.1:{}/metrics", relay.port);
-    {
-        let (http, url) = (&http, &relay_metrics);
+    /// NATS goes away while an event waits in the outbox, then comes back. Everything
+    /// before is in the stream first, so that no publish is cut in the middle.
+    async fn the_relay_counts_an_error_while_nats_is_down(&mut self) {
+        outbox_drained(&self.db).await;
+        self.nats.kill();
+        self.unlock("CARD-OBS-A", "granted").await;
+        let (http, url) = (
+            &self.http,
+            &format!("http://127.0.0.1:{}/metrics", self.relay.port),
+        );
         wait_until(
             "the relay to count a publishing error",
             DEADLINE,
@@ -205,14 +244,16 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
             },
         )
         .await;
+        self.nats.restart();
+        outbox_drained(&self.db).await;
     }
-    nats.restart();
-    outbox_drained(&db).await;
 
-    let worker = start_listening(&http, "worker", dir.path(), "/readyz", |port| {
-        latch(
-            "worker",
-            &[
+    /// `latch worker`, delivering to both simulated sinks (3 attempts for legacy).
+    async fn start_worker(&mut self) {
+        let (nats, sim) = (&self.nats, &self.sim);
+        let otel = otel_settings(&self.collector);
+        let worker = start_listening(&self.http, "worker", self.dir.path(), "/readyz", |port| {
+            let mut settings = vec![
                 ("LATCH_NATS_URL", nats.url()),
                 ("LATCH_ADMIN_ADDR", format!("127.0.0.1:{port}")),
                 ("LATCH_SINKS_LEGACY_URL", sim.punch_url()),
@@ -228,42 +269,46 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
                 ("LATCH_SINKS_LEGACY_MAX_ATTEMPTS", "3".into()),
                 ("LATCH_RETRY_BASE", "20ms".into()),
                 ("LATCH_RETRY_MAX", "100ms".into()),
-                otel[0].clone(),
-                otel[1].clone(),
-            ],
-        )
-    })
-    .await;
+            ];
+            settings.extend(otel.iter().cloned());
+            latch("worker", &settings)
+        })
+        .await;
+        self.worker = Some(worker);
+    }
 
-    // --- Prometheus ----------------------------------------------------------------------
-    let config = prometheus_config(api.port, relay.port, worker.port);
-    std::fs::write(dir.path().join("prometheus.yml"), &config).unwrap();
-    let prometheus = start_listening(&http, "prometheus", dir.path(), "/-/ready", |port| {
-        let mut command = Command::new(&prometheus_bin);
-        command
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join(format!("data-{port}")).display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn");
-        command
-    })
-    .await;
-    let prom = Prom {
-        http: http.clone(),
-        base: format!("http://127.0.0.1:{}", prometheus.port),
-    };
-    {
-        let prom = &prom;
+    /// Prometheus with deploy/prometheus's rules, scraping the api, the relay and the
+    /// worker; ready once all three are up.
+    async fn start_prometheus(&mut self) {
+        let bin = prometheus_bin();
+        let worker = self.worker.as_ref().expect("the worker runs");
+        let config = prometheus_config(self.api.port, self.relay.port, worker.port);
+        let dir = self.dir.path();
+        std::fs::write(dir.join("prometheus.yml"), &config).unwrap();
+        let server = start_listening(&self.http, "prometheus", dir, "/-/ready", |port| {
+            let mut command = Command::new(&bin);
+            command
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("data-{port}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn");
+            command
+        })
+        .await;
+        let prom = Prom {
+            http: self.http.clone(),
+            base: format!("http://127.0.0.1:{}", server.port),
+        };
         wait_until(
             "Prometheus to scrape the api, the relay and the worker",
             DEADLINE,
-            || async move {
+            || async {
                 let targets = prom.get("/api/v1/targets").await?;
                 let active = targets["data"]["activeTargets"].as_array()?;
                 let up: Vec<&str> = active
@@ -278,93 +323,97 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
             },
         )
         .await;
+        self.prometheus = Some((server, prom));
     }
 
-    // --- traffic -------------------------------------------------------------------------
-    sim.set_faults(Faults::only(
-        Endpoint::Legacy,
-        SinkFaults::rejecting(Reject {
-            holders: vec![holders[1].clone()],
-            ..Reject::default()
-        }),
-    ))
-    .await
-    .unwrap();
-    for _ in 0..5 {
-        api_client.unlock(&reader_key, "CARD-OBS-A").await;
-        granted += 1;
-        api_client.unlock(&reader_key, "CARD-UNKNOWN").await;
-        denied += 1;
-        api_client
+    fn prom(&self) -> &Prom {
+        &self.prometheus.as_ref().expect("Prometheus runs").1
+    }
+
+    /// An unlock that must be decided `expected`, counted for the metrics check.
+    async fn unlock(&mut self, card: &str, expected: &str) {
+        let answer = self.api_client.unlock(&self.reader_key, card).await;
+        assert_eq!(answer["decision"], expected, "unlock {card}: {answer}");
+        if expected == "granted" {
+            self.granted += 1;
+        } else {
+            self.denied += 1;
+        }
+    }
+
+    /// Unlocks granted and denied, check-ins and check-outs; the legacy system refuses
+    /// holder B's punch, which is dead-lettered.
+    async fn traffic(&mut self) {
+        self.sim
+            .set_faults(Faults::only(
+                Endpoint::Legacy,
+                SinkFaults::rejecting(Reject {
+                    holders: vec![self.holders[1].clone()],
+                    ..Reject::default()
+                }),
+            ))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            self.unlock("CARD-OBS-A", "granted").await;
+            self.unlock("CARD-UNKNOWN", "denied").await;
+            for path in ["/v1/check-ins", "/v1/check-outs"] {
+                self.api_client
+                    .created(&self.reader_key, path, json!({"card_id": "CARD-OBS-A"}))
+                    .await;
+            }
+        }
+        self.api_client
             .created(
-                &reader_key,
+                &self.reader_key,
                 "/v1/check-ins",
-                json!({"card_id": "CARD-OBS-A"}),
-            )
-            .await;
-        api_client
-            .created(
-                &reader_key,
-                "/v1/check-outs",
-                json!({"card_id": "CARD-OBS-A"}),
+                json!({"card_id": "CARD-OBS-B"}),
             )
             .await;
     }
-    // The legacy system refuses B's punch: one dead letter.
-    api_client
-        .created(
-            &reader_key,
-            "/v1/check-ins",
-            json!({"card_id": "CARD-OBS-B"}),
-        )
-        .await;
 
-    // --- one trace, exported by every role that took part -------------------------------
-    check_exported_trace(&api_client, &reader_key, &sim, &collector).await;
-
-    // --- what Prometheus shows agrees with what happened ---------------------------------
-    let actions: i64 = db
-        .owner()
-        .await
-        .query_one("SELECT count(*) FROM actions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let expectations = [
-        // Each outbox row is deleted once acknowledged, as new or as a duplicate (a publish
-        // sent while NATS was down may be stored when the client reconnects, and the relay,
-        // which timed out, sends it again).
-        (
-            "sum(latch_relay_published_total) + sum(latch_relay_duplicates_total)".to_owned(),
-            actions as f64,
-        ),
-        ("max(latch_dlq_depth_messages)".to_owned(), 1.0),
-        (
-            r#"sum(latch_worker_deliveries_total{outcome="dead"})"#.to_owned(),
-            1.0,
-        ),
-        (
-            r#"sum(latch_unlock_decisions_total{decision="granted"})"#.to_owned(),
-            f64::from(granted),
-        ),
-        (
-            r#"sum(latch_unlock_decisions_total{decision="denied"})"#.to_owned(),
-            f64::from(denied),
-        ),
-    ];
-    for (query, want) in &expectations {
-        until_value(&prom, query, *want).await;
+    /// The counters Prometheus scraped match what the registry and the requests say.
+    async fn prometheus_agrees_with_what_happened(&self) {
+        let actions: i64 = self
+            .db
+            .owner()
+            .await
+            .query_one("SELECT count(*) FROM actions", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let expectations = [
+            // Each outbox row is deleted once acknowledged, as new or as a duplicate (a
+            // publish sent while NATS was down may be stored when the client reconnects,
+            // and the relay, which timed out, sends it again).
+            (
+                "sum(latch_relay_published_total) + sum(latch_relay_duplicates_total)".to_owned(),
+                actions as f64,
+            ),
+            ("max(latch_dlq_depth_messages)".to_owned(), 1.0),
+            (
+                r#"sum(latch_worker_deliveries_total{outcome="dead"})"#.to_owned(),
+                1.0,
+            ),
+            (
+                r#"sum(latch_unlock_decisions_total{decision="granted"})"#.to_owned(),
+                f64::from(self.granted),
+            ),
+            (
+                r#"sum(latch_unlock_decisions_total{decision="denied"})"#.to_owned(),
+                f64::from(self.denied),
+            ),
+        ];
+        for (query, want) in &expectations {
+            until_value(self.prom(), query, *want).await;
+        }
     }
 
-    // --- every dashboard query -----------------------------------------------------------
-    let panels = dashboard_queries();
-    assert!(!panels.is_empty(), "no dashboard queries found");
-    let mut queries: Vec<(String, String)> = panels;
-
-    // --- every alert rule ----------------------------------------------------------------
-    let rules = {
-        let prom = &prom;
-        wait_until(
+    /// Every alert rule Prometheus loaded: a severity, a summary and a description,
+    /// healthy, a valid expression with selectors. Answers the rules.
+    async fn every_alert_rule_is_well_formed_and_evaluates(&self) -> Vec<Value> {
+        let prom = self.prom();
+        let rules = wait_until(
             "Prometheus to evaluate every alert rule",
             DEADLINE,
             || async move {
@@ -378,81 +427,118 @@ async fn every_dashboard_query_and_alert_rule_works_against_a_live_stack() {
                     .then_some(rules)
             },
         )
-        .await
-    };
-    let mut problems = Vec::new();
-    for rule in &rules {
-        let name = rule["name"].as_str().unwrap_or("?");
-        let severity = &rule["labels"]["severity"];
-        if severity != "warning" && severity != "critical" {
-            problems.push(format!(
-                "alert {name}: severity must be warning or critical, is {severity}"
-            ));
-        }
-        for annotation in ["summary", "description"] {
-            if rule["annotations"][annotation]
-                .as_str()
-                .is_none_or(str::is_empty)
-            {
-                problems.push(format!("alert {name}: no {annotation} annotation"));
+        .await;
+        let mut problems = Vec::new();
+        for rule in &rules {
+            let name = rule["name"].as_str().unwrap_or("?");
+            let severity = &rule["labels"]["severity"];
+            if severity != "warning" && severity != "critical" {
+                problems.push(format!(
+                    "alert {name}: severity must be warning or critical, is {severity}"
+                ));
+            }
+            for annotation in ["summary", "description"] {
+                if rule["annotations"][annotation]
+                    .as_str()
+                    .is_none_or(str::is_empty)
+                {
+                    problems.push(format!("alert {name}: no {annotation} annotation"));
+                }
+            }
+            if rule["health"] != "ok" {
+                problems.push(format!(
+                    "alert {name}: health {} ({})",
+                    rule["health"], rule["lastError"]
+                ));
+            }
+            let expr = rule["query"].as_str().unwrap();
+            if let Err(error) = prom.query(expr).await {
+                problems.push(format!(
+                    "alert {name}: invalid expression: {error}\n  {expr}"
+                ));
+            }
+            if selectors(expr).is_empty() {
+                problems.push(format!("alert {name}: no selector found in {expr}"));
             }
         }
-        if rule["health"] != "ok" {
-            problems.push(format!(
-                "alert {name}: health {} ({})",
-                rule["health"], rule["lastError"]
-            ));
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        rules
+    }
+
+    /// Every dashboard query, and every selector of every alert rule, returns series:
+    /// nothing on a dashboard or in a rule names a metric latch does not export.
+    async fn every_dashboard_query_and_rule_selector_returns_series(&self, rules: &[Value]) {
+        let mut queries = dashboard_queries();
+        assert!(!queries.is_empty(), "no dashboard queries found");
+        for rule in rules {
+            let name = rule["name"].as_str().unwrap_or("?");
+            let expr = rule["query"].as_str().unwrap_or_default();
+            for selector in selectors(expr) {
+                queries.push((format!("alert {name}: selector"), selector));
+            }
         }
-        let expr = rule["query"].as_str().unwrap();
-        if let Err(error) = prom.query(expr).await {
-            problems.push(format!(
-                "alert {name}: invalid expression: {error}\n  {expr}"
-            ));
-        }
-        let found = selectors(expr);
-        if found.is_empty() {
-            problems.push(format!("alert {name}: no selector found in {expr}"));
-        }
-        for selector in found {
-            queries.push((format!("alert {name}: selector"), selector));
+        let failures = until_all_return_series(self.prom(), queries).await;
+        if !failures.is_empty() {
+            let (prometheus, _) = self.prometheus.as_ref().expect("Prometheus runs");
+            let worker = self.worker.as_ref().expect("the worker runs");
+            panic!(
+                "{}\n\n{}",
+                failures.join("\n"),
+                [&self.api, &self.relay, worker, prometheus]
+                    .iter()
+                    .map(|s| s.proc.tail())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
 
-    let failures = until_all_return_series(&prom, queries).await;
-    if !failures.is_empty() {
+    /// The alert that guards the stream's duplicate window must see the outbox age grow
+    /// while NATS is down: its own expression, as Prometheus loaded it, with the threshold
+    /// lowered from minutes to seconds, fires on what Prometheus scrapes from the relay.
+    async fn the_outbox_age_alert_fires_during_a_nats_outage(&mut self, rules: &[Value]) {
+        let aging = rules
+            .iter()
+            .find(|r| r["name"] == "LatchOutboxOldestRowAging")
+            .and_then(|r| r["query"].as_str())
+            .expect("the LatchOutboxOldestRowAging rule");
+        let (condition, _threshold) = aging.rsplit_once('>').expect("a `> threshold` comparison");
+        let firing = format!("{condition}> 3");
+        self.nats.kill();
+        self.unlock("CARD-OBS-A", "granted").await;
+        let prom = self.prom();
+        wait_until(
+            &format!("Prometheus to see the outbox age pass 3 s: {firing}"),
+            DEADLINE,
+            || async { prom.scalar(&firing).await.filter(|age| *age > 3.0) },
+        )
+        .await;
+        self.nats.restart();
+        outbox_drained(&self.db).await;
+    }
+}
+
+fn prometheus_bin() -> String {
+    let bin = std::env::var("LATCH_PROMETHEUS_BIN").unwrap_or_else(|_| {
         panic!(
-            "{}\n\n{}",
-            failures.join("\n"),
-            [&api, &relay, &worker, &prometheus]
-                .iter()
-                .map(|s| s.proc.tail())
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+            "LATCH_PROMETHEUS_BIN is not set: this test needs a Prometheus server binary. Run \
+             the tests with ./deploy/local/test.sh, which installs Debian's prometheus package \
+             and sets it, or set it yourself (e.g. LATCH_PROMETHEUS_BIN=/usr/bin/prometheus)"
+        )
+    });
+    assert!(
+        Path::new(&bin).is_file(),
+        "LATCH_PROMETHEUS_BIN={bin} is not a file"
+    );
+    bin
+}
 
-    // --- the outbox-age alert during a NATS outage ----------------------------------------
-    // The alert that guards the stream's duplicate window must see the outbox age grow
-    // while NATS is down: its own expression, as Prometheus loaded it, with the threshold
-    // lowered from minutes to seconds, fires on what Prometheus scrapes from the relay.
-    let aging = rules
-        .iter()
-        .find(|r| r["name"] == "LatchOutboxOldestRowAging")
-        .and_then(|r| r["query"].as_str())
-        .expect("the LatchOutboxOldestRowAging rule");
-    let (condition, _threshold) = aging.rsplit_once('>').expect("a `> threshold` comparison");
-    let firing = format!("{condition}> 3");
-    nats.kill();
-    api_client.unlock(&reader_key, "CARD-OBS-A").await;
-    wait_until(
-        &format!("Prometheus to see the outbox age pass 3 s: {firing}"),
-        DEADLINE,
-        || async { prom.scalar(&firing).await.filter(|age| *age > 3.0) },
-    )
-    .await;
-    nats.restart();
-    outbox_drained(&db).await;
+/// The API and the worker export their spans to the collector, in small, quick batches.
+fn otel_settings(collector: &OtlpCollector) -> [(&'static str, String); 2] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ]
 }
 
 /// A check-in sent with a `traceparent` is exported as the API's server span, a child of
