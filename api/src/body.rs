@@ -48,6 +48,10 @@ pub fn object<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
 }
 
 /// The answer to a body that does not read as the type it should.
+///
+/// The one place a message decides anything: serde_json reports an unknown field (from
+/// `deny_unknown_fields`) only in its message, under the same `Category::Data` as a wrong
+/// type. Both answers are 400; only the code differs, and a test pins each.
 pub fn invalid(error: &serde_json::Error) -> ApiError {
     let message = error.to_string();
     if message.contains("unknown field") {
