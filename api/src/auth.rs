@@ -8,14 +8,15 @@
 //! [`Admin`], looked up before the handler runs.
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpRequest, web};
 use deadpool_postgres::Pool;
 use futures::future::LocalBoxFuture;
-use latch_core::credentials;
+use latch_core::credentials::{self, Scope};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::limits;
 
 fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let mut values = req.headers().get_all(header::AUTHORIZATION);
@@ -42,6 +43,17 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     }
 }
 
+/// The condition that reader `r` answers to key hash `$1`: its key, or the key it had before
+/// its last rotation while the grace period lasts. Every reader statement uses it (a macro,
+/// so that statements can be `concat!`-ed constants).
+macro_rules! key_matches {
+    () => {
+        "(r.key_hash = $1 OR (r.previous_key_hash = $1 AND r.previous_key_until > now()))"
+    };
+}
+pub(crate) use key_matches;
+pub const KEY_MATCHES: &str = key_matches!();
+
 /// The hash of the reader key a request presents; checked by the handler's statement.
 pub struct ReaderKey {
     pub hash: Vec<u8>,
@@ -59,8 +71,12 @@ impl FromRequest for ReaderKey {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(bearer(req).map(|token| ReaderKey {
-            hash: credentials::hash(token),
+        std::future::ready(bearer(req).and_then(|token| {
+            let hash = credentials::hash(token);
+            if let Some(limiters) = limits::of(req) {
+                limiters.reader(&hash)?;
+            }
+            Ok(ReaderKey { hash })
         }))
     }
 }
@@ -73,7 +89,8 @@ pub async fn reader_rejection(pool: &Pool, key: &ReaderKey) -> ApiError {
     };
     match client
         .query_opt(
-            "SELECT 1 FROM admins WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT 1 FROM admins WHERE token_hash = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > now())",
             &[&key.hash],
         )
         .await
@@ -84,19 +101,69 @@ pub async fn reader_rejection(pool: &Pool, key: &ReaderKey) -> ApiError {
     }
 }
 
-/// An authenticated administrator.
+/// An authenticated token (`lat_…`): an administrator or an integrator, with what it may do.
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub id: Uuid,
     /// The SHA-256 of the token presented; administrative database functions check it
-    /// again themselves.
+    /// again themselves (its scope and site included).
     pub token_hash: Vec<u8>,
+    pub scopes: Vec<Scope>,
+    /// The sites it may read and act on; `None`: every site.
+    pub sites: Option<Vec<String>>,
 }
 
 impl Admin {
     pub fn client_scope(&self) -> String {
         format!("admin:{}", self.id)
     }
+
+    /// 403 `insufficient_scope` unless the token holds `needed` (or a scope that includes it).
+    pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|held| held.grants(needed)) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this token lacks the scope {needed}"),
+        ))
+    }
+
+    /// 403 `site_not_allowed` unless the token covers `site`.
+    pub fn require_site(&self, site: &str) -> Result<(), ApiError> {
+        match &self.sites {
+            Some(sites) if !sites.iter().any(|s| s == site) => Err(site_not_allowed()),
+            _ => Ok(()),
+        }
+    }
+
+    /// 403 `site_not_allowed` unless the token covers every site (holders belong to no one
+    /// site, so only such a token may change them).
+    pub fn require_every_site(&self) -> Result<(), ApiError> {
+        match self.sites {
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "site_not_allowed",
+                "holders belong to no one site: only a token for every site may change them",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The sites a listing is limited to, as a query parameter (`NULL`: every site).
+    pub fn site_filter(&self) -> &Option<Vec<String>> {
+        &self.sites
+    }
+}
+
+/// The answer when a token acts on a site outside its list.
+pub fn site_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "site_not_allowed",
+        "this token is not for this site",
+    )
 }
 
 impl FromRequest for Admin {
@@ -104,29 +171,43 @@ impl FromRequest for Admin {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let hash = bearer(req).map(credentials::hash);
+        let hash = bearer(req).map(credentials::hash).and_then(|hash| {
+            if let Some(limiters) = limits::of(req) {
+                limiters.token(&hash)?;
+            }
+            Ok(hash)
+        });
         let pool = req.app_data::<web::Data<Pool>>().cloned();
         Box::pin(async move {
             let hash = hash?;
             let pool = pool.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no pool")))?;
             let client = pool.get().await?;
+            // Looked up at every request, never cached: a revoked or expired token is
+            // refused at its next request.
             let row = client
                 .query_opt(
-                    "SELECT id FROM admins WHERE token_hash = $1 AND revoked_at IS NULL",
+                    "SELECT id, scopes, sites, expires_at <= now() AS expired FROM admins
+                     WHERE token_hash = $1 AND revoked_at IS NULL",
                     &[&hash],
                 )
                 .await?;
             if let Some(row) = row {
+                if row.get::<_, Option<bool>>("expired") == Some(true) {
+                    return Err(ApiError::unauthorized("this token has expired"));
+                }
+                let scopes: Vec<String> = row.get("scopes");
                 return Ok(Admin {
-                    id: row.get(0),
+                    id: row.get("id"),
                     token_hash: hash,
+                    scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+                    sites: row.get("sites"),
                 });
             }
             // Only an enabled reader's key is told apart: a disabled one's is as unknown
             // as any other string, so the answer does not say that it ever existed.
             let is_reader = client
                 .query_opt(
-                    "SELECT 1 FROM readers WHERE key_hash = $1 AND enabled",
+                    &format!("SELECT 1 FROM readers r WHERE {KEY_MATCHES} AND r.enabled"),
                     &[&hash],
                 )
                 .await?

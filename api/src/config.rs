@@ -1,5 +1,5 @@
 //! The API's own settings, beyond the listener (`latch_core::config::HttpConfig`): how
-//! large an offline upload may be and how readers are watched.
+//! large an offline upload may be, how readers are watched, and the rate limits.
 //!
 //! Read once at start from the same `LATCH_*` / TOML source as everything else; a bad value
 //! is an error naming its variable.
@@ -7,6 +7,9 @@
 use std::time::Duration;
 
 use latch_core::config::{ConfigError, Setting, Source};
+
+use crate::limits::{Rate, RateLimits};
+
 use time::OffsetDateTime;
 
 /// Settings of the API role that are not about the HTTP listener.
@@ -15,6 +18,9 @@ pub struct ApiConfig {
     /// Most events in one `POST /v1/readers/events:batch` (`LATCH_HTTP_BATCH_MAX_EVENTS`).
     pub batch_max_events: usize,
     pub readers: ReadersConfig,
+    /// Requests per reader key and per token, failed authentications per address
+    /// (`LATCH_RATE_*`).
+    pub rate_limits: RateLimits,
 }
 
 /// How reader clocks are judged and reader health is tracked.
@@ -81,6 +87,37 @@ pub const READERS_SEQ_RETENTION: Setting = Setting {
     meaning: "how long an accepted reader seq is remembered",
 };
 
+pub const RATE_READER_PER_MINUTE: Setting = Setting {
+    key: "rate.reader_per_minute",
+    default: Some("600"),
+    meaning: "requests per minute of one reader key, per API process (0: no limit; more: 429)",
+};
+pub const RATE_READER_BURST: Setting = Setting {
+    key: "rate.reader_burst",
+    default: Some("60"),
+    meaning: "requests one reader key may make at once above its rate",
+};
+pub const RATE_TOKEN_PER_MINUTE: Setting = Setting {
+    key: "rate.token_per_minute",
+    default: Some("3000"),
+    meaning: "requests per minute of one admin or integrator token, per API process (0: no limit)",
+};
+pub const RATE_TOKEN_BURST: Setting = Setting {
+    key: "rate.token_burst",
+    default: Some("300"),
+    meaning: "requests one token may make at once above its rate",
+};
+pub const RATE_FAILED_AUTH_PER_MINUTE: Setting = Setting {
+    key: "rate.failed_auth_per_minute",
+    default: Some("60"),
+    meaning: "failed authentications (401) per minute from one client address before it gets 429 (0: no limit)",
+};
+pub const RATE_FAILED_AUTH_BURST: Setting = Setting {
+    key: "rate.failed_auth_burst",
+    default: Some("30"),
+    meaning: "failed authentications one client address may make at once above that rate",
+};
+
 /// The settings this crate reads.
 pub const SETTINGS: &[Setting] = &[
     HTTP_BATCH_MAX_EVENTS,
@@ -89,6 +126,12 @@ pub const SETTINGS: &[Setting] = &[
     READERS_MAX_FUTURE_SKEW,
     READERS_MAX_PAST_SKEW,
     READERS_SEQ_RETENTION,
+    RATE_READER_PER_MINUTE,
+    RATE_READER_BURST,
+    RATE_TOKEN_PER_MINUTE,
+    RATE_TOKEN_BURST,
+    RATE_FAILED_AUTH_PER_MINUTE,
+    RATE_FAILED_AUTH_BURST,
 ];
 
 /// Bytes an offline upload may take per event (the body limit of the batch endpoint is
@@ -113,6 +156,15 @@ impl ApiConfig {
                 max_past_skew: source.duration(&READERS_MAX_PAST_SKEW)?,
                 seq_retention: positive(&READERS_SEQ_RETENTION)?,
             },
+            rate_limits: RateLimits {
+                reader: rate(source, &RATE_READER_PER_MINUTE, &RATE_READER_BURST)?,
+                token: rate(source, &RATE_TOKEN_PER_MINUTE, &RATE_TOKEN_BURST)?,
+                failed_auth: rate(
+                    source,
+                    &RATE_FAILED_AUTH_PER_MINUTE,
+                    &RATE_FAILED_AUTH_BURST,
+                )?,
+            },
         })
     }
 
@@ -120,6 +172,18 @@ impl ApiConfig {
     pub fn batch_body_limit(&self, body_limit_bytes: usize) -> usize {
         body_limit_bytes.max(self.batch_max_events.saturating_mul(BATCH_BYTES_PER_EVENT))
     }
+}
+
+/// A rate and its burst; a burst of 0 is refused while the rate is on.
+fn rate(source: &Source, per_minute: &Setting, burst: &Setting) -> Result<Rate, ConfigError> {
+    let rate = Rate {
+        per_minute: source.value(per_minute)?,
+        burst: source.value(burst)?,
+    };
+    if rate.per_minute > 0 && rate.burst == 0 {
+        return Err(Source::invalid_setting(burst, "must be at least 1"));
+    }
+    Ok(rate)
 }
 
 impl ReadersConfig {
@@ -164,6 +228,16 @@ mod tests {
         assert_eq!(config.readers.check_interval, Duration::from_millis(100));
         assert_eq!(config.batch_body_limit(64 * 1024), 64 * 1024);
         assert_eq!(config.batch_body_limit(1024), 20 * 1024);
+        assert_eq!(
+            config.rate_limits.reader,
+            Rate {
+                per_minute: 600,
+                burst: 60
+            }
+        );
+        let off = Source::from_pairs([("LATCH_RATE_READER_PER_MINUTE", "0")]);
+        let config = ApiConfig::from_source(&off).expect("0 turns a limit off");
+        assert_eq!(config.rate_limits.reader.per_minute, 0);
     }
 
     #[test]
@@ -172,6 +246,8 @@ mod tests {
             ("LATCH_HTTP_BATCH_MAX_EVENTS", "0"),
             ("LATCH_READERS_CHECK_INTERVAL", "0s"),
             ("LATCH_READERS_MAX_PAST_SKEW", "a month"),
+            ("LATCH_RATE_READER_BURST", "0"),
+            ("LATCH_RATE_TOKEN_PER_MINUTE", "-1"),
         ] {
             let err =
                 ApiConfig::from_source(&Source::from_pairs([(var, value)])).expect_err("invalid");

@@ -57,7 +57,7 @@ impl ApiError {
             kind: Kind::Answer,
             status,
             code,
-            message: message.into(),
+            message: redact_credentials(message.into()),
             retry_after_secs: None,
             allow: None,
             cause: None,
@@ -162,6 +162,39 @@ impl ApiError {
     }
 }
 
+/// `message` with every credential-looking word (`lrk_…`, `lat_…`, `whsec_…`) cut to its
+/// prefix. Messages may quote what a client sent (a path, a value serde could not read);
+/// a key that was sent in the wrong place must not come back in an answer or a log.
+pub fn redact_credentials(message: String) -> String {
+    const PREFIXES: [&str; 3] = ["lrk_", "lat_", "whsec_"];
+    if !PREFIXES.iter().any(|p| message.contains(p)) {
+        return message;
+    }
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some((at, prefix)) = PREFIXES
+        .iter()
+        .filter_map(|p| rest.find(p).map(|at| (at, *p)))
+        .min_by_key(|(at, _)| *at)
+    {
+        let starts_word = !rest[..at].ends_with(word);
+        let end = at + prefix.len();
+        let tail = rest[end..]
+            .find(|c: char| !word(c))
+            .map_or(rest.len(), |n| end + n);
+        out.push_str(&rest[..end]);
+        if starts_word && tail > end {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(&rest[end..tail]);
+        }
+        rest = &rest[tail..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -241,4 +274,33 @@ impl From<tokio_postgres::Error> for ApiError {
 /// The SQLSTATE of a database error, if it is one.
 pub fn sql_state(error: &tokio_postgres::Error) -> Option<&str> {
     error.code().map(|c| c.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_messages_are_cut_to_their_prefix() {
+        assert_eq!(
+            redact_credentials("no route for GET /v1/lrk_AbC-d_9/x".into()),
+            "no route for GET /v1/lrk_[redacted]/x"
+        );
+        assert_eq!(
+            redact_credentials("invalid type: string \"lat_Zz09\", expected i64".into()),
+            "invalid type: string \"lat_[redacted]\", expected i64"
+        );
+        assert_eq!(
+            redact_credentials("a whsec_x and lrk_y".into()),
+            "a whsec_[redacted] and lrk_[redacted]"
+        );
+        // Not a credential: inside a word, or the bare prefix.
+        assert_eq!(
+            redact_credentials("flat_rate lrk_".into()),
+            "flat_rate lrk_"
+        );
+        assert_eq!(redact_credentials("nothing here".into()), "nothing here");
+        let unchanged = ApiError::not_found("x", "no reader with this id");
+        assert_eq!(unchanged.message(), "no reader with this id");
+    }
 }

@@ -7,7 +7,9 @@
 //!   uploads, per-reader sequence numbers, heartbeats and the offline/online watch.
 //! - [`admin`]: doors, holders, readers and grants.
 //! - [`registry`]: the action log and the presence roll-call.
-//! - [`auth`], [`body`], [`idempotency`], [`trace`]: what every request goes through.
+//! - [`auth`], [`limits`], [`body`], [`idempotency`], [`trace`], [`headers`]: what every
+//!   request goes through (credentials and scopes, rate limits, bodies, retries, tracing,
+//!   security headers).
 //! - [`error`]: the error policy and the JSON error body; [`contain`]: the deadline and
 //!   the panic containment every request gets.
 //! - [`timestamp`], [`whole`]: the times and whole numbers clients may send, read as the
@@ -24,8 +26,10 @@ pub mod body;
 pub mod config;
 pub mod contain;
 pub mod error;
+pub mod headers;
 pub mod health;
 pub mod idempotency;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod readers;
@@ -50,11 +54,15 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use crate::config::{ApiConfig, ReadersConfig};
 use crate::error::ApiError;
+pub use crate::limits::{Rate, RateLimits};
 use crate::readers::heartbeat::LastSeen;
 
 /// How often the API creates upcoming registry partitions and prunes idempotency keys and
 /// reader seqs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How often the rate limiters drop the buckets of keys and addresses gone quiet.
+const FORGET_IDLE_LIMITS_EVERY: Duration = Duration::from_secs(60);
 
 /// Connections of the API's background upkeep (partitions, pruning, reader liveness), apart
 /// from the HTTP workers' own.
@@ -109,10 +117,15 @@ impl Application {
         let next_pool = Arc::new(AtomicUsize::new(0));
         let metrics = web::Data::new(self.metrics.clone());
         let api = web::Data::new(self.api.clone());
+        let limiters = web::Data::new(limits::Limiters::new(
+            self.api.rate_limits,
+            self.metrics.clone(),
+        ));
         let last_seen = web::Data::from(self.last_seen.clone());
         let body_limit = self.config.body_limit_bytes;
         let request_timeout = self.config.request_timeout;
         let batch_body_limit = self.api.batch_body_limit(body_limit);
+        let served_limiters = limiters.clone();
         let server = HttpServer::new(move || {
             // Called once on each worker thread: the worker takes a pool of its own.
             let turn = next_pool.fetch_add(1, Ordering::Relaxed);
@@ -122,12 +135,15 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(api.clone())
                 .app_data(last_seen.clone())
+                .app_data(served_limiters.clone())
                 .wrap(actix_web::middleware::from_fn(contain::contain_panics))
+                .wrap(actix_web::middleware::from_fn(limits::failed_auth))
                 .wrap(actix_web::middleware::from_fn(move |req, next| {
                     contain::deadline(req, next, request_timeout)
                 }))
                 .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(trace::span))
+                .wrap(actix_web::middleware::from_fn(headers::security))
                 .configure(|cfg| routes(cfg, body_limit, batch_body_limit))
         })
         .workers(self.config.workers)
@@ -144,6 +160,18 @@ impl Application {
             self.api.readers.seq_retention,
             shutdown.clone(),
         ));
+        let forget = {
+            let shutdown = shutdown.clone();
+            let limiters = limiters.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(FORGET_IDLE_LIMITS_EVERY) => limiters.forget_idle(),
+                    }
+                }
+            })
+        };
         let liveness = tokio::spawn(readers::liveness::watch(
             self.pool.clone(),
             self.last_seen.clone(),
@@ -162,6 +190,7 @@ impl Application {
         shutdown.cancel();
         let _ = stopper.await;
         let _ = maintenance.await;
+        let _ = forget.await;
         let _ = liveness.await;
         // The last requests have been answered: write who they came from.
         if let Err(error) = readers::liveness::flush(&self.pool, &self.last_seen).await {
@@ -229,6 +258,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .service(admin::list_holders)
     .service(admin::enrol_reader)
     .service(admin::disable_reader)
+    .service(admin::rotate_reader_key)
     .service(admin::list_readers)
     .service(admin::create_grant)
     .service(admin::revoke_grant)

@@ -26,6 +26,7 @@ pub struct ApiMetrics {
     pub batch_events: IntCounterVec,
     pub reader_liveness_checks: IntCounter,
     pub readers_offline: IntGauge,
+    pub rate_limited: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -126,6 +127,17 @@ impl ApiMetrics {
                     "Enabled readers currently offline, as of this process's last check.",
                 )
                 .expect("valid gauge"),
+            ),
+            rate_limited: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_http_rate_limited_total",
+                        "Requests answered 429 by the limit that refused them: reader (a reader key's rate), token (a token's rate), address (an address past its failed authentications).",
+                    ),
+                    &["limit"],
+                )
+                .expect("valid counter"),
             ),
             registry,
         }

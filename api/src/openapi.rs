@@ -35,6 +35,7 @@ use crate::{admin, health, readers, registry};
         admin::list_holders,
         admin::enrol_reader,
         admin::disable_reader,
+        admin::rotate_reader_key,
         admin::list_readers,
         admin::create_grant,
         admin::revoke_grant,
@@ -127,7 +128,7 @@ impl Modify for BearerSchemes {
             ),
             (
                 "admin_token",
-                "An admin token (`lat_...`), issued by `latch admins add`",
+                "A token (`lat_...`), issued by `latch admins add` with scopes, an optional site list and an optional expiry",
             ),
         ] {
             components.add_security_scheme(
@@ -179,8 +180,9 @@ fn add_common_errors(operation: &mut Operation) {
         ),
     ];
     if operation.security.is_some() {
-        common.push(("401", "No credential, an unknown, disabled or revoked one, or more than one `Authorization` header"));
-        common.push(("403", "The wrong kind of credential: an admin token on a reader endpoint, or a reader key on an admin endpoint"));
+        common.push(("401", "No credential, an unknown, disabled, revoked or expired one, or more than one `Authorization` header"));
+        common.push(("403", "The wrong kind of credential (an admin token on a reader endpoint, a reader key on an admin endpoint), a token without the scope the operation needs (`insufficient_scope`), or one not for the site it touches (`site_not_allowed`)"));
+        common.push(("429", "Too many requests from this credential, or too many failed authentications from this address (`rate_limited`, `Retry-After`)"));
     }
     if operation.request_body.is_some() {
         common.push((
@@ -286,6 +288,11 @@ const FIELDS: &[(&str, &str, Limit)] = &[
         Limit::Range(1, crate::admin::MAX_OFFLINE_AFTER_SECS),
     ),
     ("NewReader", "name", NAME),
+    (
+        "KeyRotation",
+        "grace_secs",
+        Limit::Range(0, crate::admin::MAX_GRACE_SECS),
+    ),
 ];
 
 /// (path, or "" for any; parameter; limit)

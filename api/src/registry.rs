@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 use crate::timestamp::Timestamp;
+use latch_core::credentials::Scope;
 
 /// The largest page of the action log.
 pub const MAX_PAGE: i64 = 500;
@@ -112,9 +113,10 @@ fn decode_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
 #[get("/v1/actions")]
 pub async fn list_actions(
     pool: web::Data<Pool>,
-    _admin: Admin,
+    admin: Admin,
     filter: web::Query<ActionFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::RegistryRead)?;
     let filter = filter.into_inner();
     let since = Timestamp::checked_opt(filter.since, "since")?;
     let until = Timestamp::checked_opt(filter.until, "until")?;
@@ -149,6 +151,7 @@ pub async fn list_actions(
                AND ($4::timestamptz IS NULL OR recorded_at >= $4)
                AND ($5::timestamptz IS NULL OR recorded_at < $5)
                AND ($6::timestamptz IS NULL OR (recorded_at, id) < ($6, $7::uuid))
+               AND ($9::text[] IS NULL OR site = ANY ($9))
              ORDER BY recorded_at DESC, id DESC
              LIMIT $8",
             &[
@@ -160,6 +163,7 @@ pub async fn list_actions(
                 &after_at,
                 &after_id,
                 &(limit + 1),
+                admin.site_filter(),
             ],
         )
         .await?;
@@ -226,11 +230,13 @@ pub struct PresentHolder {
 #[get("/v1/sites/{site}/presence")]
 pub async fn presence(
     pool: web::Data<Pool>,
-    _admin: Admin,
+    admin: Admin,
     site: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::RegistryRead)?;
     let site = site.into_inner();
     crate::admin::check_site(&site)?;
+    admin.require_site(&site)?;
     let client = pool.get().await?;
     let rows = client
         .query(

@@ -86,9 +86,9 @@ enum Command {
     /// Grants (through the API).
     #[command(subcommand)]
     Grants(site::GrantsCommand),
-    /// Manage administrators and their tokens (as the schema's owner:
+    /// Manage administrators, integrators and their tokens (as the schema's owner:
     /// LATCH_MIGRATION_DATABASE_URL); each change is recorded in the registry.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "tokens")]
     Admins(admins::AdminsCommand),
     /// Demonstration data for a local stack.
     #[command(subcommand)]

@@ -89,6 +89,15 @@ pub enum ReadersCommand {
     ///
     /// Example: latch readers disable 0193a1b2-...
     Disable { id: Uuid },
+    /// Give a reader a new key (shown once); the old one works on for the grace period.
+    ///
+    /// Example: latch readers rotate-key 0193a1b2-... --grace 1h   (--grace 0s: a stolen key)
+    RotateKey {
+        id: Uuid,
+        /// How long the old key keeps working beside the new one (default 24h).
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,6 +378,24 @@ pub async fn readers(source: &Source, command: ReadersCommand) -> anyhow::Result
             api.call(Method::POST, &format!("/v1/readers/{id}/disable"), None)
                 .await?;
             println!("reader {id} disabled");
+        }
+        ReadersCommand::RotateKey { id, grace } => {
+            let mut body = json!({});
+            if let Some(grace) = grace {
+                let grace =
+                    latch_core::config::parse_duration(&grace).map_err(anyhow::Error::msg)?;
+                body["grace_secs"] = json!(grace.as_secs());
+            }
+            let path = format!("/v1/readers/{id}/keys:rotate");
+            let reader = api.call(Method::POST, &path, Some(body)).await?;
+            match reader["previous_key_until"].as_str() {
+                Some(until) => println!("reader {id}: new key; the old one works until {until}"),
+                None => println!("reader {id}: new key; the old one no longer works"),
+            }
+            println!(
+                "key (shown once): {}",
+                reader["key"].as_str().unwrap_or("?")
+            );
         }
     }
     Ok(())

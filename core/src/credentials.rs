@@ -52,6 +52,75 @@ pub fn hash(presented: &str) -> Vec<u8> {
     Sha256::digest(presented.as_bytes()).to_vec()
 }
 
+/// What a token may do (column `admins.scopes`, checked by the API before a handler runs and
+/// again by the database function that makes a change). `admin` is every scope; the
+/// writing scopes include reading the site model they change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Everything, now and in later versions.
+    Admin,
+    /// Read doors, readers (and their sequence gaps), holders and grants.
+    SitesRead,
+    /// Create doors; enrol, disable and re-key readers.
+    SitesWrite,
+    /// Create and change holders; create and revoke grants.
+    AccessWrite,
+    /// Read the registry of actions and the roll-call.
+    RegistryRead,
+    /// Read the event feed.
+    EventsRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 6] = [
+        Scope::Admin,
+        Scope::SitesRead,
+        Scope::SitesWrite,
+        Scope::AccessWrite,
+        Scope::RegistryRead,
+        Scope::EventsRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::SitesRead => "sites:read",
+            Scope::SitesWrite => "sites:write",
+            Scope::AccessWrite => "access:write",
+            Scope::RegistryRead => "registry:read",
+            Scope::EventsRead => "events:read",
+        }
+    }
+
+    /// True if a token holding `self` may act as `needed`.
+    pub fn grants(self, needed: Scope) -> bool {
+        self == needed
+            || self == Scope::Admin
+            || (needed == Scope::SitesRead
+                && matches!(self, Scope::SitesWrite | Scope::AccessWrite))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown scope {s:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +139,24 @@ mod tests {
                 .expose()
                 .starts_with("lat_")
         );
+    }
+
+    #[test]
+    fn scopes_read_back_and_are_the_ones_the_database_admits() {
+        let migration = include_str!("../../migrations/V6__scoped_tokens_key_rotation.sql");
+        for scope in Scope::ALL {
+            assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
+            assert!(
+                migration.contains(&format!("'{scope}'")),
+                "{scope} not in V6"
+            );
+        }
+        let unknown = "sites".parse::<Scope>().expect_err("not a scope");
+        assert!(unknown.contains("sites:read"), "{unknown}");
+        assert!(Scope::SitesWrite.grants(Scope::SitesRead));
+        assert!(Scope::AccessWrite.grants(Scope::SitesRead));
+        assert!(!Scope::SitesRead.grants(Scope::SitesWrite));
+        assert!(!Scope::EventsRead.grants(Scope::RegistryRead));
+        assert!(Scope::ALL.iter().all(|&s| Scope::Admin.grants(s)));
     }
 }

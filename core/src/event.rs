@@ -59,6 +59,7 @@ kinds! {
     HolderUpdated => "holder_updated",
     ReaderEnrolled => "reader_enrolled",
     ReaderDisabled => "reader_disabled",
+    ReaderKeyRotated => "reader_key_rotated",
     DlqReplayed => "dlq_replayed",
     AdminCreated => "admin_created",
     AdminRevoked => "admin_revoked",
@@ -71,6 +72,18 @@ kinds! {
     ReaderTamperRestored => "reader_tamper_restored",
     ReaderOffline => "reader_offline",
     ReaderOnline => "reader_online",
+}
+
+/// True for a site name as the `doors` table's CHECK constraint admits it: 1 to 63
+/// lower-case letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn valid_site(site: &str) -> bool {
+    let bytes = site.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
 impl EventKind {

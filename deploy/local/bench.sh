@@ -264,7 +264,10 @@ start_api() {
     local attempt
     for attempt in 1 2 3 4 5; do
         API_ADDR="127.0.0.1:$(free_port)"
-        spawn "$LOGS/api.log" env LATCH_HTTP_ADDR="$API_ADDR" "$LATCH_BIN" api
+        # Capacity is measured here, so the per-reader and per-token rate limits are off
+        # (a few load-generating readers stand in for many real ones).
+        spawn "$LOGS/api.log" env LATCH_HTTP_ADDR="$API_ADDR" LATCH_RATE_READER_PER_MINUTE=0 \
+            LATCH_RATE_TOKEN_PER_MINUTE=0 "$LATCH_BIN" api
         API_PID=$SPAWNED
         if wait_for 30 ready_or_gone "$API_PID" "http://$API_ADDR/readyz" && pid_alive "$API_PID"; then
             API_URL="http://$API_ADDR"

@@ -14,6 +14,7 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::trace::TraceParent;
+use latch_core::credentials::Scope;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,8 +65,10 @@ pub async fn create_door(
     admin: Admin,
     body: crate::body::Json<NewDoor>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesWrite)?;
     let body = body.into_inner();
     check_site(&body.site)?;
+    admin.require_site(&body.site)?;
     check_text("name", &body.name, 200)?;
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
@@ -109,9 +112,10 @@ pub struct DoorFilter {
 #[get("/v1/doors")]
 pub async fn list_doors(
     pool: web::Data<Pool>,
-    _admin: Admin,
+    admin: Admin,
     filter: web::Query<DoorFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesRead)?;
     if let Some(site) = &filter.site {
         check_site(site)?;
     }
@@ -119,8 +123,9 @@ pub async fn list_doors(
     let rows = client
         .query(
             "SELECT id, site, name, created_at FROM doors
-             WHERE $1::text IS NULL OR site = $1 ORDER BY site, name",
-            &[&filter.site],
+             WHERE ($1::text IS NULL OR site = $1) AND ($2::text[] IS NULL OR site = ANY ($2))
+             ORDER BY site, name",
+            &[&filter.site, admin.site_filter()],
         )
         .await?;
     let doors: Vec<Door> = rows.iter().map(Door::from).collect();

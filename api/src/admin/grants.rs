@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::timestamp::Timestamp;
 use crate::trace::TraceParent;
+use latch_core::credentials::Scope;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +100,7 @@ pub async fn create_grant(
     admin: Admin,
     body: crate::body::Json<NewGrant>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::AccessWrite)?;
     let body = body.into_inner();
     let valid_from = Timestamp::checked_opt(body.valid_from, "valid_from")?
         .unwrap_or_else(OffsetDateTime::now_utc);
@@ -155,6 +157,7 @@ pub async fn revoke_grant(
     admin: Admin,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::AccessWrite)?;
     let id = id.into_inner();
     let trace = TraceParent::for_request(&req);
     idempotency::run(&pool, None, async |tx| {
@@ -197,18 +200,21 @@ pub struct GrantFilter {
 #[get("/v1/grants")]
 pub async fn list_grants(
     pool: web::Data<Pool>,
-    _admin: Admin,
+    admin: Admin,
     filter: web::Query<GrantFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesRead)?;
     let client = pool.get().await?;
     let rows = client
         .query(
             &format!(
                 "SELECT {GRANT_COLUMNS} FROM grants
                  WHERE ($1::uuid IS NULL OR holder_id = $1) AND ($2::uuid IS NULL OR door_id = $2)
+                   AND ($3::text[] IS NULL
+                        OR door_id IN (SELECT id FROM doors WHERE site = ANY ($3)))
                  ORDER BY created_at DESC, id DESC"
             ),
-            &[&filter.holder_id, &filter.door_id],
+            &[&filter.holder_id, &filter.door_id, admin.site_filter()],
         )
         .await?;
     let grants: Vec<Grant> = rows.iter().map(Grant::from).collect();

@@ -14,6 +14,7 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::trace::TraceParent;
+use latch_core::credentials::Scope;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +87,8 @@ pub async fn create_holder(
     admin: Admin,
     body: crate::body::Json<NewHolder>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::AccessWrite)?;
+    admin.require_every_site()?;
     let body = body.into_inner();
     check_text("card_id", &body.card_id, 128)?;
     check_text("name", &body.name, 200)?;
@@ -137,6 +140,8 @@ pub async fn update_holder(
     id: web::Path<Uuid>,
     body: crate::body::Json<HolderChange>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::AccessWrite)?;
+    admin.require_every_site()?;
     let id = id.into_inner();
     let body = body.into_inner();
     if body.active.is_none() && body.name.is_none() {
@@ -183,7 +188,8 @@ async fn holder_by_id(db: &impl GenericClient, id: Uuid) -> Result<Holder, ApiEr
     security(("admin_token" = []))
 )]
 #[get("/v1/holders")]
-pub async fn list_holders(pool: web::Data<Pool>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+pub async fn list_holders(pool: web::Data<Pool>, admin: Admin) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesRead)?;
     let client = pool.get().await?;
     let rows = client
         .query(

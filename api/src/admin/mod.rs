@@ -40,8 +40,8 @@ pub(super) enum Outcome {
 }
 
 /// Calls the administrative function `function` as `admin`, with a new action id and the
-/// request's traceparent before `args`. A token revoked since the request was
-/// authenticated answers 401.
+/// request's traceparent before `args`. A token revoked or expired since the request was
+/// authenticated answers 401; one that does not cover the site changed, 403.
 pub(super) async fn change(
     tx: &Transaction<'_>,
     function: &str,
@@ -65,7 +65,11 @@ pub(super) async fn change(
         "door_not_found" => Ok(Outcome::DoorNotFound),
         "holder_not_found" => Ok(Outcome::HolderNotFound),
         "already" => Ok(Outcome::Already),
-        "unauthorized" => Err(ApiError::unauthorized("unknown or revoked admin token")),
+        "unauthorized" => Err(ApiError::unauthorized(
+            "unknown, revoked or expired admin token",
+        )),
+        // The handler checked the scope already: what is left is the site.
+        "forbidden" => Err(crate::auth::site_not_allowed()),
         other => Err(ApiError::internal(anyhow::anyhow!(
             "{function} answered {other:?}"
         ))),
@@ -86,14 +90,7 @@ pub const SITE_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
 
 /// Refuses a site name that no door can have (422).
 pub fn check_site(site: &str) -> Result<(), ApiError> {
-    let bytes = site.as_bytes();
-    let valid = !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
-    if valid {
+    if latch_core::event::valid_site(site) {
         return Ok(());
     }
     Err(ApiError::unprocessable(

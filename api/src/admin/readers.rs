@@ -1,4 +1,4 @@
-//! Card readers: enrol (the key is shown once), disable, list.
+//! Card readers: enrol (the key is shown once), disable, rotate the key, list.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -16,6 +16,7 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Keyed, StoredResponse};
 use crate::trace::TraceParent;
+use latch_core::credentials::Scope;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,11 +49,17 @@ pub struct Reader {
     #[serde(with = "crate::timestamp::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen_at: Option<OffsetDateTime>,
+    /// After a key rotation: until when the key the reader had before still works;
+    /// absent when only the current key does.
+    #[serde(with = "crate::timestamp::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub previous_key_until: Option<OffsetDateTime>,
 }
 
 /// The columns [`Reader`] is read from.
 const READER_COLUMNS: &str = "id, door_id, name, enabled, created_at, \
-     extract(epoch FROM offline_after)::bigint AS offline_after_secs, online, last_seen_at";
+     extract(epoch FROM offline_after)::bigint AS offline_after_secs, online, last_seen_at, \
+     CASE WHEN previous_key_until > now() THEN previous_key_until END AS previous_key_until";
 
 impl From<&Row> for Reader {
     fn from(row: &Row) -> Self {
@@ -65,6 +72,7 @@ impl From<&Row> for Reader {
             offline_after_secs: row.get("offline_after_secs"),
             online: row.get("online"),
             last_seen_at: row.get("last_seen_at"),
+            previous_key_until: row.get("previous_key_until"),
         }
     }
 }
@@ -102,6 +110,7 @@ pub async fn enrol_reader(
     admin: Admin,
     body: crate::body::Json<NewReader>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesWrite)?;
     let body = body.into_inner();
     check_text("name", &body.name, 200)?;
     if let Some(secs) = body.offline_after_secs
@@ -156,6 +165,7 @@ pub async fn disable_reader(
     admin: Admin,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesWrite)?;
     let id = id.into_inner();
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &id)?;
@@ -163,23 +173,97 @@ pub async fn disable_reader(
         const DISABLE: &str = "latch_disable_reader";
         match change(tx, DISABLE, &admin, &trace, &[&id]).await? {
             Outcome::Done => {}
-            Outcome::NotFound => {
-                return Err(ApiError::not_found(
-                    "reader_not_found",
-                    "no reader with this id",
-                ));
-            }
-            Outcome::Already => {
-                return Err(ApiError::conflict(
-                    "reader_disabled",
-                    "this reader is already disabled",
-                ));
-            }
+            Outcome::NotFound => return Err(reader_not_found()),
+            Outcome::Already => return Err(reader_disabled()),
             other => return Err(unexpected(DISABLE, other)),
         }
         StoredResponse::new(StatusCode::OK, &reader_by_id(tx, id).await?)
     })
     .await
+}
+
+/// The longest grace period of a rotated key: 30 days.
+pub const MAX_GRACE_SECS: i64 = 30 * 86_400;
+
+/// The grace period when the request names none: a day.
+pub const DEFAULT_GRACE_SECS: i64 = 86_400;
+
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotation {
+    /// How long the reader's current key keeps working beside the new one, in seconds:
+    /// 0 (the old key stops at once, e.g. when it was stolen) to 2592000; default 86400.
+    #[serde(default, deserialize_with = "crate::whole::optional")]
+    #[schema(example = 3600)]
+    pub grace_secs: Option<i64>,
+}
+
+/// Give a reader a new key (shown once); the old one works on for the grace period.
+///
+/// Recorded as a `reader_key_rotated` action naming both keys by the start of their
+/// SHA-256. Rotating again inside the grace period ends the older key's grace at once.
+#[utoipa::path(
+    tag = "administration",
+    params(("id" = Uuid, Path, description = "Reader id")),
+    request_body(content = KeyRotation, description = "May be absent: the default grace period"),
+    responses(
+        (status = 200, description = "The reader and its new key (`Idempotent-Replayed: true`, and no key, when it answers an `Idempotency-Key` sent before)", body = EnrolledReader),
+        (status = 404, description = "No such reader", body = ErrorBody),
+        (status = 409, description = "The reader is disabled", body = ErrorBody),
+        (status = 422, description = "grace_secs out of range", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[post("/v1/readers/{id}/keys:rotate")]
+pub async fn rotate_reader_key(
+    req: HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesWrite)?;
+    let id = id.into_inner();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("malformed_body", "the body is not UTF-8"))?
+        .trim();
+    let rotation = if text.is_empty() || text == "null" {
+        KeyRotation::default()
+    } else {
+        crate::body::object::<KeyRotation>(text)?
+    };
+    let grace_secs = rotation.grace_secs.unwrap_or(DEFAULT_GRACE_SECS);
+    if !(0..=MAX_GRACE_SECS).contains(&grace_secs) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("grace_secs must be 0 to {MAX_GRACE_SECS}"),
+        ));
+    }
+    let trace = TraceParent::for_request(&req);
+    let keyed = Keyed::from_request(&req, admin.client_scope(), &(id, grace_secs))?;
+    let key = credentials::generate(CredentialKind::ReaderKey);
+    idempotency::run(&pool, keyed, async |tx| {
+        const ROTATE: &str = "latch_rotate_reader_key";
+        match change(tx, ROTATE, &admin, &trace, &[&id, &key.hash, &grace_secs]).await? {
+            Outcome::Done => {}
+            Outcome::NotFound => return Err(reader_not_found()),
+            Outcome::Already => return Err(reader_disabled()),
+            other => return Err(unexpected(ROTATE, other)),
+        }
+        Ok(
+            StoredResponse::new(StatusCode::OK, &reader_by_id(tx, id).await?)?
+                .showing_once("key", key.plain.expose().clone()),
+        )
+    })
+    .await
+}
+
+fn reader_not_found() -> ApiError {
+    ApiError::not_found("reader_not_found", "no reader with this id")
+}
+
+fn reader_disabled() -> ApiError {
+    ApiError::conflict("reader_disabled", "this reader is disabled")
 }
 
 async fn reader_by_id(db: &impl GenericClient, id: Uuid) -> Result<Reader, ApiError> {
@@ -208,17 +292,21 @@ pub struct ReaderFilter {
 #[get("/v1/readers")]
 pub async fn list_readers(
     pool: web::Data<Pool>,
-    _admin: Admin,
+    admin: Admin,
     filter: web::Query<ReaderFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesRead)?;
     let client = pool.get().await?;
     let rows = client
         .query(
             &format!(
                 "SELECT {READER_COLUMNS} FROM readers
-                 WHERE $1::uuid IS NULL OR door_id = $1 ORDER BY created_at, id"
+                 WHERE ($1::uuid IS NULL OR door_id = $1)
+                   AND ($2::text[] IS NULL
+                        OR door_id IN (SELECT id FROM doors WHERE site = ANY ($2)))
+                 ORDER BY created_at, id"
             ),
-            &[&filter.door_id],
+            &[&filter.door_id, admin.site_filter()],
         )
         .await?;
     let readers: Vec<Reader> = rows.iter().map(Reader::from).collect();

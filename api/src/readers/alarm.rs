@@ -82,17 +82,21 @@ pub struct AlarmResponse {
     pub clock_skewed: bool,
 }
 
-const ALARM_SQL: &str = "
+const ALARM_SQL: &str = concat!(
+    "
 WITH reader AS (
     SELECT r.id, r.door_id, d.site
     FROM readers r JOIN doors d ON d.id = r.door_id
-    WHERE r.key_hash = $1 AND r.enabled
+    WHERE ",
+    crate::auth::key_matches!(),
+    " AND r.enabled
 )
 INSERT INTO actions (id, kind, site, door_id, reader_id, reader_seq, occurred_at,
                      clock_skewed, decided_offline, trace_parent)
 SELECT $2, $3, site, door_id, id, $4, COALESCE($5, now()), $6, $8, $7
 FROM reader
-RETURNING site, door_id, reader_id, occurred_at, recorded_at";
+RETURNING site, door_id, reader_id, occurred_at, recorded_at"
+);
 
 /// What an alarm statement records.
 pub(crate) struct AlarmEvent<'a> {

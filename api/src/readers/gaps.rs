@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
+use latch_core::credentials::Scope;
 
 /// The most gaps one answer lists.
 pub const MAX_GAPS: i64 = 1000;
@@ -59,10 +60,11 @@ pub struct SeqGap {
 #[get("/v1/readers/{id}/gaps")]
 pub async fn gaps(
     pool: web::Data<Pool>,
-    _admin: Admin,
+    admin: Admin,
     id: web::Path<Uuid>,
     filter: web::Query<GapFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.require(Scope::SitesRead)?;
     let reader_id = id.into_inner();
     let limit = filter.limit.unwrap_or(100);
     if !(1..=MAX_GAPS).contains(&limit) {
@@ -76,12 +78,14 @@ pub async fn gaps(
         .query_opt(
             "SELECT (SELECT min(seq) FROM reader_seqs WHERE reader_id = $1) AS first_seq,
                     (SELECT max(seq) FROM reader_seqs WHERE reader_id = $1) AS last_seq,
-                    (SELECT count(*) FROM reader_seqs WHERE reader_id = $1) AS accepted
-             FROM readers WHERE id = $1",
+                    (SELECT count(*) FROM reader_seqs WHERE reader_id = $1) AS accepted,
+                    d.site
+             FROM readers r JOIN doors d ON d.id = r.door_id WHERE r.id = $1",
             &[&reader_id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found("reader_not_found", "no reader with this id"))?;
+    admin.require_site(summary.get("site"))?;
     let first_seq: Option<i64> = summary.get("first_seq");
     let last_seq: Option<i64> = summary.get("last_seq");
     let accepted: i64 = summary.get("accepted");

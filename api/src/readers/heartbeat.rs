@@ -102,10 +102,12 @@ pub async fn heartbeat(post: ReaderPost, body: web::Bytes) -> Result<HttpRespons
     }
     let client = pool.get().await?;
     let statement = client
-        .prepare_cached(
+        .prepare_cached(concat!(
             "SELECT id, extract(epoch FROM offline_after)::bigint
-             FROM readers WHERE key_hash = $1 AND enabled",
-        )
+             FROM readers r WHERE ",
+            crate::auth::key_matches!(),
+            " AND enabled"
+        ))
         .await?;
     let Some(row) = client.query_opt(&statement, &[&key.hash]).await? else {
         return Err(reader_rejection(pool, key).await);

@@ -71,11 +71,14 @@ pub struct PresenceResponse {
 /// record the action and move the presence roll-call. Answers one row: the reader's id
 /// (NULL: no such reader), whether the holder is active (NULL: unknown card), and what
 /// was recorded.
-const PRESENCE_SQL: &str = "
+const PRESENCE_SQL: &str = concat!(
+    "
 WITH reader AS (
     SELECT r.id, r.door_id, d.site
     FROM readers r JOIN doors d ON d.id = r.door_id
-    WHERE r.key_hash = $1 AND r.enabled
+    WHERE ",
+    crate::auth::key_matches!(),
+    " AND r.enabled
 ), holder AS (
     SELECT id, active FROM holders WHERE card_id = $2
 ), recorded AS (
@@ -100,7 +103,8 @@ WITH reader AS (
 SELECT (SELECT id FROM reader) AS reader_id, (SELECT active FROM holder) AS holder_active,
        recorded.site, recorded.door_id, recorded.holder_id, recorded.occurred_at,
        recorded.recorded_at
-FROM (VALUES (1)) AS one LEFT JOIN recorded ON true";
+FROM (VALUES (1)) AS one LEFT JOIN recorded ON true"
+);
 
 /// What a presence statement records.
 pub(crate) struct PresenceEvent<'a> {

@@ -83,9 +83,12 @@ pub struct StoredSeq {
 
 /// Claims `(reader, seq)` for the reader with this key, unless it is taken. The reader's
 /// last seq is read in the same statement (and snapshot) as the claim, before it.
-const CLAIM_SQL: &str = "
+const CLAIM_SQL: &str = concat!(
+    "
 WITH reader AS (
-    SELECT id FROM readers WHERE key_hash = $1 AND enabled
+    SELECT id FROM readers r WHERE ",
+    crate::auth::key_matches!(),
+    " AND enabled
 ), claimed AS (
     INSERT INTO reader_seqs (reader_id, seq, request_hash)
     SELECT id, $2, $3 FROM reader
@@ -94,7 +97,8 @@ WITH reader AS (
 )
 SELECT reader.id AS reader_id, EXISTS (SELECT FROM claimed) AS claimed,
        (SELECT max(s.seq) FROM reader_seqs s WHERE s.reader_id = reader.id) AS last_seq
-FROM reader";
+FROM reader"
+);
 
 pub async fn claim(
     db: &impl GenericClient,

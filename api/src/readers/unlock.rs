@@ -79,11 +79,14 @@ fn parse_decision(text: &str) -> Decision {
 /// only reason that grants.
 macro_rules! unlock_verdict_sql {
     () => {
-        "
+        concat!(
+            "
 WITH reader AS (
     SELECT r.id, r.door_id, d.site
     FROM readers r JOIN doors d ON d.id = r.door_id
-    WHERE r.key_hash = $1 AND r.enabled
+    WHERE ",
+            crate::auth::key_matches!(),
+            " AND r.enabled
 ), holder AS (
     SELECT id, active FROM holders WHERE card_id = $2
 ), verdict AS (
@@ -108,6 +111,7 @@ WITH reader AS (
         END AS reason
     FROM reader LEFT JOIN holder ON true
 )"
+        )
     };
 }
 

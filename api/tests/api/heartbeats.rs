@@ -21,7 +21,7 @@ fn fast() -> ApiConfig {
             flush_interval: Duration::from_millis(50),
             ..ReadersConfig::default()
         },
-        ..ApiConfig::default()
+        ..unlimited()
     }
 }
 

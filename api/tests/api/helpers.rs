@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use latch_api::{ApiConfig, Application};
+use latch_api::{ApiConfig, Application, RateLimits};
 use latch_core::config::{DatabaseConfig, HttpConfig};
 use latch_core::credentials::{self, CredentialKind};
 use latch_core::shutdown::CancellationToken;
@@ -32,7 +32,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(body_limit_bytes: usize) -> TestApp {
-    spawn_app_configured(body_limit_bytes, ApiConfig::default()).await
+    spawn_app_configured(body_limit_bytes, unlimited()).await
+}
+
+/// The default settings without rate limits: most tests send more than a reader would,
+/// and the limits have tests of their own (`limits.rs`).
+pub fn unlimited() -> ApiConfig {
+    ApiConfig {
+        rate_limits: RateLimits::OFF,
+        ..ApiConfig::default()
+    }
 }
 
 /// An API with its own settings (fast reader checks, small batches, ...).
@@ -50,7 +59,7 @@ pub async fn spawn_app_with_timeouts(
         request_timeout,
         ..http_config(64 * 1024)
     };
-    spawn(http, statement_timeout, ApiConfig::default()).await
+    spawn(http, statement_timeout, unlimited()).await
 }
 
 fn http_config(body_limit_bytes: usize) -> HttpConfig {
@@ -299,6 +308,26 @@ impl TestApp {
             .iter()
             .map(|row| row.get(0))
             .collect()
+    }
+
+    /// A token made the way `latch tokens add` makes one: `scopes`, and `sites` (`None`:
+    /// every site), without expiry. Answers its id and plain value.
+    pub async fn token(&self, scopes: &[&str], sites: Option<&[&str]>) -> (Uuid, String) {
+        let token = credentials::generate(CredentialKind::AdminToken);
+        let id = Uuid::now_v7();
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let sites: Option<Vec<String>> =
+            sites.map(|sites| sites.iter().map(|s| (*s).to_owned()).collect());
+        self.db
+            .owner()
+            .await
+            .execute(
+                "SELECT latch_add_token($1, $2, 'test token', $3, $4, $5, NULL)",
+                &[&Uuid::now_v7(), &id, &token.hash, &scopes, &sites],
+            )
+            .await
+            .expect("add the token");
+        (id, token.plain.expose().clone())
     }
 
     /// Row counts of the registry and the outbox (as the owner, who sees everything).

@@ -320,7 +320,7 @@ async fn a_late_uploaded_check_in_does_not_override_a_later_live_check_out() {
 async fn oversized_batches_and_wrong_credentials_are_refused() {
     let api = ApiConfig {
         batch_max_events: 2,
-        ..ApiConfig::default()
+        ..unlimited()
     };
     let app = spawn_app_configured(64 * 1024, api).await;
     let door = app.create_door("hq", "Main").await;

@@ -59,6 +59,9 @@ async fn the_api_login_cannot_rewrite_permissions_tokens_or_events() {
         "INSERT INTO actions (id, kind, occurred_at) VALUES (gen_random_uuid(), 'unlock_granted', now())",
         // The owner's functions.
         "SELECT latch_add_admin(gen_random_uuid(), gen_random_uuid(), 'x', '\\x03')",
+        "SELECT latch_add_token(gen_random_uuid(), gen_random_uuid(), 'x', '\\x04', '{admin}', NULL, NULL)",
+        // A narrow token cannot be widened by the API's login.
+        "UPDATE admins SET scopes = '{admin}', sites = NULL, expires_at = NULL",
         "SELECT latch_republish(now() - interval '1 day', NULL, NULL, NULL)",
     ] {
         assert_eq!(

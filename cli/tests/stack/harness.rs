@@ -60,7 +60,12 @@ impl Stack {
                 ..DatabaseConfig::with_url(self.db.app_url())
             },
             prometheus::Registry::new(),
-            latch_api::ApiConfig::default(),
+            // These scenarios drive load through a few readers; the limits have tests of
+            // their own (api/tests/api/limits.rs).
+            latch_api::ApiConfig {
+                rate_limits: latch_api::RateLimits::OFF,
+                ..latch_api::ApiConfig::default()
+            },
         )
         .unwrap();
         let base = format!("http://127.0.0.1:{}", api.port());

@@ -146,6 +146,15 @@ async fn a_site_is_set_up_and_changed_from_the_shell() {
         .as_str()
         .unwrap()
         .to_owned();
+    let rotated = stdout(
+        &site
+            .latch(&["readers", "rotate-key", &reader_id, "--grace", "1h"])
+            .await,
+    );
+    assert!(
+        rotated.contains("the old one works until") && rotated.contains("key (shown once): lrk_"),
+        "{rotated}"
+    );
     stdout(&site.latch(&["readers", "disable", &reader_id]).await);
 
     let readers: serde_json::Value =
@@ -176,6 +185,7 @@ async fn a_site_is_set_up_and_changed_from_the_shell() {
             "grant_created",
             "grant_revoked",
             "holder_updated",
+            "reader_key_rotated",
             "reader_disabled"
         ]
     );
@@ -241,7 +251,7 @@ async fn administrators_are_made_listed_and_revoked_by_the_owner_only() {
 
     // The owner makes one; its token works at once and is shown only here.
     let added = stdout(&site.admins(&["add", "--name", "Night desk"], &owner).await);
-    let id = id_after(&added, "admin");
+    let id = id_after(&added, "token");
     let token = added
         .lines()
         .find_map(|line| line.strip_prefix("token (shown once): "))
@@ -254,7 +264,7 @@ async fn administrators_are_made_listed_and_revoked_by_the_owner_only() {
         .find(|line| line.starts_with(&id))
         .unwrap_or_else(|| panic!("{id} not listed: {listed}"));
     assert!(
-        line.contains("Night desk") && line.ends_with("active"),
+        line.contains("Night desk") && line.contains(" active ") && line.contains(" admin "),
         "{line}"
     );
     assert!(!listed.contains(&token), "a token is never shown again");
@@ -267,17 +277,89 @@ async fn administrators_are_made_listed_and_revoked_by_the_owner_only() {
     assert!(
         listed
             .lines()
-            .any(|line| line.starts_with(&id) && line.ends_with("revoked")),
+            .any(|line| line.starts_with(&id) && line.contains(" revoked ")),
         "{listed}"
     );
     let again = site.admins(&["revoke", &id], &owner).await;
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no active admin"));
 
-    // Both changes are in the registry.
+    // A narrow token: read-only, one site, expiring. Bad scopes, sites and expiries are
+    // refused with nothing made.
+    let before = admins().await;
+    for (args, error) in [
+        (&["--scope", "doors"][..], "unknown scope"),
+        (&["--sites", "HQ!"][..], "--sites"),
+        (&["--expires", "yesterday"][..], "--expires"),
+        (
+            &["--expires", "2020-01-01T00:00:00Z"][..],
+            "not in the future",
+        ),
+    ] {
+        let mut full = vec!["add", "--name", "Bad"];
+        full.extend_from_slice(args);
+        let refused = site.admins(&full, &owner).await;
+        assert!(!refused.status.success(), "{args:?}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains(error), "{args:?}: {message}");
+    }
+    assert_eq!(admins().await, before);
+    let added = stdout(
+        &site
+            .admins(
+                &[
+                    "add",
+                    "--name",
+                    "Lobby screen",
+                    "--scope",
+                    "sites:read",
+                    "--sites",
+                    "hq,north",
+                    "--expires",
+                    "90d",
+                ],
+                &owner,
+            )
+            .await,
+    );
+    assert!(
+        added.contains("scopes sites:read, sites hq,north, expires 20"),
+        "{added}"
+    );
+    let narrow = added
+        .lines()
+        .find_map(|line| line.strip_prefix("token (shown once): "))
+        .unwrap_or_else(|| panic!("no token in {added:?}"))
+        .to_owned();
+    stdout(
+        &site
+            .latch_with(&["doors", "list"], &narrow, &site.api)
+            .await,
+    );
+    let refused = site
+        .latch_with(
+            &["doors", "add", "--site", "hq", "--name", "X"],
+            &narrow,
+            &site.api,
+        )
+        .await;
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403 insufficient_scope"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let listed = stdout(&site.admins(&["list"], &owner).await);
+    assert!(
+        listed.lines().any(|line| line.contains("Lobby screen")
+            && line.contains("sites:read")
+            && line.contains("hq,north")),
+        "{listed}"
+    );
+
+    // Every change is in the registry.
     let recorded = site
         .stack
         .count("SELECT count(*) FROM actions WHERE kind IN ('admin_created', 'admin_revoked')")
         .await;
-    assert_eq!(recorded, 2);
+    assert_eq!(recorded, 3);
 }

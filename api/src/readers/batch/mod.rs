@@ -45,7 +45,7 @@ use uuid::Uuid;
 pub use item::{BatchEvent, BatchEventType, ItemResult, ItemStatus};
 use item::{Checked, check};
 
-use crate::auth::{ReaderKey, reader_rejection};
+use crate::auth::{KEY_MATCHES, ReaderKey, reader_rejection};
 use crate::config::ApiConfig;
 use crate::error::{ApiError, ErrorBody, Kind};
 use crate::idempotency::StoredResponse;
@@ -162,7 +162,7 @@ pub async fn upload(
     let mut client = pool.get().await?;
     let reader = client
         .query_opt(
-            "SELECT id FROM readers WHERE key_hash = $1 AND enabled",
+            &format!("SELECT id FROM readers r WHERE {KEY_MATCHES} AND enabled"),
             &[&key.hash],
         )
         .await?;
