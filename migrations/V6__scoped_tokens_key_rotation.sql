@@ -1,4 +1,5 @@
--- Tokens with scopes, sites and an expiry; reader keys that rotate with a grace period.
+-- Tokens with scopes, sites and an expiry; reader keys that rotate with a grace period;
+-- readers bound to a client certificate.
 --
 -- - An admin token (`lat_…`) now has scopes (`admin` is all of them), an optional list of
 --   sites it may act on and read (NULL: every site) and an optional expiry. Tokens made
@@ -10,6 +11,9 @@
 -- - A reader has, beside its key, the key it had before its last rotation and until when
 --   that one still works (`previous_key_hash`, `previous_key_until`). Each rotation is an
 --   action (`reader_key_rotated`) naming both keys by the start of their hashes.
+-- - A reader may be bound to a client certificate (`client_cert_sha256`, its SHA-256): the
+--   API then finds it only when its key comes over a TLS connection that presented that
+--   certificate. `latch_enrol_reader` takes it as a new last argument.
 
 ALTER TABLE admins
     ADD COLUMN scopes text[] NOT NULL DEFAULT ARRAY['admin']
@@ -22,7 +26,8 @@ ALTER TABLE admins
 ALTER TABLE readers
     ADD COLUMN previous_key_hash bytea UNIQUE,
     ADD COLUMN previous_key_until timestamptz,
-    ADD CHECK ((previous_key_hash IS NULL) = (previous_key_until IS NULL));
+    ADD CHECK ((previous_key_hash IS NULL) = (previous_key_until IS NULL)),
+    ADD COLUMN client_cert_sha256 bytea CHECK (octet_length(client_cert_sha256) = 32);
 
 -- A token that is neither revoked nor expired.
 CREATE OR REPLACE FUNCTION latch_admin_id(p_token bytea) RETURNS uuid
@@ -98,9 +103,11 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION latch_enrol_reader(p_token bytea, p_action uuid, p_trace text,
-                                              p_id uuid, p_door uuid, p_name text,
-                                              p_key_hash bytea, p_offline_after_secs bigint)
+DROP FUNCTION latch_enrol_reader(bytea, uuid, text, uuid, uuid, text, bytea, bigint);
+CREATE FUNCTION latch_enrol_reader(p_token bytea, p_action uuid, p_trace text,
+                                   p_id uuid, p_door uuid, p_name text,
+                                   p_key_hash bytea, p_offline_after_secs bigint,
+                                   p_client_cert bytea)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -111,9 +118,10 @@ BEGIN
     SELECT site INTO door_site FROM doors WHERE id = p_door FOR KEY SHARE;
     IF NOT FOUND THEN RETURN 'door_not_found'; END IF;
     IF NOT latch_token_allows(p_token, 'sites:write', door_site) THEN RETURN 'forbidden'; END IF;
-    INSERT INTO readers (id, door_id, name, key_hash, offline_after)
+    INSERT INTO readers (id, door_id, name, key_hash, offline_after, client_cert_sha256)
     VALUES (p_id, p_door, p_name, p_key_hash,
-            COALESCE(p_offline_after_secs * interval '1 second', interval '5 minutes'));
+            COALESCE(p_offline_after_secs * interval '1 second', interval '5 minutes'),
+            p_client_cert);
     PERFORM latch_record_admin_action(p_action, 'reader_enrolled', actor, p_trace, door_site,
                                       p_door => p_door, p_reader => p_id);
     RETURN 'done';
@@ -250,7 +258,9 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION latch_token_allows(bytea, text, text),
+    latch_enrol_reader(bytea, uuid, text, uuid, uuid, text, bytea, bigint, bytea),
     latch_rotate_reader_key(bytea, uuid, text, uuid, bytea, bigint),
     latch_add_token(uuid, uuid, text, bytea, text[], text[], timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION latch_rotate_reader_key(bytea, uuid, text, uuid, bytea, bigint)
+GRANT EXECUTE ON FUNCTION latch_rotate_reader_key(bytea, uuid, text, uuid, bytea, bigint),
+    latch_enrol_reader(bytea, uuid, text, uuid, uuid, text, bytea, bigint, bytea)
     TO latch_app;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::limits;
+use crate::tls::ClientCert;
 
 fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let mut values = req.headers().get_all(header::AUTHORIZATION);
@@ -43,12 +44,18 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     }
 }
 
-/// The condition that reader `r` answers to key hash `$1`: its key, or the key it had before
-/// its last rotation while the grace period lasts. Every reader statement uses it (a macro,
-/// so that statements can be `concat!`-ed constants).
+/// The condition that reader `r` answers to what a request presents, `$1`
+/// ([`ReaderKey::presented`]: the key's SHA-256, then the client certificate's if the
+/// connection presented one): the key is the reader's, or the one it had before its last
+/// rotation while the grace period lasts; and a reader bound to a certificate is found only
+/// with that certificate. Every reader statement uses it (a macro, so that statements can be
+/// `concat!`-ed constants).
 macro_rules! key_matches {
     () => {
-        "(r.key_hash = $1 OR (r.previous_key_hash = $1 AND r.previous_key_until > now()))"
+        "((r.key_hash = substring($1::bytea FROM 1 FOR 32)
+           OR (r.previous_key_hash = substring($1::bytea FROM 1 FOR 32)
+               AND r.previous_key_until > now()))
+          AND (r.client_cert_sha256 IS NULL OR r.client_cert_sha256 = substring($1::bytea FROM 33)))"
     };
 }
 pub(crate) use key_matches;
@@ -56,7 +63,11 @@ pub const KEY_MATCHES: &str = key_matches!();
 
 /// The hash of the reader key a request presents; checked by the handler's statement.
 pub struct ReaderKey {
+    /// The key's SHA-256.
     pub hash: Vec<u8>,
+    /// What the reader statements take as `$1` ([`KEY_MATCHES`]): the key's SHA-256,
+    /// followed by the client certificate's when the connection presented one.
+    pub presented: Vec<u8>,
 }
 
 impl ReaderKey {
@@ -76,7 +87,11 @@ impl FromRequest for ReaderKey {
             if let Some(limiters) = limits::of(req) {
                 limiters.reader(&hash)?;
             }
-            Ok(ReaderKey { hash })
+            let mut presented = hash.clone();
+            if let Some(ClientCert(fingerprint)) = req.conn_data::<ClientCert>() {
+                presented.extend_from_slice(fingerprint);
+            }
+            Ok(ReaderKey { hash, presented })
         }))
     }
 }

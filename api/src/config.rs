@@ -4,11 +4,13 @@
 //! Read once at start from the same `LATCH_*` / TOML source as everything else; a bad value
 //! is an error naming its variable.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use latch_core::config::{ConfigError, Setting, Source};
 
 use crate::limits::{Rate, RateLimits};
+use crate::tls::TlsFiles;
 
 use time::OffsetDateTime;
 
@@ -21,6 +23,9 @@ pub struct ApiConfig {
     /// Requests per reader key and per token, failed authentications per address
     /// (`LATCH_RATE_*`).
     pub rate_limits: RateLimits,
+    /// HTTPS: the certificate, key and client CA files (`LATCH_HTTP_TLS_*`); plain HTTP
+    /// when absent.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How reader clocks are judged and reader health is tracked.
@@ -87,6 +92,21 @@ pub const READERS_SEQ_RETENTION: Setting = Setting {
     meaning: "how long an accepted reader seq is remembered",
 };
 
+pub const HTTP_TLS_CERT_FILE: Setting = Setting {
+    key: "http.tls_cert_file",
+    default: None,
+    meaning: "PEM certificate chain (leaf first): serve HTTPS (TLS 1.2/1.3) instead of HTTP; the files are read again when they change",
+};
+pub const HTTP_TLS_KEY_FILE: Setting = Setting {
+    key: "http.tls_key_file",
+    default: None,
+    meaning: "PEM private key of that certificate (required with it)",
+};
+pub const HTTP_TLS_CLIENT_CA_FILE: Setting = Setting {
+    key: "http.tls_client_ca_file",
+    default: None,
+    meaning: "PEM CA certificate(s) client certificates may come from: enables mutual TLS for readers enrolled with client_cert_sha256",
+};
 pub const RATE_READER_PER_MINUTE: Setting = Setting {
     key: "rate.reader_per_minute",
     default: Some("600"),
@@ -121,6 +141,9 @@ pub const RATE_FAILED_AUTH_BURST: Setting = Setting {
 /// The settings this crate reads.
 pub const SETTINGS: &[Setting] = &[
     HTTP_BATCH_MAX_EVENTS,
+    HTTP_TLS_CERT_FILE,
+    HTTP_TLS_KEY_FILE,
+    HTTP_TLS_CLIENT_CA_FILE,
     READERS_CHECK_INTERVAL,
     READERS_FLUSH_INTERVAL,
     READERS_MAX_FUTURE_SKEW,
@@ -165,12 +188,41 @@ impl ApiConfig {
                     &RATE_FAILED_AUTH_BURST,
                 )?,
             },
+            tls: tls_files(source)?,
         })
     }
 
     /// The body limit of the batch endpoint.
     pub fn batch_body_limit(&self, body_limit_bytes: usize) -> usize {
         body_limit_bytes.max(self.batch_max_events.saturating_mul(BATCH_BYTES_PER_EVENT))
+    }
+}
+
+/// The TLS files, if HTTPS is configured: a certificate needs its key and the other way
+/// round, and a client CA needs both.
+fn tls_files(source: &Source) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert: Option<PathBuf> = source.optional(&HTTP_TLS_CERT_FILE)?;
+    let key: Option<PathBuf> = source.optional(&HTTP_TLS_KEY_FILE)?;
+    let client_ca: Option<PathBuf> = source.optional(&HTTP_TLS_CLIENT_CA_FILE)?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err(Source::invalid_setting(
+            &HTTP_TLS_CLIENT_CA_FILE,
+            "needs LATCH_HTTP_TLS_CERT_FILE and LATCH_HTTP_TLS_KEY_FILE",
+        )),
+        (Some(_), None) => Err(Source::invalid_setting(
+            &HTTP_TLS_KEY_FILE,
+            "must be set with LATCH_HTTP_TLS_CERT_FILE",
+        )),
+        (None, Some(_)) => Err(Source::invalid_setting(
+            &HTTP_TLS_CERT_FILE,
+            "must be set with LATCH_HTTP_TLS_KEY_FILE",
+        )),
     }
 }
 
@@ -248,6 +300,8 @@ mod tests {
             ("LATCH_READERS_MAX_PAST_SKEW", "a month"),
             ("LATCH_RATE_READER_BURST", "0"),
             ("LATCH_RATE_TOKEN_PER_MINUTE", "-1"),
+            ("LATCH_HTTP_TLS_CERT_FILE", "/etc/latch/cert.pem"),
+            ("LATCH_HTTP_TLS_CLIENT_CA_FILE", "/etc/latch/ca.pem"),
         ] {
             let err =
                 ApiConfig::from_source(&Source::from_pairs([(var, value)])).expect_err("invalid");

@@ -14,7 +14,8 @@
 //!   the panic containment every request gets.
 //! - [`timestamp`], [`whole`]: the times and whole numbers clients may send, read as the
 //!   OpenAPI document describes them and checked before anything is written.
-//! - [`config`]: the API's settings beyond its listener.
+//! - [`config`]: the API's settings beyond its listener; [`tls`]: HTTPS, its certificate
+//!   reloading and client certificates.
 //! - [`health`], [`openapi`]: operations endpoints and the generated API description.
 //!
 //! The API never talks to NATS: it commits actions and their outbox rows in PostgreSQL
@@ -35,6 +36,7 @@ pub mod openapi;
 pub mod readers;
 pub mod registry;
 pub mod timestamp;
+pub mod tls;
 pub mod trace;
 pub mod whole;
 
@@ -79,6 +81,8 @@ pub struct Application {
     metrics: metrics::ApiMetrics,
     api: ApiConfig,
     last_seen: Arc<LastSeen>,
+    /// HTTPS, when configured.
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl Application {
@@ -94,6 +98,12 @@ impl Application {
             pool_size: UPKEEP_CONNECTIONS,
             ..db.clone()
         })?;
+        let tls = api
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()
+            .context("cannot set up HTTPS (LATCH_HTTP_TLS_*)")?;
         let listener = TcpListener::bind(config.addr)
             .with_context(|| format!("cannot listen on {} (LATCH_HTTP_ADDR)", config.addr))?;
         Ok(Application {
@@ -104,6 +114,7 @@ impl Application {
             metrics: metrics::ApiMetrics::new(registry),
             api,
             last_seen: Arc::default(),
+            tls,
         })
     }
 
@@ -149,11 +160,16 @@ impl Application {
         .workers(self.config.workers)
         .disable_signals()
         .shutdown_timeout(10)
-        .listen(self.listener)
+        .on_connect(tls::on_connect);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let server = match self.tls {
+            Some(config) => server.listen_rustls_0_23(self.listener, config),
+            None => server.listen(self.listener),
+        }
         .context("cannot start the HTTP server")?
         .run();
         let handle = server.handle();
-        tracing::info!(addr = %self.config.addr, "API listening");
+        tracing::info!(addr = %self.config.addr, scheme, "API listening");
 
         let maintenance = tokio::spawn(maintain(
             self.pool.clone(),

@@ -67,6 +67,9 @@ impl Sink {
             .connect_timeout(config.timeout.min(Duration::from_secs(2)))
             .pool_max_idle_per_host(config.concurrency)
             .user_agent(concat!("latch/", env!("CARGO_PKG_VERSION")))
+            // A sink that answers with a redirect does not get to send latch elsewhere
+            // (another host, an internal address): 3xx is a permanent failure.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Sink { config, http })
     }

@@ -410,3 +410,63 @@ async fn a_replay_goes_to_its_sink_only() {
     assert_eq!(stats.webhooks.requests, 0, "the replay went to legacy only");
     token.cancel();
 }
+
+#[tokio::test]
+async fn a_redirect_from_a_sink_is_not_followed() {
+    let setup = Setup::new().await;
+    let mut config = setup.sink(SinkKind::Legacy);
+    let target = config.url.clone();
+    // A sink that answers every request with a redirect to the real one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    config.url = format!("http://{}/punches", listener.local_addr().unwrap());
+    let redirector = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let envelope = Envelope {
+        id: Uuid::now_v7(),
+        kind: EventKind::CheckIn,
+        schema_version: latch_core::event::SCHEMA_VERSION,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        recorded_at: time::OffsetDateTime::now_utc(),
+        site: Some("hq".into()),
+        door_id: Some(Uuid::now_v7()),
+        holder_id: Some(Uuid::now_v7()),
+        reader_id: Some(Uuid::now_v7()),
+        reader_seq: None,
+        decided_offline: false,
+        decision: None,
+        reason: None,
+        grant_id: None,
+        actor_id: None,
+    };
+    let raw = serde_json::to_vec(&envelope).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outcome = Sink::new(config)
+        .unwrap()
+        .deliver(&envelope, &raw, None)
+        .await;
+    assert_eq!(
+        outcome,
+        latch_worker::sink::Outcome::Permanent {
+            reason: "HTTP 307".into(),
+            status: Some(307)
+        }
+    );
+    assert_eq!(
+        setup.sim.stats().await.legacy.requests,
+        0,
+        "the redirect was followed"
+    );
+    redirector.abort();
+}

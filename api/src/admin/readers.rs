@@ -29,6 +29,12 @@ pub struct NewReader {
     #[serde(default, deserialize_with = "crate::whole::optional")]
     #[schema(example = 300)]
     pub offline_after_secs: Option<i64>,
+    /// Binds the reader to a client certificate (mutual TLS): the SHA-256 of the
+    /// certificate, 64 hex digits (pairs may be separated by `:`). The reader's key then
+    /// works only over a connection that presented this certificate.
+    #[serde(default)]
+    #[schema(pattern = "^([0-9a-fA-F]{64}|([0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2})$")]
+    pub client_cert_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -54,12 +60,15 @@ pub struct Reader {
     #[serde(with = "crate::timestamp::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub previous_key_until: Option<OffsetDateTime>,
+    /// The SHA-256 of the client certificate the reader must present (hex), if bound.
+    pub client_cert_sha256: Option<String>,
 }
 
 /// The columns [`Reader`] is read from.
 const READER_COLUMNS: &str = "id, door_id, name, enabled, created_at, \
      extract(epoch FROM offline_after)::bigint AS offline_after_secs, online, last_seen_at, \
-     CASE WHEN previous_key_until > now() THEN previous_key_until END AS previous_key_until";
+     CASE WHEN previous_key_until > now() THEN previous_key_until END AS previous_key_until, \
+     encode(client_cert_sha256, 'hex') AS client_cert_sha256";
 
 impl From<&Row> for Reader {
     fn from(row: &Row) -> Self {
@@ -73,6 +82,7 @@ impl From<&Row> for Reader {
             online: row.get("online"),
             last_seen_at: row.get("last_seen_at"),
             previous_key_until: row.get("previous_key_until"),
+            client_cert_sha256: row.get("client_cert_sha256"),
         }
     }
 }
@@ -121,18 +131,29 @@ pub async fn enrol_reader(
             format!("offline_after_secs must be 1 to {MAX_OFFLINE_AFTER_SECS}"),
         ));
     }
+    let client_cert = match &body.client_cert_sha256 {
+        Some(text) => Some(crate::tls::parse_fingerprint(text).ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_field",
+                "client_cert_sha256 must be 64 hex digits (pairs may be separated by ':')",
+            )
+        })?),
+        None => None,
+    }
+    .map(Vec::from);
     let trace = TraceParent::for_request(&req);
     let keyed = Keyed::from_request(&req, admin.client_scope(), &body)?;
     let key = credentials::generate(CredentialKind::ReaderKey);
     idempotency::run(&pool, keyed, async |tx| {
         let id = Uuid::now_v7();
         const ENROL: &str = "latch_enrol_reader";
-        let args: [&(dyn ToSql + Sync); 5] = [
+        let args: [&(dyn ToSql + Sync); 6] = [
             &id,
             &body.door_id,
             &body.name,
             &key.hash,
             &body.offline_after_secs,
+            &client_cert,
         ];
         match change(tx, ENROL, &admin, &trace, &args).await? {
             Outcome::Done => {}
@@ -205,7 +226,7 @@ pub struct KeyRotation {
 #[utoipa::path(
     tag = "administration",
     params(("id" = Uuid, Path, description = "Reader id")),
-    request_body(content = KeyRotation, description = "May be absent: the default grace period"),
+    request_body(content = Option<KeyRotation>, description = "Empty, `{}` or `null`: the default grace period"),
     responses(
         (status = 200, description = "The reader and its new key (`Idempotent-Replayed: true`, and no key, when it answers an `Idempotency-Key` sent before)", body = EnrolledReader),
         (status = 404, description = "No such reader", body = ErrorBody),

@@ -141,7 +141,7 @@ pub(crate) async fn alarm_statement(
         .query_opt(
             &statement,
             &[
-                &key.hash,
+                &key.presented,
                 &event.action_id,
                 &event.kind.as_str(),
                 &event.seq,

@@ -109,7 +109,7 @@ pub async fn heartbeat(post: ReaderPost, body: web::Bytes) -> Result<HttpRespons
             " AND enabled"
         ))
         .await?;
-    let Some(row) = client.query_opt(&statement, &[&key.hash]).await? else {
+    let Some(row) = client.query_opt(&statement, &[&key.presented]).await? else {
         return Err(reader_rejection(pool, key).await);
     };
     let reader_id: Uuid = row.get(0);

@@ -144,7 +144,7 @@ pub(crate) async fn presence_statement(
         .query_one(
             &statement,
             &[
-                &key.hash,
+                &key.presented,
                 &event.card_id,
                 &event.action_id,
                 &event.kind.as_str(),

@@ -107,7 +107,10 @@ pub async fn claim(
 ) -> Result<Claim, ApiError> {
     let statement = db.prepare_cached(CLAIM_SQL).await?;
     let Some(row) = db
-        .query_opt(&statement, &[&key.hash, &claim.seq, &claim.request_hash])
+        .query_opt(
+            &statement,
+            &[&key.presented, &claim.seq, &claim.request_hash],
+        )
         .await?
     else {
         return Ok(Claim::UnknownReader);

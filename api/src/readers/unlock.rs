@@ -204,7 +204,7 @@ async fn unlock_statement(
         .query_opt(
             &statement,
             &[
-                &key.hash,
+                &key.presented,
                 &event.card_id,
                 &event.action_id,
                 &event.trace,
@@ -246,7 +246,7 @@ pub(crate) async fn offline_unlock_statement(
         .query_opt(
             &statement,
             &[
-                &key.hash,
+                &key.presented,
                 &event.card_id,
                 &event.action_id,
                 &event.trace,

@@ -71,8 +71,33 @@ fn http_config(body_limit_bytes: usize) -> HttpConfig {
     }
 }
 
-async fn spawn(http: HttpConfig, statement_timeout: Duration, api: ApiConfig) -> TestApp {
+/// An API serving HTTPS with `api.tls`; the test's client trusts `ca_pem`.
+pub async fn spawn_app_tls(api: ApiConfig, ca_pem: &str) -> TestApp {
+    install_crypto_provider();
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .expect("HTTPS client");
+    spawn_with_client(http_config(64 * 1024), Duration::from_secs(5), api, client).await
+}
+
+/// The process's rustls provider (ring), before any client or server is built.
+fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn spawn(http: HttpConfig, statement_timeout: Duration, api: ApiConfig) -> TestApp {
+    install_crypto_provider();
+    spawn_with_client(http, statement_timeout, api, reqwest::Client::new()).await
+}
+
+async fn spawn_with_client(
+    http: HttpConfig,
+    statement_timeout: Duration,
+    api: ApiConfig,
+    client: reqwest::Client,
+) -> TestApp {
     let db = TestDb::new().await;
     let database = DatabaseConfig {
         pool_size: 8,
@@ -94,7 +119,7 @@ async fn spawn(http: HttpConfig, statement_timeout: Duration, api: ApiConfig) ->
     TestApp {
         base,
         db,
-        http: reqwest::Client::new(),
+        http: client,
         admin_token: token.plain.expose().clone(),
         shutdown,
     }
@@ -106,9 +131,10 @@ fn start(
     database: &DatabaseConfig,
     api: ApiConfig,
 ) -> (String, CancellationToken) {
+    let scheme = if api.tls.is_some() { "https" } else { "http" };
     let app = Application::build(http, database, prometheus::Registry::new(), api)
         .expect("build the API");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    let base = format!("{scheme}://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until(shutdown.clone()));
     (base, shutdown)

@@ -23,5 +23,6 @@ mod schema;
 mod sequence;
 mod skew;
 mod timestamps;
+mod tls;
 mod tokens;
 mod unlock;

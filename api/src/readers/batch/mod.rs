@@ -163,7 +163,7 @@ pub async fn upload(
     let reader = client
         .query_opt(
             &format!("SELECT id FROM readers r WHERE {KEY_MATCHES} AND enabled"),
-            &[&key.hash],
+            &[&key.presented],
         )
         .await?;
     let Some(reader) = reader else {
