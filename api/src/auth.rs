@@ -11,7 +11,7 @@ use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpRequest, web};
 use deadpool_postgres::Pool;
-use futures::future::LocalBoxFuture;
+use futures::future::{Either, LocalBoxFuture, Ready, ready};
 use latch_core::credentials::{self, Scope};
 use uuid::Uuid;
 
@@ -79,20 +79,22 @@ impl ReaderKey {
 
 impl FromRequest for ReaderKey {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future =
+        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(bearer(req).and_then(|token| {
-            let hash = credentials::hash(token);
-            if let Some(limiters) = limits::of(req) {
-                limiters.reader(&hash)?;
-            }
-            let mut presented = hash.clone();
-            if let Some(ClientCert(fingerprint)) = req.conn_data::<ClientCert>() {
-                presented.extend_from_slice(fingerprint);
-            }
-            Ok(ReaderKey { hash, presented })
-        }))
+        let hash = match bearer(req) {
+            Ok(token) => credentials::hash(token),
+            Err(error) => return Either::Left(ready(Err(error))),
+        };
+        if let Some(refused) = limits::of(req).and_then(|l| l.reader(&hash).err()) {
+            return Either::Right(Box::pin(async move { Err(refused.answer().await) }));
+        }
+        let mut presented = hash.clone();
+        if let Some(ClientCert(fingerprint)) = req.conn_data::<ClientCert>() {
+            presented.extend_from_slice(fingerprint);
+        }
+        Either::Left(ready(Ok(ReaderKey { hash, presented })))
     }
 }
 
@@ -186,14 +188,16 @@ impl FromRequest for Admin {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let hash = bearer(req).map(credentials::hash).and_then(|hash| {
-            if let Some(limiters) = limits::of(req) {
-                limiters.token(&hash)?;
-            }
-            Ok(hash)
-        });
+        let hash = bearer(req).map(credentials::hash);
+        let refused = match &hash {
+            Ok(hash) => limits::of(req).and_then(|l| l.token(hash).err()),
+            Err(_) => None,
+        };
         let pool = req.app_data::<web::Data<Pool>>().cloned();
         Box::pin(async move {
+            if let Some(refused) = refused {
+                return Err(refused.answer().await);
+            }
             let hash = hash?;
             let pool = pool.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no pool")))?;
             let client = pool.get().await?;

@@ -12,6 +12,14 @@
 //! - Limits are per API process: with N replicas behind a balancer a client gets up to N
 //!   times the configured rate. Set each replica's limit to the budget divided by N.
 //!
+//! - A refusal is answered after a pause (the `Retry-After` it announces, at most
+//!   [`MAX_PAUSE`]): a client that ignores `Retry-After` and retries at once on the same
+//!   connection gets at most one answer per pause per connection, so a flooding reader
+//!   spends the server's time on waiting, not on answering it. Measured with one reader
+//!   flooding over 16 connections beside one unlocking at 50/s (`bench.sh`, stage
+//!   `limits`): without the pause the flood's 429s took enough of two cores to multiply the
+//!   other reader's p99 several times.
+//!
 //! Buckets of keys not seen for a while are dropped by [`Limiters::forget_idle`], so
 //! random keys cannot grow memory without bound.
 
@@ -32,6 +40,24 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
+
+/// The longest a refusal is held before it is answered.
+pub const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// A request refused by a limit: the answer, and how long to hold it first.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ApiError,
+    pub pause: Duration,
+}
+
+impl Refused {
+    /// The answer, once the pause has passed.
+    pub async fn answer(self) -> ApiError {
+        tokio::time::sleep(self.pause).await;
+        self.error
+    }
+}
 
 /// One limit: a steady rate and the burst allowed above it. `None` turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +137,12 @@ impl Limiters {
     }
 
     /// Spends one request of the reader key with this SHA-256.
-    pub fn reader(&self, key_hash: &[u8]) -> Result<(), ApiError> {
+    pub fn reader(&self, key_hash: &[u8]) -> Result<(), Refused> {
         self.spend(self.readers.as_ref(), key_hash, Which::Reader)
     }
 
     /// Spends one request of the token with this SHA-256.
-    pub fn token(&self, token_hash: &[u8]) -> Result<(), ApiError> {
+    pub fn token(&self, token_hash: &[u8]) -> Result<(), Refused> {
         self.spend(self.tokens.as_ref(), token_hash, Which::Token)
     }
 
@@ -125,7 +151,7 @@ impl Limiters {
         limiter: Option<&DefaultKeyedRateLimiter<[u8; 32]>>,
         hash: &[u8],
         which: Which,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refused> {
         let (Some(limiter), Ok(key)) = (limiter, <[u8; 32]>::try_from(hash)) else {
             return Ok(());
         };
@@ -133,7 +159,7 @@ impl Limiters {
     }
 
     /// The answer while `address` is past its failure budget.
-    fn refused(&self, address: IpAddr) -> Option<ApiError> {
+    fn refused(&self, address: IpAddr) -> Option<Refused> {
         let mut refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
         let until = *refused.get(&address)?;
         let now = Instant::now();
@@ -155,13 +181,17 @@ impl Limiters {
         }
     }
 
-    fn refuse(&self, which: Which, wait: Duration) -> ApiError {
+    fn refuse(&self, which: Which, wait: Duration) -> Refused {
         self.metrics
             .rate_limited
             .with_label_values(&[which.label()])
             .inc();
         // Whole seconds, rounded up: a client that waits that long will be let in.
-        ApiError::too_many_requests(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Refused {
+            error: ApiError::too_many_requests(retry_after),
+            pause: Duration::from_secs(retry_after).min(MAX_PAUSE),
+        }
     }
 
     /// Drops the buckets of keys and addresses that are full again (they would allow a
@@ -207,7 +237,7 @@ pub async fn failed_auth(
     if let (Some(limiters), Some(address)) = (&limiters, address)
         && let Some(refusal) = limiters.refused(address)
     {
-        return Err(refusal.into());
+        return Err(refusal.answer().await.into());
     }
     let response = next.call(req).await?;
     if response.status() == StatusCode::UNAUTHORIZED
@@ -251,8 +281,9 @@ mod tests {
             limiters.reader(&a).expect("within the burst");
         }
         let refused = limiters.reader(&a).expect_err("past the burst");
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.code(), "rate_limited");
+        assert_eq!(refused.error.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.error.code(), "rate_limited");
+        assert!(refused.pause > Duration::ZERO && refused.pause <= MAX_PAUSE);
         limiters.reader(&b).expect("another key has its own bucket");
         // Tokens are off in this configuration.
         for _ in 0..100 {
@@ -279,7 +310,7 @@ mod tests {
         assert!(limiters.refused(address).is_none(), "within the budget");
         limiters.failed(address);
         let refusal = limiters.refused(address).expect("past the budget");
-        assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refusal.error.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(limiters.refused(other).is_none());
         limiters.forget_idle();
         assert!(limiters.refused(address).is_some(), "still waiting");

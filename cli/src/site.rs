@@ -4,6 +4,7 @@
 //! `LATCH_ADMIN_TOKEN`), so every change goes through the same validation, is recorded
 //! in the registry with its author and is published, exactly as from any other client.
 
+use anyhow::Context;
 use clap::Subcommand;
 use latch_core::config::{Secret, Setting, Source};
 use reqwest::Method;
@@ -139,6 +140,11 @@ pub const API_URL: Setting = Setting {
     default: Some("http://127.0.0.1:8080"),
     meaning: "the API that `latch doors/holders/readers/grants` administer",
 };
+pub const API_CA_FILE: Setting = Setting {
+    key: "api.ca_file",
+    default: None,
+    meaning: "PEM CA an https:// LATCH_API_URL's certificate comes from, when not a public one",
+};
 pub const ADMIN_TOKEN: Setting = Setting {
     key: "admin.token",
     default: None,
@@ -147,7 +153,7 @@ pub const ADMIN_TOKEN: Setting = Setting {
 
 /// The settings of the commands that go through the API (listed for the README's check).
 #[cfg(test)]
-pub const SETTINGS: &[Setting] = &[API_URL, ADMIN_TOKEN];
+pub const SETTINGS: &[Setting] = &[API_URL, API_CA_FILE, ADMIN_TOKEN];
 
 /// A client of the admin API.
 pub struct Admin {
@@ -159,15 +165,26 @@ pub struct Admin {
 impl Admin {
     pub fn from_source(source: &Source) -> anyhow::Result<Admin> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(path) = source.optional::<std::path::PathBuf>(&API_CA_FILE)? {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("cannot read LATCH_API_CA_FILE {}", path.display()))?;
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).with_context(
+                || {
+                    format!(
+                        "LATCH_API_CA_FILE {} is not a PEM certificate",
+                        path.display()
+                    )
+                },
+            )?);
+        }
         Ok(Admin {
             base: source
                 .value::<String>(&API_URL)?
                 .trim_end_matches('/')
                 .to_owned(),
             token: Secret::new(source.value(&ADMIN_TOKEN)?),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()?,
+            http: http.build()?,
         })
     }
 

@@ -386,6 +386,7 @@ pub const SETTINGS: &[Setting] = &[
     crate::nats::DUPLICATE_WINDOW,
     crate::nats::MAX_AGE,
     crate::nats::REQUEST_TIMEOUT,
+    crate::nats::CA_FILE,
     crate::telemetry::LOG_FORMAT,
     crate::telemetry::LOG,
     crate::admin::ADMIN_ADDR,

@@ -12,13 +12,23 @@
 //! panic ([`note_panic`]), every connection whose last use began before it is discarded at
 //! its next checkout and a fresh one is opened instead: a panic costs reconnects, never a
 //! poisoned connection.
+//!
+//! TLS is used when the URL asks for it, as libpq reads it: `sslmode=require` (the server
+//! must speak TLS) with an optional `sslrootcert=/path/ca.crt` (the CA the server's
+//! certificate must come from; the system's trust store otherwise). latch always checks
+//! the certificate and the host name (what libpq calls `verify-full`). Without
+//! `sslmode=require` connections are plain, as before.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{DatabaseConfig, Secret};
 
@@ -31,14 +41,78 @@ mod embedded {
 /// How many months of registry partitions exist ahead of the current one.
 pub const PARTITION_MONTHS_AHEAD: i32 = 3;
 
+/// A URL as tokio-postgres reads it, and the TLS it asks for (`None`: plain).
+fn parse_url(url: &str) -> anyhow::Result<(tokio_postgres::Config, Option<MakeRustlsConnect>)> {
+    // tokio-postgres does not know libpq's `sslrootcert`: it is taken out here.
+    let (base, root_cert) = match url.split_once('?') {
+        Some((base, query)) => {
+            let mut root_cert = None;
+            let mut rest = form_urlencoded::Serializer::new(String::new());
+            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+                if key == "sslrootcert" {
+                    root_cert = Some(value.into_owned());
+                } else {
+                    rest.append_pair(&key, &value);
+                }
+            }
+            let rest = rest.finish();
+            if rest.is_empty() {
+                (base.to_owned(), root_cert)
+            } else {
+                (format!("{base}?{rest}"), root_cert)
+            }
+        }
+        None => (url.to_owned(), None),
+    };
+    let config: tokio_postgres::Config = base.parse().context("not a valid PostgreSQL URL")?;
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => Some(tls_connector(root_cert.as_deref())?),
+        _ => {
+            anyhow::ensure!(
+                root_cert.is_none(),
+                "sslrootcert is given without sslmode=require"
+            );
+            None
+        }
+    };
+    Ok((config, tls))
+}
+
+/// Verifies the server against `root_cert` (PEM), or the system's trust store.
+fn tls_connector(root_cert: Option<&str>) -> anyhow::Result<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS 1.2 and 1.3")?;
+    let config = match root_cert {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read sslrootcert {path}"))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("sslrootcert {path} is not PEM"))?)
+                    .with_context(|| format!("a certificate in sslrootcert {path}"))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .context("the system's trust store")?
+                .with_no_client_auth()
+        }
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// Builds a pool; no connection is opened until the first use.
 pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
-    let pg: tokio_postgres::Config = config
-        .url
-        .expose()
-        .parse()
+    let (mut pg, tls) = parse_url(config.url.expose())
         .context("LATCH_DATABASE_URL is not a valid PostgreSQL URL")?;
-    let mut pg = pg;
     pg.connect_timeout(config.connect_timeout);
     pg.application_name("latch");
     // Appended to whatever options the URL carries; the server enforces it.
@@ -51,13 +125,13 @@ pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
         _ => statement_timeout,
     };
     pg.options(&options);
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(pg, tls, manager_config),
+        None => Manager::from_config(pg, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(config.pool_size)
         .runtime(Runtime::Tokio1)
@@ -91,17 +165,47 @@ fn last_panic() -> Option<Instant> {
     LAST_PANIC.lock().map_or(None, |last| *last)
 }
 
-/// Opens one connection outside any pool (migrations, the relay's LISTEN connection).
+/// Opens one connection outside any pool (migrations, operator commands).
 pub async fn connect(url: &Secret<String>) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url.expose(), NoTls)
-        .await
-        .context("cannot connect to PostgreSQL")?;
+    let (client, mut messages) = connect_listening(url).await?;
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "PostgreSQL connection closed with an error");
+        while let Some(message) = messages.next().await {
+            if let Err(error) = message {
+                tracing::warn!(%error, "PostgreSQL connection closed with an error");
+                break;
+            }
         }
     });
     Ok(client)
+}
+
+/// What a connection receives besides answers (notifications, notices); reading it drives
+/// the connection, which closes when it ends.
+pub type Messages = BoxStream<'static, Result<AsyncMessage, tokio_postgres::Error>>;
+
+/// Opens one connection whose [`Messages`] the caller reads (the relay's LISTEN).
+pub async fn connect_listening(
+    url: &Secret<String>,
+) -> anyhow::Result<(tokio_postgres::Client, Messages)> {
+    let (config, tls) = parse_url(url.expose()).context("not a valid PostgreSQL URL")?;
+    Ok(match tls {
+        Some(tls) => {
+            let (client, mut connection) = config
+                .connect(tls)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            (client, messages.boxed())
+        }
+        None => {
+            let (client, mut connection) = config
+                .connect(NoTls)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            (client, messages.boxed())
+        }
+    })
 }
 
 /// Login roles to create (if missing) and make members of the group role their process

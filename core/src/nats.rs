@@ -5,6 +5,7 @@
 //! is stored once, and atomic batch publishing enabled for the relay. Whoever starts first
 //! (relay or worker) creates or updates it with the same configuration.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,6 +42,9 @@ pub struct NatsConfig {
     pub max_age: Duration,
     /// Bounds every request to the server (publish acks included).
     pub request_timeout: Duration,
+    /// PEM CA the server's certificate must come from; with it the connection must be TLS.
+    /// (`tls://` URLs require TLS too, verified against the system's trust store.)
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NatsConfig {
@@ -69,6 +73,7 @@ impl NatsConfig {
             duplicate_window,
             max_age: source.duration(&MAX_AGE)?,
             request_timeout: source.duration(&REQUEST_TIMEOUT)?,
+            ca_file: source.optional(&CA_FILE)?,
         })
     }
 
@@ -80,6 +85,7 @@ impl NatsConfig {
             duplicate_window: Duration::from_secs(20 * 60),
             max_age: Duration::from_secs(7 * 86_400),
             request_timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 }
@@ -104,6 +110,11 @@ pub const MAX_AGE: Setting = Setting {
     default: Some("7d"),
     meaning: "how long events stay in the stream",
 };
+pub const CA_FILE: Setting = Setting {
+    key: "nats.ca_file",
+    default: None,
+    meaning: "PEM CA certificate(s) the NATS server's certificate must come from; with it the connection must be TLS",
+};
 pub const REQUEST_TIMEOUT: Setting = Setting {
     key: "nats.request_timeout",
     default: Some("5s"),
@@ -118,7 +129,14 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
     let role = name.to_owned();
     let url = config.url.clone();
-    async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(ca) = &config.ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if config.url.starts_with("tls://") {
+        options = options.require_tls(true);
+    }
+    options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)

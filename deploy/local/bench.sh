@@ -27,7 +27,7 @@
 #   --smoke          tiny sizes, a few seconds per stage, 1 repetition
 #   --reps N         repetitions of every measurement (default 3; smoke 1)
 #   --duration S     seconds of each measured run (default 10; smoke 2)
-#   --only LIST      run only these stages, comma-separated: write,jetstream,pipeline,relay
+#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay
 #   --no-build       use the binaries already in target/
 #   --dev            build and use debug binaries: quicker to build, meaningless numbers
 #                    (for --smoke in CI, to check that the harness still works)
@@ -92,7 +92,7 @@ API_POOL=16
 
 want() { [[ -z $ONLY || ,$ONLY, == *,"$1",* ]]; }
 for stage in ${ONLY//,/ }; do
-    case $stage in write | jetstream | pipeline | relay) ;; *) die "--only: unknown stage $stage" ;; esac
+    case $stage in write | limits | jetstream | pipeline | relay) ;; *) die "--only: unknown stage $stage" ;; esac
 done
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain (https://rustup.rs)"
@@ -144,7 +144,7 @@ echo "$$" >"$RUN_DIR/owner.pid"
 chmod 0755 "$RUN_DIR"
 
 # What this script started, so that cleanup stops exactly that.
-API_PID='' RELAY_PID='' WORKER_PID='' SIM_PID='' LOAD_PID=''
+API_PID='' RELAY_PID='' WORKER_PID='' SIM_PID='' LOAD_PID='' LIMITED_PID=''
 PG_STARTED=0
 STAGE=setup
 
@@ -158,7 +158,7 @@ cleanup() {
         printf '\nerror: the benchmark failed during stage "%s" (exit %s); logs in %s\n' "$STAGE" "$rc" "$LOGS" >&2
     fi
     log "stopping what this script started"
-    for pid in "$LOAD_PID" "$WORKER_PID" "$RELAY_PID" "$SIM_PID" "$API_PID"; do
+    for pid in "$LOAD_PID" "$WORKER_PID" "$RELAY_PID" "$SIM_PID" "$API_PID" "${LIMITED_PID:-}"; do
         [[ -n $pid ]] && stop_pid "$pid" "pid $pid" 20
     done
     nats_stop || true
@@ -569,6 +569,45 @@ if want write; then
     psql_su <<<"$trigger_def;" >/dev/null
     [[ $(psql_su -tAc "SELECT pg_get_functiondef('latch_action_to_outbox'::regproc)") == "$trigger_def" ]] ||
         die "could not restore the outbox trigger"
+    end_stage
+fi
+
+# --- 2b: one reader floods, another unlocks ----------------------------------------------------
+# A second API with per-reader rate limits on (the first has them off, to measure capacity):
+# reader 2 unlocks at a steady rate, alone and then while reader 1 sends as fast as 16
+# connections can (most of it answered 429). Its p99 is compared between the two.
+if want limits; then
+    begin_stage limits
+    LIMIT_PER_MINUTE=1200 LIMIT_BURST=20 NEIGHBOUR_RATE=15 FLOOD_C=16
+    LIMITED_ADDR="127.0.0.1:$(free_port)"
+    spawn "$LOGS/api_limited.log" env LATCH_HTTP_ADDR="$LIMITED_ADDR" \
+        LATCH_RATE_READER_PER_MINUTE="$LIMIT_PER_MINUTE" LATCH_RATE_READER_BURST="$LIMIT_BURST" \
+        "$LATCH_BIN" api
+    LIMITED_PID=$SPAWNED
+    wait_for 30 ready_or_gone "$LIMITED_PID" "http://$LIMITED_ADDR/readyz" && pid_alive "$LIMITED_PID" ||
+        die "the rate-limited latch api did not start (see $LOGS/api_limited.log)"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        reset_tables
+        API_URL="http://$LIMITED_ADDR" readers "limits_quiet_r$rep" --reader-key lrk_bench_2 \
+            --endpoint unlock --rate "$NEIGHBOUR_RATE" --warmup "${WARMUP}s" --duration "${DURATION}s"
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage limits_quiet --case "r$NEIGHBOUR_RATE" \
+            --rep "$rep" --json "$RAW/limits_quiet_r$rep.json" "rate=$NEIGHBOUR_RATE" \
+            "limit_per_minute=$LIMIT_PER_MINUTE"
+        reset_tables
+        "$LOAD_BIN" readers --url "http://$LIMITED_ADDR" --reader-key lrk_bench_1 --keys-file "$KEYS" \
+            --json --endpoint unlock --concurrency "$FLOOD_C" --duration "$((WARMUP + DURATION + 1))s" \
+            >"$RAW/limits_flooder_r$rep.json" 2>"$LOGS/limits_flooder_r$rep.log" &
+        LOAD_PID=$!
+        API_URL="http://$LIMITED_ADDR" readers "limits_flood_r$rep" --reader-key lrk_bench_2 \
+            --endpoint unlock --rate "$NEIGHBOUR_RATE" --warmup "${WARMUP}s" --duration "${DURATION}s"
+        wait "$LOAD_PID" || die "the flooding reader failed (see $LOGS/limits_flooder_r$rep.log)"
+        LOAD_PID=
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage limits_flood --case "r$NEIGHBOUR_RATE" \
+            --rep "$rep" --json "$RAW/limits_flood_r$rep.json" --json "flooder=$RAW/limits_flooder_r$rep.json" \
+            "rate=$NEIGHBOUR_RATE" "limit_per_minute=$LIMIT_PER_MINUTE"
+    done
+    stop_pid "$LIMITED_PID" "the rate-limited latch api" 20
+    LIMITED_PID=
     end_stage
 fi
 

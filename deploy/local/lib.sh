@@ -122,14 +122,16 @@ apt_install() {
 }
 
 # True if URL answers HTTP 2xx. Uses curl, else python3, else bash's /dev/tcp (plain http only).
-# Never through a proxy from the environment: our servers are on this machine.
+# Never through a proxy from the environment: our servers are on this machine. An https URL is
+# checked against LATCH_HTTP_CA (a PEM CA) when it is set.
 http_ok() {
     local url=$1
     if command -v curl >/dev/null 2>&1; then
-        curl -sf -o /dev/null --max-time 2 --noproxy '*' "$url"
+        curl -sf -o /dev/null --max-time 2 --noproxy '*' ${LATCH_HTTP_CA:+--cacert "$LATCH_HTTP_CA"} "$url"
     elif command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import sys, urllib.request as u
-u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=2)' "$url" >/dev/null 2>&1
+        python3 -c 'import os, ssl, sys, urllib.request as u
+ctx = ssl.create_default_context(cafile=os.environ.get("LATCH_HTTP_CA") or None)
+u.build_opener(u.ProxyHandler({}), u.HTTPSHandler(context=ctx)).open(sys.argv[1], timeout=2)' "$url" >/dev/null 2>&1
     else
         local rest=${url#http://} hostport path
         hostport=${rest%%/*}

@@ -12,6 +12,8 @@
 #                              installed if missing) on a free port, scraping the api, relay and
 #                              worker with the rules of deploy/prometheus/alerts.yml
 #   LATCH_TRAFFIC=0            skip the burst of simulated card-reader traffic
+#   LATCH_STACK_TLS=0          serve the API over plain HTTP instead of HTTPS with the stack's
+#                              private CA (.local/stack/tls/, made on the first run)
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -153,14 +155,49 @@ source "$SECRETS"
 # (ARGS are sys.argv[2:]).
 json_get() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$@"; }
 
-# http_get URL: the body of a 2xx answer (no proxy: everything is on this machine).
+# http_get URL: the body of a 2xx answer (no proxy: everything is on this machine; https URLs
+# are checked against LATCH_HTTP_CA, the stack's CA, when set).
 http_get() {
     if command -v curl >/dev/null 2>&1; then
-        curl -sf --noproxy '*' --max-time 5 "$1"
+        curl -sf --noproxy '*' --max-time 5 ${LATCH_HTTP_CA:+--cacert "$LATCH_HTTP_CA"} "$1"
     else
-        python3 -c 'import sys, urllib.request as u
-sys.stdout.write(u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=5).read().decode())' "$1" 2>/dev/null
+        python3 -c 'import os, ssl, sys, urllib.request as u
+ctx = ssl.create_default_context(cafile=os.environ.get("LATCH_HTTP_CA") or None)
+sys.stdout.write(u.build_opener(u.ProxyHandler({}), u.HTTPSHandler(context=ctx)).open(sys.argv[1], timeout=5).read().decode())' "$1" 2>/dev/null
     fi
+}
+
+# The stack's private CA, the API's certificate (127.0.0.1 and localhost) and one reader's
+# client certificate, in $STACK/tls; made once, kept between runs (the API reads its files
+# again when they change, so replacing them needs no restart).
+make_tls() {
+    local dir=$STACK/tls
+    [[ -s $dir/ca.crt && -s $dir/api.crt && -s $dir/api.key ]] && return 0
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    log "making the stack's private CA and certificates in $dir"
+    mkdir -p "$dir"
+    (
+        umask 077
+        cd "$dir"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -keyout ca.key -out ca.crt -subj "/CN=latch local stack CA" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        local name san usage
+        for name in api reader-1; do
+            if [[ $name == api ]]; then
+                san="subjectAltName=IP:127.0.0.1,DNS:localhost" usage=serverAuth
+            else
+                san="subjectAltName=DNS:$name.readers.latch.local" usage=clientAuth
+            fi
+            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout "$name.key" -out "$name.csr" -subj "/CN=$name" 2>/dev/null
+            openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 397 \
+                -extfile <(printf '%s\nextendedKeyUsage=%s\nbasicConstraints=CA:FALSE\n' "$san" "$usage") \
+                -out "$name.crt" 2>/dev/null
+            rm -f "$name.csr"
+        done
+        chmod 0644 ca.crt api.crt reader-1.crt
+    ) || die "could not make the stack's certificates in $dir (openssl)"
 }
 
 # The program a command line runs: its first word after `env` and VAR=VALUE settings.
@@ -211,7 +248,7 @@ start_listening() {
         for arg in "$@"; do cmd+=("${arg//@ADDR@/$addr}"); done
         start_proc "$name" "$logfile" "$logfile" "${cmd[@]}"
         pid=${PROC_PIDS[-1]}
-        wait_for 60 ready_or_gone "$pid" "http://$addr$path" ||
+        wait_for 60 ready_or_gone "$pid" "${LISTEN_SCHEME:-http}://$addr$path" ||
             die "$name is not ready after 60s; see $logfile"
         if pid_alive "$pid"; then
             LISTEN_ADDR=$addr
@@ -250,10 +287,19 @@ if ! wait_for 30 ready_or_gone "$sim_pid" "$SIM_URL/healthz" || pid_gone "$sim_p
 fi
 log "latch-sim legacy is ready at $SIM_URL (admin $SIM_ADMIN_URL)"
 
-start_listening "latch api" "$STACK/api.log" /readyz "$USER_HTTP_ADDR" \
-    env LATCH_HTTP_ADDR=@ADDR@ "$LATCH_BIN" api
+API_TLS=()
+API_SCHEME=http
+if [[ ${LATCH_STACK_TLS:-1} != 0 ]]; then
+    make_tls
+    API_TLS=(LATCH_HTTP_TLS_CERT_FILE="$STACK/tls/api.crt" LATCH_HTTP_TLS_KEY_FILE="$STACK/tls/api.key"
+        LATCH_HTTP_TLS_CLIENT_CA_FILE="$STACK/tls/ca.crt")
+    API_SCHEME=https
+    export LATCH_HTTP_CA=$STACK/tls/ca.crt
+fi
+LISTEN_SCHEME=$API_SCHEME start_listening "latch api" "$STACK/api.log" /readyz "$USER_HTTP_ADDR" \
+    env LATCH_HTTP_ADDR=@ADDR@ "${API_TLS[@]}" "$LATCH_BIN" api
 API_ADDR=$LISTEN_ADDR
-API_URL=http://$API_ADDR
+API_URL=$API_SCHEME://$API_ADDR
 start_listening "latch relay" "$STACK/relay.log" /readyz "" \
     env LATCH_ADMIN_ADDR=@ADDR@ LATCH_DATABASE_URL="$RELAY_DATABASE_URL" "$LATCH_BIN" relay
 RELAY_ADDR=$LISTEN_ADDR
@@ -273,6 +319,7 @@ LATCH_DATABASE_URL=$OPERATOR_DATABASE_URL
 LATCH_MIGRATION_DATABASE_URL=$LATCH_MIGRATION_DATABASE_URL
 LATCH_NATS_URL=$LATCH_NATS_URL
 LATCH_API_URL=$API_URL
+LATCH_API_CA_FILE=${LATCH_HTTP_CA:-}
 LATCH_ADMIN_TOKEN=${LATCH_DEMO_ADMIN_TOKEN:-}
 EOF
 )
@@ -293,6 +340,18 @@ start_prometheus() {
         -e "s|^\(  *\)evaluation_interval: 15s|\1evaluation_interval: 5s|" \
         -e "s|^  - alerts.yml\$|  - $ROOT/deploy/prometheus/alerts.yml|" \
         "$template" >"$dir/prometheus.yml"
+    if [[ $API_SCHEME == https ]]; then
+        # The API's job over HTTPS, trusting the stack's CA.
+        python3 - "$dir/prometheus.yml" "$LATCH_HTTP_CA" <<'PY' || die "could not point Prometheus at the API over HTTPS"
+import sys
+path, ca = sys.argv[1], sys.argv[2]
+text = open(path).read()
+job = "  - job_name: latch-api\n"
+assert text.count(job) == 1, "no latch-api job"
+text = text.replace(job, job + f"    scheme: https\n    tls_config:\n      ca_file: {ca}\n")
+open(path, "w").write(text)
+PY
+    fi
     local want
     for want in "\"$API_ADDR\"" "\"$RELAY_ADDR\"" "\"$WORKER_ADDR\"" "scrape_interval: 5s" "- $ROOT/deploy/prometheus/alerts.yml"; do
         grep -qF -- "$want" "$dir/prometheus.yml" || die "$template has changed: could not put $want into it"
@@ -359,7 +418,8 @@ burst() {
     dead0=$(dead_letters)
 
     log "sending simulated card-reader traffic for 5 s: check-ins/outs at 40/s, unlocks at 20/s"
-    local readers=("$LOAD_BIN" readers --url "$API_URL" --keys-file "$STACK/demo.env" --duration 5s --json)
+    local readers=("$LOAD_BIN" readers --url "$API_URL" --keys-file "$STACK/demo.env" --duration 5s --json
+        ${LATCH_HTTP_CA:+--ca-file "$LATCH_HTTP_CA"})
     "${readers[@]}" --endpoint presence-mix --rate 40 >"$STACK/traffic-presence.json" 2>"$STACK/traffic-presence.log" &
     BURST_PIDS+=("$!")
     "${readers[@]}" --endpoint unlock --rate 20 --seed 7 >"$STACK/traffic-unlock.json" 2>"$STACK/traffic-unlock.log" &
@@ -401,9 +461,11 @@ site=${LATCH_DEMO_SITE:?demo.env has no LATCH_DEMO_SITE}
 psql=psql
 command -v psql >/dev/null 2>&1 || psql=$PG_BIN/psql
 psql_cmd="$psql -h 127.0.0.1 -p $PGPORT -U latch latch"
+# curl as the hints below call it: trusting the stack's CA when the API serves HTTPS.
+curl_api="curl${LATCH_HTTP_CA:+ --cacert $LATCH_HTTP_CA}"
 unlock() {
-    printf "  curl -s -X POST %s/v1/unlock -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"card_id\":\"%s\"}'" \
-        "$API_URL" "$reader" "$1"
+    printf "  %s -s -X POST %s/v1/unlock -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"card_id\":\"%s\"}'" \
+        "$curl_api" "$API_URL" "$reader" "$1"
 }
 # One unlock line per kind of refused card the seed made (whichever of these it wrote).
 denied_lines=""
@@ -444,19 +506,24 @@ Try it:
 $(unlock "$granted")$denied_lines
 
   # Check in, then out:
-  curl -s -X POST $API_URL/v1/check-ins -H 'Authorization: Bearer $reader' -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
-  curl -s -X POST $API_URL/v1/check-outs -H 'Authorization: Bearer $reader' -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
+  $curl_api -s -X POST $API_URL/v1/check-ins -H 'Authorization: Bearer $reader' -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
+  $curl_api -s -X POST $API_URL/v1/check-outs -H 'Authorization: Bearer $reader' -H 'Content-Type: application/json' -d '{"card_id":"$granted"}'
+
+  # A reader bound to its client certificate ($STACK/tls/reader-1.crt; README, "HTTPS and
+  # client certificates"): enrol it with the certificate's SHA-256, then unlock with key and
+  # certificate (--cert $STACK/tls/reader-1.crt --key $STACK/tls/reader-1.key); the key alone is 401:
+  openssl x509 -in $STACK/tls/reader-1.crt -noout -fingerprint -sha256
 
   # The registry of actions, and who is on site (as the admin):
-  curl -s '$API_URL/v1/actions?limit=5' -H 'Authorization: Bearer $admin'
-  curl -s $API_URL/v1/sites/$site/presence -H 'Authorization: Bearer $admin'
+  $curl_api -s '$API_URL/v1/actions?limit=5' -H 'Authorization: Bearer $admin'
+  $curl_api -s $API_URL/v1/sites/$site/presence -H 'Authorization: Bearer $admin'
 
   # The rows behind them:
   $psql_cmd -c 'SELECT kind, decision, reason, card_id, occurred_at FROM actions ORDER BY occurred_at DESC LIMIT 5'
   $psql_cmd -c 'SELECT id, subject, ordering_key, created_at FROM outbox ORDER BY id DESC LIMIT 5'
 
   # More simulated readers (see latch-load readers --help):
-  $LOAD_BIN readers --url $API_URL --keys-file $STACK/demo.env --endpoint unlock --rate 100 --duration 30s
+  $LOAD_BIN readers --url $API_URL --keys-file $STACK/demo.env --endpoint unlock --rate 100 --duration 30s${LATCH_HTTP_CA:+ --ca-file $LATCH_HTTP_CA}
 
   # Make the legacy T&A fail every call, check in again: the worker retries, its breaker opens
   # (latch_worker_breaker_state), the event waits in the stream; clear the fault and it arrives:

@@ -19,7 +19,7 @@ use latch_core::config::Secret;
 use latch_core::event::OUTBOX_CHANNEL;
 use latch_core::shutdown::CancellationToken;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// The advisory lock key the relays compete for (`latch` in ASCII).
 const LEADER_LOCK: i64 = 0x6c_61_74_63_68;
@@ -36,14 +36,13 @@ pub struct Leadership {
 impl Leadership {
     /// Becomes the leader if no other relay is; `None` when another one leads.
     pub async fn try_acquire(url: &Secret<String>) -> anyhow::Result<Option<Leadership>> {
-        let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls).await?;
+        let (client, mut messages) = latch_core::db::connect_listening(url).await?;
         let wake = Arc::new(Notify::new());
         let lost = CancellationToken::new();
         {
             let wake = wake.clone();
             let lost = lost.clone();
             tokio::spawn(async move {
-                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(message) = messages.next().await {
                     match message {
                         Ok(AsyncMessage::Notification(_)) => wake.notify_one(),

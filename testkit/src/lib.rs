@@ -9,6 +9,7 @@
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes — the only way
 //!   tests wait for something to happen.
 //! - [`OtlpCollector`]: an OTLP/HTTP trace receiver that records the spans sent to it.
+//! - [`pki`]: a private CA issuing server and client certificates for TLS tests.
 //! - [`process`]: `latch` processes for end-to-end tests — killed when dropped, servers
 //!   started on a free port and waited for.
 
@@ -17,6 +18,7 @@
 mod db;
 mod nats;
 mod otlp;
+pub mod pki;
 pub mod process;
 mod wait;
 

@@ -7,11 +7,34 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// More of the server's configuration (a `tls` block).
+    extra: String,
+    /// Directories the server reads from as long as it lives.
+    keep: Vec<tempfile::TempDir>,
 }
 
 impl NatsServer {
     /// Starts a server on a port it picks itself.
     pub fn start() -> NatsServer {
+        Self::start_with(String::new())
+    }
+
+    /// Starts a server that speaks only TLS, with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir for the certificate");
+        let cert = crate::pki::write(dir.path(), "nats.crt", cert_pem);
+        let key = crate::pki::write(dir.path(), "nats.key", key_pem);
+        let mut server = Self::start_with(format!(
+            "tls {{ cert_file: {:?}, key_file: {:?} }}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+        // The files must outlive the server's restarts: keep them with its store.
+        server.keep.push(dir);
+        server
+    }
+
+    fn start_with(extra: String) -> NatsServer {
         let dir = tempfile::Builder::new()
             .prefix("latch-nats-")
             .tempdir()
@@ -20,6 +43,8 @@ impl NatsServer {
             child: None,
             port: 0,
             dir,
+            extra,
+            keep: Vec::new(),
         };
         server.spawn(None);
         server
@@ -55,8 +80,9 @@ impl NatsServer {
         std::fs::write(
             &config,
             format!(
-                "jetstream {{ store_dir: {store:?}, sync_interval: always }}\n",
-                store = store.display().to_string()
+                "jetstream {{ store_dir: {store:?}, sync_interval: always }}\n{extra}",
+                store = store.display().to_string(),
+                extra = self.extra,
             ),
         )
         .expect("write nats.conf");

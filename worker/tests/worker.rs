@@ -470,3 +470,45 @@ async fn a_redirect_from_a_sink_is_not_followed() {
     );
     redirector.abort();
 }
+
+#[tokio::test]
+async fn the_worker_reaches_nats_over_tls_with_the_ca_it_is_given() {
+    use latch_testkit::pki::{Ca, Purpose, write};
+    let ca = Ca::new("latch test NATS CA");
+    let cert = ca.issue("nats", Purpose::Server);
+    let nats = NatsServer::start_tls(&cert.cert_pem, &cert.key_pem);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write(dir.path(), "nats-ca.crt", &ca.pem);
+    let other_file = write(dir.path(), "other-ca.crt", &Ca::new("another CA").pem);
+
+    // With the right CA: connected over TLS, and JetStream answers.
+    let config = NatsConfig {
+        ca_file: Some(ca_file),
+        ..NatsConfig::for_url(nats.url())
+    };
+    let client = latch_core::nats::connect(&config, "test").await.unwrap();
+    let stream = latch_core::nats::events_stream_config(&config);
+    let js = jetstream::new(client.clone());
+    js.get_or_create_stream(stream).await.unwrap();
+    assert!(client.server_info().tls_required, "the server requires TLS");
+
+    // Another CA's, or none (the system's trust store does not know this CA): nothing
+    // answers, whatever the retries.
+    for ca_file in [Some(other_file), None] {
+        let config = NatsConfig {
+            ca_file,
+            request_timeout: Duration::from_secs(1),
+            ..NatsConfig::for_url(nats.url().replace("nats://", "tls://"))
+        };
+        let client = latch_core::nats::connect(&config, "test").await.unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            jetstream::new(client).get_stream(latch_core::nats::EVENTS_STREAM),
+        )
+        .await;
+        assert!(
+            !matches!(answer, Ok(Ok(_))),
+            "reached NATS without trusting its certificate"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use deadpool_postgres::{GenericClient, Pool};
+use futures::future::{Either, LocalBoxFuture, Ready, ready};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -38,7 +39,8 @@ pub struct ReaderPost {
 
 impl FromRequest for ReaderPost {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future =
+        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         fn state<T: 'static>(req: &HttpRequest) -> Result<web::Data<T>, ApiError> {
@@ -49,20 +51,26 @@ impl FromRequest for ReaderPost {
                 ))
             })
         }
-        let post = match ReaderKey::from_request(req, payload).into_inner() {
-            Ok(key) => (|| {
-                Ok(ReaderPost {
-                    req: req.clone(),
-                    key,
-                    pool: state(req)?,
-                    metrics: state(req)?,
-                    config: state(req)?,
-                    last_seen: state(req)?,
-                })
-            })(),
-            Err(error) => Err(error),
-        };
-        std::future::ready(post)
+        fn post(req: &HttpRequest, key: ReaderKey) -> Result<ReaderPost, ApiError> {
+            Ok(ReaderPost {
+                req: req.clone(),
+                key,
+                pool: state(req)?,
+                metrics: state(req)?,
+                config: state(req)?,
+                last_seen: state(req)?,
+            })
+        }
+        match ReaderKey::from_request(req, payload) {
+            Either::Left(key) => {
+                Either::Left(ready(key.into_inner().and_then(|key| post(req, key))))
+            }
+            // A refusal held for a while (see `crate::limits`).
+            Either::Right(later) => {
+                let req = req.clone();
+                Either::Right(Box::pin(async move { post(&req, later.await?) }))
+            }
+        }
     }
 }
 

@@ -127,6 +127,12 @@ pub struct ReadersArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
 
+    /// The CA (PEM) an https:// API's certificate comes from, e.g. the local stack's.
+    ///
+    /// Example: --ca-file .local/stack/tls/ca.crt
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Print the report as one JSON object on stdout (the summary goes to stderr).
     ///
     /// Example: --json | jq .latency_ms.p50
@@ -182,6 +188,7 @@ impl ReadersArgs {
             seed: self.seed,
             idempotency: self.idempotency,
             timeout: self.timeout,
+            ca_file: self.ca_file.clone(),
         })
     }
 }

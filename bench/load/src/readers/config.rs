@@ -143,6 +143,8 @@ pub struct LoadConfig {
     pub idempotency: bool,
     /// Longest wait for a whole answer; longer counts as a timeout.
     pub timeout: Duration,
+    /// PEM CA an `https://` API's certificate comes from, when not a public one.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The default `--timeout`.
@@ -165,6 +167,7 @@ impl LoadConfig {
             seed: 0,
             idempotency: false,
             timeout: DEFAULT_TIMEOUT,
+            ca_file: None,
         }
     }
 

@@ -45,7 +45,12 @@ pub async fn run_until(
 ) -> anyhow::Result<LoadReport> {
     let base = config.validate()?;
     let plan = Plan::new(&config, &base)?;
-    let client = send::client(&base, config.mode.connections(), config.timeout)?;
+    let client = send::client(
+        &base,
+        config.mode.connections(),
+        config.timeout,
+        config.ca_file.as_deref(),
+    )?;
     let run = Arc::new(Run {
         client,
         plan,

@@ -95,6 +95,7 @@ pub(crate) fn client(
     base: &reqwest::Url,
     connections: usize,
     timeout: Duration,
+    ca_file: Option<&std::path::Path>,
 ) -> anyhow::Result<Client> {
     let transport = if base.scheme() == "http" {
         let host = base.host_str().context("the URL has no host")?;
@@ -116,7 +117,16 @@ pub(crate) fn client(
         // reqwest is built without a default TLS provider (see the workspace manifest);
         // it may already be installed by the process, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).with_context(
+                    || format!("--ca-file {} is not a PEM certificate", path.display()),
+                )?);
+        }
+        let client = builder
             .http1_only()
             .pool_max_idle_per_host(connections)
             .timeout(timeout)
