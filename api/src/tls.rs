@@ -227,6 +227,42 @@ mod tests {
         assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
     }
 
+    /// The reloader, made to look at its files now (its once-a-second check already due).
+    fn due(reloader: &ReloadingCert) -> Arc<CertifiedKey> {
+        if let Ok(mut state) = reloader.state.lock()
+            && let Some(past) = Instant::now().checked_sub(CHECK_EVERY)
+        {
+            state.checked = past;
+        }
+        reloader.current()
+    }
+
+    #[test]
+    fn a_mismatched_pair_on_disk_is_not_taken_and_the_matching_one_is() {
+        use latch_testkit::pki::{Ca, Purpose, write};
+        let ca = Ca::new("test CA");
+        let (first, next, unrelated) = (
+            ca.issue("api", Purpose::Server),
+            ca.issue("api, renewed", Purpose::Server),
+            ca.issue("unrelated", Purpose::Server),
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let cert = write(dir.path(), "api.crt", &first.cert_pem);
+        let key = write(dir.path(), "api.key", &first.key_pem);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let reloader = ReloadingCert::load(cert, key, provider).expect("load");
+        let served = |reloader: &ReloadingCert| due(reloader).cert[0].as_ref().to_vec();
+        assert_eq!(served(&reloader), first.der);
+
+        // A key of another certificate beside the renewed one: the old pair stays.
+        write(dir.path(), "api.key", &unrelated.key_pem);
+        write(dir.path(), "api.crt", &next.cert_pem);
+        assert_eq!(served(&reloader), first.der, "a mismatched pair was served");
+        // Its key arrives: the renewed pair is served from now on.
+        write(dir.path(), "api.key", &next.key_pem);
+        assert_eq!(served(&reloader), next.der);
+    }
+
     #[test]
     fn the_document_states_the_fingerprint_pattern_the_api_reads() {
         use utoipa::OpenApi;

@@ -27,7 +27,8 @@ use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, Recycling
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{DatabaseConfig, Secret};
@@ -188,24 +189,27 @@ pub async fn connect_listening(
     url: &Secret<String>,
 ) -> anyhow::Result<(tokio_postgres::Client, Messages)> {
     let (config, tls) = parse_url(url.expose()).context("not a valid PostgreSQL URL")?;
-    Ok(match tls {
-        Some(tls) => {
-            let (client, mut connection) = config
-                .connect(tls)
-                .await
-                .context("cannot connect to PostgreSQL")?;
-            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            (client, messages.boxed())
-        }
-        None => {
-            let (client, mut connection) = config
-                .connect(NoTls)
-                .await
-                .context("cannot connect to PostgreSQL")?;
-            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            (client, messages.boxed())
-        }
-    })
+    match tls {
+        Some(tls) => open(&config, tls).await,
+        None => open(&config, NoTls).await,
+    }
+}
+
+/// Connects with `tls` (rustls, or none) and turns the connection into its [`Messages`].
+async fn open<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> anyhow::Result<(tokio_postgres::Client, Messages)>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config
+        .connect(tls)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    Ok((client, messages.boxed()))
 }
 
 /// Login roles to create (if missing) and make members of the group role their process
