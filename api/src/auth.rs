@@ -8,7 +8,7 @@
 //! [`Admin`], looked up before the handler runs.
 
 use actix_web::dev::Payload;
-use actix_web::http::{StatusCode, header};
+use actix_web::http::{Method, StatusCode, header};
 use actix_web::{FromRequest, HttpRequest, web};
 use deadpool_postgres::Pool;
 use futures::future::{Either, LocalBoxFuture, Ready, ready};
@@ -118,6 +118,35 @@ pub async fn reader_rejection(pool: &Pool, key: &ReaderKey) -> ApiError {
     }
 }
 
+/// The token of a live session: the session and its token unexpired, the token not
+/// revoked — checked at every request, like a token.
+async fn session_admin(
+    client: &deadpool_postgres::Object,
+    session: &[u8],
+) -> Result<Admin, ApiError> {
+    let row = client
+        .query_opt(
+            "SELECT a.id, a.token_hash, a.scopes, a.sites FROM sessions s
+             JOIN admins a ON a.id = s.admin_id
+             WHERE s.id_hash = $1 AND s.expires_at > now() AND a.revoked_at IS NULL
+               AND (a.expires_at IS NULL OR a.expires_at > now())",
+            &[&session],
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "unknown or expired session, or its token was revoked; log in again",
+            )
+        })?;
+    let scopes: Vec<String> = row.get("scopes");
+    Ok(Admin {
+        id: row.get("id"),
+        token_hash: row.get("token_hash"),
+        scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+        sites: row.get("sites"),
+    })
+}
+
 /// An authenticated token (`lat_…`): an administrator or an integrator, with what it may do.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -183,24 +212,74 @@ pub fn site_not_allowed() -> ApiError {
     )
 }
 
+/// The session cookie's name (see [`crate::session`]).
+pub const SESSION_COOKIE: &str = "latch_session";
+
+/// The value of the request's session cookie, if it sent one.
+pub fn session_cookie(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// What a request authenticates with: a token, or (only to read: GET and HEAD) a session
+/// cookie. A cookie never authorises a change: a browser
+/// sends it with requests other sites make it send.
+enum Presented {
+    Token(Vec<u8>),
+    Session(Vec<u8>),
+}
+
+fn presented(req: &HttpRequest) -> Result<Presented, ApiError> {
+    let token = bearer(req);
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return token.map(|t| Presented::Token(credentials::hash(t)));
+    }
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    match session_cookie(req) {
+        Some(session) if reads => Ok(Presented::Session(credentials::hash(&session))),
+        Some(_) => Err(ApiError::unauthorized(
+            "a session cookie only reads; send Authorization: Bearer <token> to make changes",
+        )),
+        None => token.map(|t| Presented::Token(credentials::hash(t))),
+    }
+}
+
 impl FromRequest for Admin {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let hash = bearer(req).map(credentials::hash);
-        let refused = match &hash {
-            Ok(hash) => limits::of(req).and_then(|l| l.token(hash).err()),
-            Err(_) => None,
+        let presented = presented(req);
+        let refused = match &presented {
+            Ok(Presented::Token(hash)) => limits::of(req).and_then(|l| l.token(hash).err()),
+            _ => None,
         };
+        let limiters = req.app_data::<web::Data<limits::Limiters>>().cloned();
         let pool = req.app_data::<web::Data<Pool>>().cloned();
         Box::pin(async move {
             if let Some(refused) = refused {
                 return Err(refused.answer().await);
             }
-            let hash = hash?;
+            let presented = presented?;
             let pool = pool.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no pool")))?;
             let client = pool.get().await?;
+            let hash = match presented {
+                Presented::Token(hash) => hash,
+                Presented::Session(session) => {
+                    let admin = session_admin(&client, &session).await?;
+                    // The session spends its token's rate.
+                    if let Some(refused) = limiters.and_then(|l| l.token(&admin.token_hash).err()) {
+                        return Err(refused.answer().await);
+                    }
+                    return Ok(admin);
+                }
+            };
             // Looked up at every request, never cached: a revoked or expired token is
             // refused at its next request.
             let row = client

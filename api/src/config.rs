@@ -26,6 +26,27 @@ pub struct ApiConfig {
     /// HTTPS: the certificate, key and client CA files (`LATCH_HTTP_TLS_*`); plain HTTP
     /// when absent.
     pub tls: Option<TlsFiles>,
+    /// The event feed's settings (`LATCH_FEED_*`).
+    pub feed: FeedConfig,
+    /// How long a session cookie (`POST /v1/sessions`) lasts (`LATCH_SESSION_TTL`).
+    pub session_ttl: Duration,
+    /// Where the event feed reads `LATCH_EVENTS` (the `LATCH_NATS_*` settings). `latch api`
+    /// always sets it; without it, the feed's endpoints answer 503.
+    pub nats: Option<latch_core::nats::NatsConfig>,
+}
+
+/// How the event feed serves live streams.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// Events the process's live ring holds: a stream whose client falls further behind is
+    /// closed (`LATCH_FEED_RING_SIZE`).
+    pub ring_size: usize,
+    /// Idle time before a keep-alive comment (`LATCH_FEED_KEEPALIVE`).
+    pub keepalive: Duration,
+    /// The reconnection delay suggested to clients (`retry:`, `LATCH_FEED_RETRY`).
+    pub retry: Duration,
+    /// Streams one process serves at once; more are answered 503 (`LATCH_FEED_MAX_STREAMS`).
+    pub max_streams: usize,
 }
 
 /// How reader clocks are judged and reader health is tracked.
@@ -138,6 +159,32 @@ pub const RATE_FAILED_AUTH_BURST: Setting = Setting {
     meaning: "failed authentications one client address may make at once above that rate",
 };
 
+pub const FEED_RING_SIZE: Setting = Setting {
+    key: "feed.ring_size",
+    default: Some("4096"),
+    meaning: "events each API process keeps for its live streams; a client further behind is disconnected (lagged) and resumes from its last event id",
+};
+pub const FEED_KEEPALIVE: Setting = Setting {
+    key: "feed.keepalive",
+    default: Some("15s"),
+    meaning: "idle time before an event stream sends a keep-alive comment",
+};
+pub const FEED_RETRY: Setting = Setting {
+    key: "feed.retry",
+    default: Some("2s"),
+    meaning: "the reconnection delay an event stream suggests to its client (retry:)",
+};
+pub const FEED_MAX_STREAMS: Setting = Setting {
+    key: "feed.max_streams",
+    default: Some("10000"),
+    meaning: "event streams one API process serves at once (more: 503 too_many_streams)",
+};
+pub const SESSION_TTL: Setting = Setting {
+    key: "session.ttl",
+    default: Some("8h"),
+    meaning: "how long a session cookie from POST /v1/sessions lasts",
+};
+
 /// The settings this crate reads.
 pub const SETTINGS: &[Setting] = &[
     HTTP_BATCH_MAX_EVENTS,
@@ -155,7 +202,20 @@ pub const SETTINGS: &[Setting] = &[
     RATE_TOKEN_BURST,
     RATE_FAILED_AUTH_PER_MINUTE,
     RATE_FAILED_AUTH_BURST,
+    FEED_RING_SIZE,
+    FEED_KEEPALIVE,
+    FEED_RETRY,
+    FEED_MAX_STREAMS,
+    SESSION_TTL,
 ];
+
+fn at_least_one(source: &Source, setting: &Setting) -> Result<usize, ConfigError> {
+    let value = source.count(setting)?;
+    if value == 0 {
+        return Err(Source::invalid_setting(setting, "must be at least 1"));
+    }
+    Ok(value)
+}
 
 /// Bytes an offline upload may take per event (the body limit of the batch endpoint is
 /// this times `batch_max_events`, or the general body limit if larger).
@@ -189,6 +249,14 @@ impl ApiConfig {
                 )?,
             },
             tls: tls_files(source)?,
+            feed: FeedConfig {
+                ring_size: at_least_one(source, &FEED_RING_SIZE)?,
+                keepalive: positive(&FEED_KEEPALIVE)?,
+                retry: positive(&FEED_RETRY)?,
+                max_streams: at_least_one(source, &FEED_MAX_STREAMS)?,
+            },
+            session_ttl: positive(&SESSION_TTL)?,
+            nats: None,
         })
     }
 

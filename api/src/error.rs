@@ -33,9 +33,18 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after_secs: Option<u64>,
-    /// For 405: the methods the path takes (`Allow`).
-    allow: Option<String>,
+    /// What some answers add.
+    extra: Option<Extra>,
     cause: Option<anyhow::Error>,
+}
+
+/// What an answer adds to its code and message.
+#[derive(Debug)]
+enum Extra {
+    /// 405: the methods the path takes (`Allow`).
+    Allow(String),
+    /// 410 `cursor_expired`: the oldest cursor still readable.
+    OldestCursor(u64),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -49,6 +58,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people; may change between versions.
     pub message: String,
+    /// With `cursor_expired`: the oldest cursor that can still be read from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_cursor: Option<String>,
 }
 
 impl ApiError {
@@ -59,7 +71,7 @@ impl ApiError {
             code,
             message: redact_credentials(message.into()),
             retry_after_secs: None,
-            allow: None,
+            extra: None,
             cause: None,
         }
     }
@@ -67,7 +79,7 @@ impl ApiError {
     /// 405: the path exists, with other methods.
     pub fn method_not_allowed(method: &str, allowed: &[&str]) -> Self {
         ApiError {
-            allow: Some(allowed.join(", ")),
+            extra: Some(Extra::Allow(allowed.join(", "))),
             ..Self::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -116,6 +128,22 @@ impl ApiError {
                 "rate_limited",
                 "too many requests from this client; retry later",
             )
+        }
+    }
+
+    /// 410 `cursor_expired`: the events after a cursor are no longer kept.
+    pub fn cursor_expired(message: impl Into<String>, oldest: u64) -> Self {
+        ApiError {
+            extra: Some(Extra::OldestCursor(oldest)),
+            ..Self::new(StatusCode::GONE, "cursor_expired", message)
+        }
+    }
+
+    /// The same answer, with `Retry-After: secs`.
+    pub fn retry_after(self, secs: u64) -> Self {
+        ApiError {
+            retry_after_secs: Some(secs),
+            ..self
         }
     }
 
@@ -224,7 +252,7 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        if let Some(allow) = &self.allow {
+        if let Some(Extra::Allow(allow)) = &self.extra {
             response.insert_header((header::ALLOW, allow.clone()));
         }
         if let Some(secs) = self.retry_after_secs {
@@ -234,6 +262,10 @@ impl ResponseError for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message.clone(),
+                oldest_cursor: match self.extra {
+                    Some(Extra::OldestCursor(oldest)) => Some(oldest.to_string()),
+                    _ => None,
+                },
             },
         })
     }

@@ -7,6 +7,8 @@
 //!   uploads, per-reader sequence numbers, heartbeats and the offline/online watch.
 //! - [`admin`]: doors, holders, readers and grants.
 //! - [`registry`]: the action log and the presence roll-call.
+//! - [`feed`]: the events of `LATCH_EVENTS` read from a cursor and followed live
+//!   (Server-Sent Events); [`session`]: session cookies for browsers.
 //! - [`auth`], [`limits`], [`body`], [`idempotency`], [`trace`], [`headers`]: what every
 //!   request goes through (credentials and scopes, rate limits, bodies, retries, tracing,
 //!   security headers).
@@ -18,8 +20,8 @@
 //!   reloading and client certificates.
 //! - [`health`], [`openapi`]: operations endpoints and the generated API description.
 //!
-//! The API never talks to NATS: it commits actions and their outbox rows in PostgreSQL
-//! and the relay takes it from there.
+//! The API writes nothing to NATS: it commits actions and their outbox rows in PostgreSQL
+//! and the relay takes it from there. It reads the event stream only to serve the feed.
 
 pub mod admin;
 pub mod auth;
@@ -27,6 +29,7 @@ pub mod body;
 pub mod config;
 pub mod contain;
 pub mod error;
+pub mod feed;
 pub mod headers;
 pub mod health;
 pub mod idempotency;
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod readers;
 pub mod registry;
+pub mod session;
 pub mod timestamp;
 pub mod tls;
 pub mod trace;
@@ -133,6 +137,20 @@ impl Application {
             self.metrics.clone(),
         ));
         let last_seen = web::Data::from(self.last_seen.clone());
+        let feed = match &self.api.nats {
+            Some(nats) => {
+                let client = latch_core::nats::connect(nats, "latch-api").await?;
+                Some(feed::Feed::new(
+                    client,
+                    nats.events_stream.clone(),
+                    self.api.feed.clone(),
+                    self.metrics.clone(),
+                    shutdown.child_token(),
+                ))
+            }
+            None => None,
+        };
+        let served_feed = feed.clone().map(web::Data::from);
         let body_limit = self.config.body_limit_bytes;
         let request_timeout = self.config.request_timeout;
         let batch_body_limit = self.api.batch_body_limit(body_limit);
@@ -155,7 +173,12 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(trace::span))
                 .wrap(actix_web::middleware::from_fn(headers::security))
-                .configure(|cfg| routes(cfg, body_limit, batch_body_limit))
+                .configure(|cfg| {
+                    if let Some(feed) = &served_feed {
+                        cfg.app_data(feed.clone());
+                    }
+                    routes(cfg, body_limit, batch_body_limit)
+                })
         })
         .workers(self.config.workers)
         .disable_signals()
@@ -195,6 +218,7 @@ impl Application {
             self.metrics.clone(),
             shutdown.clone(),
         ));
+        let tail = feed.map(|feed| tokio::spawn(feed::tail(feed)));
         let stopper = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -208,6 +232,9 @@ impl Application {
         let _ = maintenance.await;
         let _ = forget.await;
         let _ = liveness.await;
+        if let Some(tail) = tail {
+            let _ = tail.await;
+        }
         // The last requests have been answered: write who they came from.
         if let Err(error) = readers::liveness::flush(&self.pool, &self.last_seen).await {
             tracing::warn!(
@@ -281,6 +308,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .service(admin::list_grants)
     .service(registry::list_actions)
     .service(registry::presence)
+    .service(feed::pull::list)
+    .service(feed::sse::stream)
+    .service(session::create)
+    .service(session::end)
     .service(health::healthz)
     .service(health::readyz)
     .service(metrics::serve)
@@ -352,6 +383,11 @@ async fn maintain(pool: Pool, seq_retention: Duration, shutdown: CancellationTok
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "pruned old reader seqs"),
                     Err(error) => tracing::warn!(%error, "reader seq pruning failed"),
+                }
+                match session::prune(&client).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "pruned expired sessions"),
+                    Err(error) => tracing::warn!(%error, "session pruning failed"),
                 }
             }
             Err(error) => tracing::warn!(%error, "maintenance could not get a connection"),

@@ -27,6 +27,10 @@ pub struct ApiMetrics {
     pub reader_liveness_checks: IntCounter,
     pub readers_offline: IntGauge,
     pub rate_limited: IntCounterVec,
+    pub feed_streams: IntGauge,
+    pub feed_events_sent: IntCounter,
+    pub feed_lagged: IntCounter,
+    pub feed_requests: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -136,6 +140,41 @@ impl ApiMetrics {
                         "Requests answered 429 by the limit that refused them: reader (a reader key's rate), token (a token's rate), address (an address past its failed authentications).",
                     ),
                     &["limit"],
+                )
+                .expect("valid counter"),
+            ),
+            feed_streams: register(
+                &registry,
+                IntGauge::new(
+                    "latch_feed_streams",
+                    "Event streams (GET /v1/events/stream) open on this process.",
+                )
+                .expect("valid gauge"),
+            ),
+            feed_events_sent: register(
+                &registry,
+                IntCounter::new(
+                    "latch_feed_events_sent_total",
+                    "Events sent to event-stream clients (one per event per client).",
+                )
+                .expect("valid counter"),
+            ),
+            feed_lagged: register(
+                &registry,
+                IntCounter::new(
+                    "latch_feed_lagged_total",
+                    "Event streams closed because their client read too slowly to keep its place in the ring (it resumes from its last event id).",
+                )
+                .expect("valid counter"),
+            ),
+            feed_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_feed_requests_total",
+                        "Pages of GET /v1/events read, by outcome: served, or failed (cursor expired, stream unreadable).",
+                    ),
+                    &["outcome"],
                 )
                 .expect("valid counter"),
             ),

@@ -5,11 +5,11 @@ use std::sync::OnceLock;
 
 use utoipa::openapi::path::{Operation, Parameter, PathItem};
 use utoipa::openapi::schema::{Object, Schema};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, health, readers, registry};
+use crate::{admin, feed, health, readers, registry, session};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,10 @@ use crate::{admin, health, readers, registry};
         admin::list_grants,
         registry::list_actions,
         registry::presence,
+        feed::pull::list,
+        feed::sse::stream,
+        session::create,
+        session::end,
         health::healthz,
         health::readyz,
         crate::metrics::serve,
@@ -52,6 +56,8 @@ use crate::{admin, health, readers, registry};
         (name = "card readers", description = "Called by card readers with their reader key."),
         (name = "administration", description = "Called by administrators with an admin token."),
         (name = "registry", description = "The action log and the presence roll-call."),
+        (name = "events", description = "The event stream read from a cursor, and followed live (Server-Sent Events)."),
+        (name = "sessions", description = "A token exchanged for a cookie, for browsers (reading requests only)."),
         (name = "operations", description = "Health checks."),
     )
 )]
@@ -141,6 +147,13 @@ impl Modify for BearerSchemes {
                 ),
             );
         }
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::SESSION_COOKIE,
+                "The cookie `POST /v1/sessions` sets; it authenticates reading (GET) requests only",
+            ))),
+        );
     }
 }
 
@@ -306,6 +319,11 @@ const PARAMETERS: &[(&str, &str, Limit)] = &[
         "/v1/readers/{id}/gaps",
         "limit",
         Limit::Range(1, crate::readers::gaps::MAX_GAPS),
+    ),
+    (
+        "/v1/events",
+        "limit",
+        Limit::Range(1, crate::feed::pull::MAX_LIMIT as i64),
     ),
     ("", "site", Limit::Site),
 ];

@@ -7,7 +7,10 @@ use latch_core::shutdown::{self, CancellationToken};
 pub async fn api(source: &Source) -> anyhow::Result<()> {
     let http = HttpConfig::from_source(source)?;
     let db = DatabaseConfig::from_source(source)?;
-    let api = latch_api::ApiConfig::from_source(source)?;
+    let api = latch_api::ApiConfig {
+        nats: Some(latch_core::nats::NatsConfig::from_source(source)?),
+        ..latch_api::ApiConfig::from_source(source)?
+    };
     let app = latch_api::Application::build(http, &db, latch_core::metrics::registry("api"), api)?;
     let token = CancellationToken::new();
     shutdown::on_signal(token.clone());

@@ -18,6 +18,8 @@ use crate::config::Secret;
 pub enum CredentialKind {
     ReaderKey,
     AdminToken,
+    /// A browser session's cookie (`POST /v1/sessions`).
+    Session,
 }
 
 impl CredentialKind {
@@ -25,6 +27,7 @@ impl CredentialKind {
         match self {
             CredentialKind::ReaderKey => "lrk_",
             CredentialKind::AdminToken => "lat_",
+            CredentialKind::Session => "lss_",
         }
     }
 }

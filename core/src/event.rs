@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The envelope's current shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The envelope's current shape: 2 added `sequence`. Events recorded before it (version 1)
+/// may still be in the stream and read the same, without a sequence.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// NATS subject prefix of every event: `latch.events.<kind>`.
 pub const SUBJECT_PREFIX: &str = "latch.events.";
@@ -116,6 +117,11 @@ pub struct Envelope {
     pub reader_id: Option<Uuid>,
     /// The reader's own event number, when it sent one.
     pub reader_seq: Option<i64>,
+    /// The event's number among its ordering key's events — the holder's, or the door's
+    /// when there is no holder (none when there is neither): 1, 2, 3, … in commit order,
+    /// without gaps, so a consumer sees a missing or reordered event from the payload alone.
+    #[serde(default)]
+    pub sequence: Option<i64>,
     /// Captured while the reader was offline and uploaded later (for an unlock: the reader
     /// decided alone, and `reason` is the server's verdict at upload).
     pub decided_offline: bool,

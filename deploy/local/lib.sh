@@ -121,6 +121,20 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
+# Debian's Chromium and its WebDriver (the browser tests drive the real EventSource with
+# them); sets CHROMIUM_BIN and CHROMEDRIVER_BIN. Downloaded browser builds are not used.
+ensure_chromium() {
+    local browser driver
+    browser=$(command -v chromium 2>/dev/null || true)
+    driver=$(command -v chromedriver 2>/dev/null || true)
+    if [[ -z $browser || -z $driver ]]; then
+        apt_install chromium chromium-driver
+        browser=$(command -v chromium) || die "chromium is not on PATH after installing it"
+        driver=$(command -v chromedriver) || die "chromedriver is not on PATH after installing it"
+    fi
+    export CHROMIUM_BIN=$browser CHROMEDRIVER_BIN=$driver
+}
+
 # True if URL answers HTTP 2xx. Uses curl, else python3, else bash's /dev/tcp (plain http only).
 # Never through a proxy from the environment: our servers are on this machine. An https URL is
 # checked against LATCH_HTTP_CA (a PEM CA) when it is set.

@@ -444,6 +444,7 @@ async fn a_redirect_from_a_sink_is_not_followed() {
         holder_id: Some(Uuid::now_v7()),
         reader_id: Some(Uuid::now_v7()),
         reader_seq: None,
+        sequence: None,
         decided_offline: false,
         decision: None,
         reason: None,

@@ -48,6 +48,25 @@ impl Stack {
 
     /// The API in this process on a port of its own, with `workers` HTTP workers.
     pub fn api(&self, workers: usize) -> Api {
+        self.api_with(workers, |_| {})
+    }
+
+    /// The API with its event feed reading `nats`'s stream.
+    pub fn api_with_feed(&self, nats: &NatsServer) -> Api {
+        self.api_with(2, |config| {
+            config.nats = Some(NatsConfig::for_url(nats.url()))
+        })
+    }
+
+    /// The API, with its settings changed by `adjust`; [`Api::stop`] stops this one alone.
+    pub fn api_with(&self, workers: usize, adjust: impl FnOnce(&mut latch_api::ApiConfig)) -> Api {
+        // These scenarios drive load through a few readers; the limits have tests of
+        // their own (api/tests/api/limits.rs).
+        let mut config = latch_api::ApiConfig {
+            rate_limits: latch_api::RateLimits::OFF,
+            ..latch_api::ApiConfig::default()
+        };
+        adjust(&mut config);
         let api = latch_api::Application::build(
             HttpConfig {
                 addr: "127.0.0.1:0".parse().unwrap(),
@@ -60,17 +79,16 @@ impl Stack {
                 ..DatabaseConfig::with_url(self.db.app_url())
             },
             prometheus::Registry::new(),
-            // These scenarios drive load through a few readers; the limits have tests of
-            // their own (api/tests/api/limits.rs).
-            latch_api::ApiConfig {
-                rate_limits: latch_api::RateLimits::OFF,
-                ..latch_api::ApiConfig::default()
-            },
+            config,
         )
         .unwrap();
         let base = format!("http://127.0.0.1:{}", api.port());
-        tokio::spawn(api.run_until(self.stop.clone()));
-        Api::new(base)
+        let stop = self.stop.child_token();
+        let running = tokio::spawn(api.run_until(stop.clone()));
+        Api {
+            stop: Some((stop, running)),
+            ..Api::new(base)
+        }
     }
 
     /// The relay in this process, polling every 200 ms.
@@ -176,6 +194,11 @@ pub async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
+    /// For an API this test started in process: what stops it, and its task.
+    stop: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
 }
 
 impl Api {
@@ -183,7 +206,29 @@ impl Api {
         Api {
             http: reqwest::Client::new(),
             base,
+            stop: None,
         }
+    }
+
+    /// Stops this API (started by [`Stack::api_with`]) as a shutdown would, and waits until
+    /// it has.
+    pub async fn stop(self) {
+        let (stop, running) = self.stop.expect("an API this test started");
+        stop.cancel();
+        running.await.unwrap().unwrap();
+    }
+
+    /// GETs `path` with `token`; answers the status and the JSON body.
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// POSTs `body` with `token`.

@@ -1,0 +1,537 @@
+//! The event feed: `LATCH_EVENTS` read from a position (`GET /v1/events`) and followed live
+//! (`GET /v1/events/stream`, Server-Sent Events).
+//!
+//! # Cursors
+//!
+//! A cursor is a position in the stream (its sequence number, opaque to clients): "every
+//! event up to here that the request's filters match has been read". Pages and streams
+//! continue after it, so a client that stores the last cursor it handled resumes with no
+//! gap and no duplicate, on any API process. A cursor older than the stream's retention is
+//! answered `410 cursor_expired` with the oldest cursor still readable.
+//!
+//! # How one process serves many streams
+//!
+//! Reading from a position goes to JetStream: an ordered consumer from that position, with
+//! the request's kinds as its subject filter, read for one page and dropped ([`Feed::page`]).
+//! Following live does not: one task per process ([`tail`]) follows the stream's new events
+//! and hands each, parsed and serialised once, to every connected stream through a ring of
+//! fixed size (a `tokio::sync::broadcast` channel). Each event carries the position of the
+//! event before it (`prev`), so a stream that switches from reading pages to the ring knows
+//! whether it missed anything in between, and reads the gap from JetStream if so. A stream
+//! whose client reads too slowly to keep its place in the ring is told so and closed; it
+//! resumes from its last event id. See [`sse`].
+
+pub mod pull;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use latch_core::event::EventKind;
+use latch_core::nats::EVENTS_SUBJECTS;
+use latch_core::shutdown::CancellationToken;
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::metrics::ApiMetrics;
+
+pub use crate::config::FeedConfig;
+
+/// One event of the stream, parsed once and shared by every reader.
+#[derive(Debug)]
+pub struct FeedEvent {
+    /// Its position (the stream sequence): its cursor.
+    pub seq: u64,
+    /// The position of the event before it in the stream (no event lies between): how a
+    /// live stream knows it has missed nothing.
+    pub prev: u64,
+    pub kind: EventKind,
+    pub site: Option<String>,
+    pub door_id: Option<Uuid>,
+    pub holder_id: Option<Uuid>,
+    /// The envelope with its `cursor`, as JSON.
+    pub json: Bytes,
+}
+
+impl FeedEvent {
+    /// `None` (logged) for a message that is not an event envelope: it is skipped, but its
+    /// position still counts as read.
+    fn parse(prev: u64, seq: u64, subject: &str, payload: &[u8]) -> Option<FeedEvent> {
+        let parsed = serde_json::from_slice::<Map<String, Value>>(payload)
+            .ok()
+            .and_then(|mut map| {
+                let kind: EventKind = map.get("kind")?.as_str()?.parse().ok()?;
+                let uuid = |map: &Map<String, Value>, key: &str| {
+                    map.get(key)
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                };
+                let site = map.get("site").and_then(Value::as_str).map(str::to_owned);
+                let door_id = uuid(&map, "door_id");
+                let holder_id = uuid(&map, "holder_id");
+                map.insert("cursor".to_owned(), Value::String(seq.to_string()));
+                let json = serde_json::to_vec(&map).ok()?;
+                Some(FeedEvent {
+                    seq,
+                    prev,
+                    kind,
+                    site,
+                    door_id,
+                    holder_id,
+                    json: Bytes::from(json),
+                })
+            });
+        if parsed.is_none() {
+            tracing::warn!(
+                seq,
+                subject,
+                "skipping a stream message that is not an event"
+            );
+        }
+        parsed
+    }
+}
+
+/// What one request may and wants to see.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Kinds asked for (`None`: all); applied by JetStream itself.
+    pub kinds: Option<Vec<EventKind>>,
+    pub sites: Option<Vec<String>>,
+    pub doors: Option<Vec<Uuid>>,
+    pub holders: Option<Vec<Uuid>>,
+    /// The token's sites (`None`: every site). A token limited to sites sees only events
+    /// of those sites: never one without a site.
+    pub allowed_sites: Option<Vec<String>>,
+}
+
+impl Filter {
+    /// The filter of a request by `admin` with these query parameters (comma-separated
+    /// lists). A site outside the token's list is refused rather than silently dropped.
+    pub fn from_query(
+        admin: &Admin,
+        kinds: Option<&str>,
+        sites: Option<&str>,
+        doors: Option<&str>,
+        holders: Option<&str>,
+    ) -> Result<Filter, ApiError> {
+        fn list<T>(
+            value: Option<&str>,
+            code: &'static str,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<Vec<T>>, ApiError> {
+            let Some(value) = value else { return Ok(None) };
+            let items = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| parse(s).map_err(|message| ApiError::bad_request(code, message)))
+                .collect::<Result<Vec<T>, ApiError>>()?;
+            if items.is_empty() {
+                return Err(ApiError::bad_request(
+                    code,
+                    "an empty list matches nothing; leave the parameter out instead",
+                ));
+            }
+            if items.len() > 100 {
+                return Err(ApiError::bad_request(code, "at most 100 values"));
+            }
+            Ok(Some(items))
+        }
+        let uuid = |s: &str| {
+            s.parse::<Uuid>()
+                .map_err(|_| format!("{s:?} is not a UUID"))
+        };
+        let filter = Filter {
+            kinds: list(kinds, "invalid_kind", |s| s.parse::<EventKind>())?,
+            sites: list(sites, "invalid_site", |s| {
+                if latch_core::event::valid_site(s) {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!("{s:?} is not a site name"))
+                }
+            })?,
+            doors: list(doors, "invalid_door", uuid)?,
+            holders: list(holders, "invalid_holder", uuid)?,
+            allowed_sites: admin.site_filter().clone(),
+        };
+        if let Some(sites) = &filter.sites {
+            for site in sites {
+                admin.require_site(site)?;
+            }
+        }
+        Ok(filter)
+    }
+
+    pub fn matches(&self, event: &FeedEvent) -> bool {
+        fn within<T: PartialEq>(list: &Option<Vec<T>>, value: Option<&T>) -> bool {
+            match list {
+                None => true,
+                Some(list) => value.is_some_and(|v| list.contains(v)),
+            }
+        }
+        self.kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(&event.kind))
+            && within(&self.allowed_sites, event.site.as_ref())
+            && within(&self.sites, event.site.as_ref())
+            && within(&self.doors, event.door_id.as_ref())
+            && within(&self.holders, event.holder_id.as_ref())
+    }
+
+    /// The subjects JetStream filters on.
+    fn subjects(&self) -> Vec<String> {
+        match &self.kinds {
+            None => vec![EVENTS_SUBJECTS.to_owned()],
+            Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
+        }
+    }
+}
+
+/// One read from a position.
+#[derive(Debug)]
+pub struct Page {
+    /// The events the filter matched, in stream order.
+    pub events: Vec<Arc<FeedEvent>>,
+    /// Where the next read continues: every matching event up to here is in `events` or
+    /// in an earlier page.
+    pub position: u64,
+    /// No matching event after `position` existed when the page was read.
+    pub caught_up: bool,
+}
+
+/// Why a read from a position failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("the cursor is older than the stream's retention")]
+    Expired { oldest: u64 },
+    #[error("the cursor is ahead of the stream: the stream was reset since it was issued")]
+    Ahead { oldest: u64 },
+    #[error("the event stream cannot be read")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl From<FeedError> for ApiError {
+    fn from(error: FeedError) -> Self {
+        match error {
+            FeedError::Expired { oldest } => ApiError::cursor_expired(
+                format!(
+                    "events after this cursor are no longer kept; the oldest readable cursor is {oldest:?}, \
+                     or leave `after` out to start from the oldest event"
+                ),
+                oldest,
+            ),
+            FeedError::Ahead { oldest } => ApiError::cursor_expired(
+                "this cursor is ahead of the event stream, which was reset since it was issued; \
+                 start again from the oldest cursor",
+                oldest,
+            ),
+            FeedError::Unavailable(cause) => ApiError::unavailable(cause),
+        }
+    }
+}
+
+/// Parses a client's cursor.
+pub fn parse_cursor(cursor: &str) -> Result<u64, ApiError> {
+    cursor
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "not a cursor this API issued"))
+}
+
+/// The feed of one API process: its NATS connection, the live ring, its settings.
+pub struct Feed {
+    js: jetstream::Context,
+    stream: String,
+    ring: broadcast::Sender<Arc<FeedEvent>>,
+    pub config: FeedConfig,
+    pub metrics: ApiMetrics,
+    /// Cancelled when the API stops: open streams end (clients reconnect elsewhere).
+    pub stopping: CancellationToken,
+    pub open_streams: sse::OpenStreams,
+}
+
+/// The largest gap between two events the ordered consumer leaves before a page gives up
+/// waiting for the next message (a server that stops answering mid-page).
+const MESSAGE_WAIT: Duration = Duration::from_secs(5);
+
+impl Feed {
+    pub fn new(
+        client: async_nats::Client,
+        stream: String,
+        config: FeedConfig,
+        metrics: ApiMetrics,
+        stopping: CancellationToken,
+    ) -> Arc<Feed> {
+        let (ring, _) = broadcast::channel(config.ring_size);
+        Arc::new(Feed {
+            js: jetstream::new(client),
+            stream,
+            ring,
+            config,
+            metrics,
+            stopping,
+            open_streams: Default::default(),
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.ring.subscribe()
+    }
+
+    async fn stream_state(&self) -> Result<(jetstream::stream::Stream, u64, u64), FeedError> {
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| {
+            FeedError::Unavailable(
+                anyhow::Error::new(e).context(format!("cannot read stream {}", self.stream)),
+            )
+        })?;
+        let state = &stream.cached_info().state;
+        let (first, last) = (state.first_sequence, state.last_sequence);
+        Ok((stream, first, last))
+    }
+
+    /// The position of the newest event: where a stream that wants only new events starts.
+    pub async fn head(&self) -> Result<u64, FeedError> {
+        Ok(self.stream_state().await?.2)
+    }
+
+    /// `Ok` if reading after `after` is possible (see [`FeedError`]).
+    pub async fn check(&self, after: u64) -> Result<(), FeedError> {
+        let (_, first, last) = self.stream_state().await?;
+        readable(Some(after), first, last).map(drop)
+    }
+
+    /// Reads after `after` (`None`: from the oldest event kept): up to `limit` matching
+    /// events, looking at no more than `max_scan` events of the requested kinds.
+    pub async fn page(
+        &self,
+        after: Option<u64>,
+        filter: &Filter,
+        limit: usize,
+        max_scan: usize,
+    ) -> Result<Page, FeedError> {
+        let (stream, first, last) = self.stream_state().await?;
+        let after = readable(after, first, last)?;
+        let caught_up = |position| Page {
+            events: Vec::new(),
+            position,
+            caught_up: true,
+        };
+        if after >= last {
+            return Ok(caught_up(after));
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subjects: filter.subjects(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                FeedError::Unavailable(anyhow::Error::new(e).context("cannot read from the cursor"))
+            })?;
+        let name = consumer.cached_info().name.clone();
+        if consumer.cached_info().num_pending == 0 {
+            // Nothing of these kinds after `after` existed when the consumer was made, so
+            // none up to `last` (read before it) either.
+            self.forget_consumer(stream, name);
+            return Ok(caught_up(last));
+        }
+        let mut messages = consumer.messages().await.map_err(|e| {
+            FeedError::Unavailable(anyhow::Error::new(e).context("cannot read from the cursor"))
+        })?;
+        let mut page = Page {
+            events: Vec::new(),
+            position: after,
+            caught_up: false,
+        };
+        let mut scanned = 0;
+        while page.events.len() < limit && scanned < max_scan {
+            let message = match tokio::time::timeout(MESSAGE_WAIT, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => {
+                    return Err(FeedError::Unavailable(
+                        anyhow::Error::new(e).context("reading the stream failed"),
+                    ));
+                }
+                Ok(None) | Err(_) => {
+                    return Err(FeedError::Unavailable(anyhow::anyhow!(
+                        "the stream stopped answering in the middle of a page"
+                    )));
+                }
+            };
+            let info = message.info().map_err(|e| {
+                FeedError::Unavailable(anyhow::anyhow!("a message without its position: {e}"))
+            })?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            scanned += 1;
+            if let Some(event) =
+                FeedEvent::parse(page.position, seq, &message.subject, &message.payload)
+                && filter.matches(&event)
+            {
+                page.events.push(Arc::new(event));
+            }
+            page.position = seq;
+            if pending == 0 {
+                page.caught_up = true;
+                break;
+            }
+        }
+        drop(messages);
+        self.forget_consumer(stream, name);
+        Ok(page)
+    }
+
+    /// Deletes a page's consumer in the background (JetStream would drop it after a few
+    /// idle seconds anyway; this keeps many readers from piling them up).
+    fn forget_consumer(&self, stream: jetstream::stream::Stream, name: String) {
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+    }
+}
+
+/// Where a read after `after` starts (`None`: the oldest event kept), in a stream that
+/// holds `first..=last`.
+fn readable(after: Option<u64>, first: u64, last: u64) -> Result<u64, FeedError> {
+    // An empty stream has first = last + 1: its oldest cursor is `last` either way.
+    let oldest = first.saturating_sub(1);
+    match after {
+        None => Ok(oldest),
+        Some(after) if after < oldest => Err(FeedError::Expired { oldest }),
+        Some(after) if after > last => Err(FeedError::Ahead { oldest }),
+        Some(after) => Ok(after),
+    }
+}
+
+/// Follows the stream's new events for the whole process and puts each into the ring,
+/// from the stream's end when it starts; after an error it continues where it stopped, so
+/// the ring never skips an event.
+pub async fn tail(feed: Arc<Feed>) {
+    let mut head: Option<u64> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            _ = feed.stopping.cancelled() => return,
+            result = follow(&feed, &mut head) => result,
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "the live event feed lost the stream; retrying"
+            );
+        }
+        tokio::select! {
+            _ = feed.stopping.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn follow(feed: &Feed, head: &mut Option<u64>) -> anyhow::Result<()> {
+    let (stream, _, last) = feed.stream_state().await?;
+    let from = *head.get_or_insert(last);
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: EVENTS_SUBJECTS.to_owned(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from + 1,
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    tracing::info!(from, "the live event feed follows the stream");
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let seq = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?
+            .stream_sequence;
+        let prev = head.unwrap_or(from);
+        if seq <= prev {
+            continue;
+        }
+        *head = Some(seq);
+        if let Some(event) = FeedEvent::parse(prev, seq, &message.subject, &message.payload) {
+            // No receiver is not an error: nobody is watching right now.
+            let _ = feed.ring.send(Arc::new(event));
+        }
+    }
+    anyhow::bail!("the stream's consumer ended")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(site: Option<&str>, kind: EventKind) -> FeedEvent {
+        FeedEvent {
+            seq: 2,
+            prev: 1,
+            kind,
+            site: site.map(str::to_owned),
+            door_id: None,
+            holder_id: None,
+            json: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_cursor_is_readable_from_the_oldest_kept_event_to_the_newest() {
+        // The stream keeps 11..=20.
+        assert_eq!(readable(None, 11, 20).ok(), Some(10));
+        assert_eq!(readable(Some(10), 11, 20).ok(), Some(10));
+        assert_eq!(readable(Some(20), 11, 20).ok(), Some(20));
+        assert!(matches!(
+            readable(Some(9), 11, 20),
+            Err(FeedError::Expired { oldest: 10 })
+        ));
+        assert!(matches!(
+            readable(Some(21), 11, 20),
+            Err(FeedError::Ahead { oldest: 10 })
+        ));
+        // Empty, after 20 events expired.
+        assert_eq!(readable(None, 21, 20).ok(), Some(20));
+        assert_eq!(readable(Some(20), 21, 20).ok(), Some(20));
+        // Empty and new.
+        assert_eq!(readable(Some(0), 1, 0).ok(), Some(0));
+    }
+
+    #[test]
+    fn a_token_limited_to_sites_sees_only_their_events() {
+        let filter = Filter {
+            allowed_sites: Some(vec!["north".into()]),
+            ..Filter::default()
+        };
+        assert!(filter.matches(&event(Some("north"), EventKind::CheckIn)));
+        assert!(!filter.matches(&event(Some("hq"), EventKind::CheckIn)));
+        assert!(!filter.matches(&event(None, EventKind::HolderCreated)));
+        let every = Filter::default();
+        assert!(every.matches(&event(None, EventKind::HolderCreated)));
+    }
+
+    #[test]
+    fn an_envelope_gets_its_cursor_and_a_foreign_message_is_skipped() {
+        let payload = br#"{"id":"0190f3c2-0000-7000-8000-000000000001","kind":"check_in","site":"hq","door_id":null,"holder_id":"0190f3c2-0000-7000-8000-000000000002"}"#;
+        let event = FeedEvent::parse(4, 7, "latch.events.check_in", payload).expect("parses");
+        assert_eq!(
+            (event.prev, event.seq, event.kind),
+            (4, 7, EventKind::CheckIn)
+        );
+        let json: Value = serde_json::from_slice(&event.json).expect("json");
+        assert_eq!(json["cursor"], "7");
+        assert_eq!(json["site"], "hq");
+        assert!(FeedEvent::parse(4, 7, "latch.events.check_in", b"not json").is_none());
+        assert!(FeedEvent::parse(4, 7, "latch.events.x", br#"{"kind":"nope"}"#).is_none());
+    }
+}
