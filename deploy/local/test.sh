@@ -17,6 +17,7 @@ ensure_postgres
 ensure_nats_server
 ensure_prometheus
 ensure_schemathesis
+ensure_chromium
 
 # Remove what earlier runs that were killed outright (no cleanup) left behind: their clusters
 # (stopped first) and directories. A run whose owner process still lives is left alone, and a
@@ -87,6 +88,8 @@ export PG_BIN
 export LATCH_PROMETHEUS_BIN=$PROMETHEUS_BIN
 # The API's contract test (api/tests/api/contract.rs) runs it against the served document.
 export LATCH_SCHEMATHESIS=$SCHEMATHESIS_BIN
+# The browser test (cli/tests/stack/browser.rs) drives Debian's Chromium with them.
+export CHROMIUM_BIN CHROMEDRIVER_BIN
 
 # step TITLE CMD...: run one check; the first failure ends the run with that check's exit code.
 step() {

@@ -22,7 +22,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, get, web};
@@ -58,9 +57,10 @@ pub struct StreamQuery {
 ///
 /// `text/event-stream`: each event is a message with `id: <cursor>` and `data: <event>`
 /// (the same JSON as in `GET /v1/events`). A `retry:` hint comes first, `: keep-alive`
-/// comments while idle. `event: lagged` (the client read too slowly) and
-/// `event: unavailable` (the event stream could not be read) end the connection; reconnect
-/// with `Last-Event-ID` (browsers do this themselves) to resume. A cursor older than the
+/// comments while idle. `event: lagged` (the client read too slowly), `event: unavailable`
+/// (the event stream cannot be read now) and `event: too_many_streams` (this process serves
+/// its most) end the connection, with the cursor to resume from; reconnect with
+/// `Last-Event-ID` (browsers do this themselves) to resume. A cursor older than the
 /// retention is refused before the stream starts (410).
 #[utoipa::path(
     tag = "events",
@@ -71,7 +71,6 @@ pub struct StreamQuery {
         (status = 401, description = "No or unknown token or session", body = ErrorBody),
         (status = 403, description = "A reader key, a token without `events:read`, or a site outside the token's", body = ErrorBody),
         (status = 410, description = "The cursor is older than the stream's retention (`cursor_expired`, with `oldest_cursor`)", body = ErrorBody),
-        (status = 503, description = "The event stream cannot be read, or this process serves its most streams", body = ErrorBody),
     ),
     security(("admin_token" = []), ("session" = []))
 )]
@@ -100,30 +99,38 @@ pub async fn stream(
                 .map_err(|_| ApiError::bad_request("invalid_cursor", "Last-Event-ID is not text"))
         })
         .transpose()?;
-    let position = match last_event_id.or(query.after.as_deref()) {
+    let start = match last_event_id.or(query.after.as_deref()) {
         Some(cursor) => {
             let cursor = parse_cursor(cursor)?;
-            // Refused now, with a status, rather than inside the stream: an expired cursor
-            // needs the client's decision, not an automatic reconnect.
-            feed.check(cursor).await?;
-            cursor
+            // An expired cursor is refused now, with a status, rather than inside the
+            // stream: it needs the client's decision, not an automatic reconnect.
+            feed.check(cursor).await.map(|()| cursor)
         }
-        None => feed.head().await?,
+        None => feed.head().await,
     };
-    let Some(slot) = Slot::take(&feed) else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_streams",
-            "this API process serves as many event streams as it may; retry later or elsewhere",
-        )
-        .retry_after(5));
+    let resume = match start {
+        Ok(position) => Ok(position),
+        // Passing trouble is told inside a stream that then ends, not with a 503: a
+        // browser's EventSource gives up for good on an error status, but reconnects
+        // after a stream that ends.
+        Err(FeedError::Unavailable(cause)) => {
+            tracing::warn!(error = format!("{cause:#}"), "an event stream cannot start");
+            Err(last_event_id
+                .or(query.after.as_deref())
+                .and_then(|c| c.parse().ok()))
+        }
+        Err(refused) => return Err(refused.into()),
     };
-    let state = State {
+    let slot = Slot::take(&feed);
+    let mut state = State {
         rx: feed.subscribe(),
         feed: feed.clone().into_inner(),
         filter,
-        position,
-        sent_id: position,
+        position: *resume.as_ref().unwrap_or(&0),
+        sent_id: match resume {
+            Ok(position) => Some(position),
+            Err(cursor) => cursor,
+        },
         mode: Mode::CatchUp,
         out: VecDeque::from([Bytes::from(format!(
             "retry: {}\n\n",
@@ -131,8 +138,20 @@ pub async fn stream(
         ))]),
         keepalive: None,
         done: false,
-        _slot: slot,
+        _slot: None,
     };
+    if resume.is_err() {
+        state.end(
+            "unavailable",
+            "the event stream cannot be read right now; reconnect to resume",
+        );
+    } else if slot.is_none() {
+        state.end(
+            "too_many_streams",
+            "this API process serves as many event streams as it may; reconnect later",
+        );
+    }
+    state._slot = slot;
     let body = futures::stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), state))
@@ -194,13 +213,13 @@ struct State {
     filter: Filter,
     /// Every matching event up to here has been queued.
     position: u64,
-    /// The last `id:` the client was sent.
-    sent_id: u64,
+    /// The last `id:` the client was sent (or the cursor it came with).
+    sent_id: Option<u64>,
     mode: Mode,
     out: VecDeque<Bytes>,
     keepalive: Option<tokio::time::Interval>,
     done: bool,
-    _slot: Slot,
+    _slot: Option<Slot>,
 }
 
 impl State {
@@ -265,9 +284,9 @@ impl State {
             _ = self.feed.stopping.cancelled() => self.done = true,
             _ = keepalive.tick() => {
                 let mut chunk = String::from(": keep-alive\n");
-                if self.position > self.sent_id {
+                if self.sent_id.is_none_or(|sent| self.position > sent) {
                     chunk.push_str(&format!("id: {}\n", self.position));
-                    self.sent_id = self.position;
+                    self.sent_id = Some(self.position);
                 }
                 chunk.push('\n');
                 self.out.push_back(Bytes::from(chunk));
@@ -290,7 +309,7 @@ impl State {
                 Err(RecvError::Lagged(_)) if fresh => self.mode = Mode::CatchUp,
                 Err(RecvError::Lagged(missed)) => {
                     self.feed.metrics.feed_lagged.inc();
-                    tracing::info!(missed, position = self.sent_id, "closing an event stream whose client reads too slowly");
+                    tracing::info!(missed, position = self.position, "closing an event stream whose client reads too slowly");
                     self.end(
                         "lagged",
                         "you read events more slowly than they come; reconnect with Last-Event-ID to resume from your last event",
@@ -307,7 +326,7 @@ impl State {
         chunk.extend_from_slice(&event.json);
         chunk.extend_from_slice(b"\n\n");
         self.out.push_back(Bytes::from(chunk));
-        self.sent_id = event.seq;
+        self.sent_id = Some(event.seq);
         self.feed.metrics.feed_events_sent.inc();
     }
 
@@ -316,7 +335,7 @@ impl State {
         let data = serde_json::json!({
             "code": event,
             "message": message,
-            "cursor": self.sent_id.to_string(),
+            "cursor": self.sent_id.map(|id| id.to_string()),
         });
         self.out
             .push_back(Bytes::from(format!("event: {event}\ndata: {data}\n\n")));

@@ -6,12 +6,14 @@
 //! - [`takeover`]: workers killed under traffic; a standby taking over.
 //! - [`dlq`]: the operator verbs — `latch dlq`, `latch events republish`, `latch outbox status`.
 //! - [`site`]: `latch doors|holders|readers|grants` against a real API.
+//! - [`browser`]: the event stream in Debian's Chromium, through an API restart.
 //! - [`feed`]: the event feed — pages, Server-Sent Events that resume, slow clients, scopes.
 //! - [`observability`]: dashboards and alert rules evaluated by a real Prometheus; traces
 //!   exported to an OTLP receiver.
 
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod dlq;
 mod feed;
 mod harness;

@@ -148,6 +148,7 @@ impl Scenario {
             let mut settings = vec![
                 ("LATCH_DATABASE_URL", app_url.clone()),
                 ("LATCH_HTTP_ADDR", format!("127.0.0.1:{port}")),
+                ("LATCH_NATS_URL", nats.url()),
                 ("LATCH_HTTP_WORKERS", "2".into()),
                 ("LATCH_DATABASE_POOL_SIZE", "4".into()),
             ];
