@@ -1074,9 +1074,99 @@ def cmd_report(args):
         )
         add("")
 
-    # 6: memory.
+    # 6: the event feed.
+    for case in t.cases("feed_stream"):
+        clients = t.median("feed_stream", case, "clients")
+        rate = t.median("feed_stream", case, "rate")
+        add(f"## 6. The event feed: {fmt_num(clients)} Server-Sent Events clients, readers checking in at {fmt_num(rate)}/s")
+        add("")
+        add(
+            "`latch-load feed stream` holds the clients open on the one API process "
+            "(`GET /v1/events/stream`) while `latch-load readers` checks in at the given rate; "
+            "latency runs from each event's `recorded_at` (PostgreSQL's clock at the commit) to "
+            "its arrival at a client, on this machine. Beside them one ordered JetStream consumer "
+            "reads the stream directly, measured the same way: what the relay and JetStream "
+            "take, which the API's fan-out adds to. The API's memory is read from /proc before "
+            "and with the clients connected (idle), its CPU time over the measured part, and "
+            "the events it sent from its own counter."
+        )
+        add("")
+        add("| reader | events received/s | p50 ms | p90 ms | p99 ms | max ms |")
+        add("|---|---|---|---|---|---|")
+        add(
+            f"| all SSE clients | {t.cell('feed_stream', case, 'events_per_s')} | {t.cell('feed_stream', case, 'latency_ms.p50', 2)} "
+            f"| {t.cell('feed_stream', case, 'latency_ms.p90', 2)} | {t.cell('feed_stream', case, 'latency_ms.p99', 2)} "
+            f"| {t.cell('feed_stream', case, 'latency_ms.max', 2)} |"
+        )
+        add(
+            f"| one JetStream consumer | – | {t.cell('feed_stream', case, 'direct_latency_ms.p50', 2)} "
+            f"| {t.cell('feed_stream', case, 'direct_latency_ms.p90', 2)} | {t.cell('feed_stream', case, 'direct_latency_ms.p99', 2)} "
+            f"| {t.cell('feed_stream', case, 'direct_latency_ms.max', 2)} |"
+        )
+        add("")
+        sse99 = t.median("feed_stream", case, "latency_ms.p99")
+        direct99 = t.median("feed_stream", case, "direct_latency_ms.p99")
+        sse50 = t.median("feed_stream", case, "latency_ms.p50")
+        direct50 = t.median("feed_stream", case, "direct_latency_ms.p50")
+        ratio99 = sse99 / direct99 if sse99 is not None and direct99 else None
+        ratio50 = sse50 / direct50 if sse50 is not None and direct50 else None
+        add(
+            f"SSE / direct consumer: p50 {ratio_text(ratio50)}×, p99 {ratio_text(ratio99)}×. "
+            f"API memory: {t.cell('feed_stream', case, 'api_rss_mb_before', 1)} MB before, "
+            f"{t.cell('feed_stream', case, 'api_rss_mb_connected', 1)} MB with the clients connected: "
+            f"{t.cell('feed_stream', case, 'api_rss_kb_per_client', 1)} KB per client. "
+            f"API CPU per event sent (one event to one client): {t.cell('feed_stream', case, 'api_cpu_us_per_event', 1)} µs "
+            f"({t.cell('feed_stream', case, 'api_events_sent')} sent in the measured part). "
+            f"Streams closed for lag: {t.cell('feed_stream', case, 'lagged')}."
+        )
+        add("")
+        received = t.median("feed_stream", case, "events_received")
+        direct = t.median("feed_stream", case, "direct_events")
+        share = received / (direct * clients) if received is not None and direct and clients else None
+        lagged = t.median("feed_stream", case, "lagged")
+        targets.append(
+            (
+                f"{fmt_num(clients)} SSE clients at {fmt_num(rate)} events/s: every event reaches every client",
+                f"{ratio_text(share)} of events × clients received, {fmt_num(lagged)} streams closed for lag; "
+                f"p99 {fmt_num(sse99, 1)} ms ({ratio_text(ratio99)}× a direct JetStream consumer's)",
+                verdict(None if share is None else share >= 0.99 and lagged == 0),
+            )
+        )
+    for case in t.cases("feed_pull"):
+        add("### Reading from a cursor: `GET /v1/events` pages of 1,000 vs an ordered consumer")
+        add("")
+        add(
+            "`latch-load feed pull` pages from the oldest event until caught up; `latch-load feed "
+            "raw` reads the same stream with one ordered consumer (and parses each event, as the "
+            "API does): the limit of a page read."
+        )
+        add("")
+        add("| reader | events | events/s | page p50 ms | page p99 ms |")
+        add("|---|---|---|---|---|")
+        add(
+            f"| GET /v1/events | {t.cell('feed_pull', case, 'events')} | {t.cell('feed_pull', case, 'events_per_s')} "
+            f"| {t.cell('feed_pull', case, 'page_ms.p50', 2)} | {t.cell('feed_pull', case, 'page_ms.p99', 2)} |"
+        )
+        add(
+            f"| ordered consumer | {t.cell('feed_pull', case, 'raw.events')} | {t.cell('feed_pull', case, 'raw.events_per_s')} | – | – |"
+        )
+        add("")
+        pulled = t.median("feed_pull", case, "events_per_s")
+        limit = t.median("feed_pull", case, "raw.events_per_s")
+        ratio = pulled / limit if pulled is not None and limit else None
+        add(f"Pages / ordered consumer: {ratio_text(ratio)}.")
+        add("")
+        targets.append(
+            (
+                "paging GET /v1/events ≥ 50% of an ordered consumer's read rate",
+                f"{fmt_num(pulled)} vs {fmt_num(limit)} events/s ({ratio_text(ratio)})",
+                verdict(None if ratio is None else ratio >= 0.5),
+            )
+        )
+
+    # 7: memory.
     if t.cases("memory"):
-        add("## 6. Memory: peak RSS (VmHWM) of each latch process")
+        add("## 7. Memory: peak RSS (VmHWM) of each latch process")
         add("")
         add("| process | peak RSS MB |")
         add("|---|---|")

@@ -17,7 +17,11 @@
 #   5. the pipeline (api -> relay -> worker -> latch-sim legacy) at fixed offered loads:
 #      commit->stream and commit->delivered lag from the relay's and worker's histograms,
 #      and the backlog drain after a simulated legacy outage;
-#   6. the peak RSS of every latch process.
+#   6. the event feed: 1,000 Server-Sent Events clients on one API process while readers
+#      check in at 200/s (commit->client latency against a JetStream consumer reading the
+#      stream directly, the API's memory per client and CPU per event sent), and paging
+#      through the stream with GET /v1/events against an ordered consumer reading it all;
+#   7. the peak RSS of every latch process.
 # Writes bench-results/<UTC timestamp>/: results.md (BENCHMARKS.md-ready tables, targets
 # met or missed), plots/*.png, results.jsonl (every run), machine.json, raw/, logs/.
 # Numbers are never asserted; any stage that fails makes the script exit non-zero. Ctrl-C
@@ -27,7 +31,7 @@
 #   --smoke          tiny sizes, a few seconds per stage, 1 repetition
 #   --reps N         repetitions of every measurement (default 3; smoke 1)
 #   --duration S     seconds of each measured run (default 10; smoke 2)
-#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay
+#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay,feed
 #   --no-build       use the binaries already in target/
 #   --dev            build and use debug binaries: quicker to build, meaningless numbers
 #                    (for --smoke in CI, to check that the harness still works)
@@ -70,6 +74,7 @@ if ((SMOKE)); then
     RELAY_ROWS=2000
     OUTAGE=3 OUTAGE_LEAD=2 OUTAGE_TAIL=5 DRAIN_MAX=60
     PIPE_SHARES=(25)
+    FEED_CLIENTS=20 FEED_RATE=50 FEED_ROWS=2000
 else
     MODE=full
     CONCURRENCIES=(1 4 16 64)
@@ -80,6 +85,7 @@ else
     RELAY_ROWS=100000
     OUTAGE=60 OUTAGE_LEAD=5 OUTAGE_TAIL=30 DRAIN_MAX=300
     PIPE_SHARES=(25 50 75)
+    FEED_CLIENTS=1000 FEED_RATE=200 FEED_ROWS=100000
 fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive whole number"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
@@ -92,12 +98,14 @@ API_POOL=16
 
 want() { [[ -z $ONLY || ,$ONLY, == *,"$1",* ]]; }
 for stage in ${ONLY//,/ }; do
-    case $stage in write | limits | jetstream | pipeline | relay) ;; *) die "--only: unknown stage $stage" ;; esac
+    case $stage in write | limits | jetstream | pipeline | relay | feed) ;; *) die "--only: unknown stage $stage" ;; esac
 done
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain (https://rustup.rs)"
 command -v python3 >/dev/null 2>&1 || die "python3 not found (the harness parses and plots with it)"
 command -v curl >/dev/null 2>&1 || apt_install curl
+# The feed stage holds a thousand connections open in the API and in the load generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # Other heavy work makes every number here meaningless: say so (the run still goes on).
 busy=$(pgrep -x -d, 'cargo|rustc|cc1|ld' 2>/dev/null || true)
@@ -828,7 +836,52 @@ if want pipeline; then
     end_stage
 fi
 
-# --- 6: memory, report, plots --------------------------------------------------------------
+# --- 6: the event feed -------------------------------------------------------------------------
+# Server-Sent Events: FEED_CLIENTS clients on the one API while readers check in at FEED_RATE;
+# beside them a JetStream consumer reads the stream directly (the latency the API's fan-out
+# adds to). Then paging: GET /v1/events through everything in the stream, against an ordered
+# consumer reading it all (the limit of a page read).
+if want feed; then
+    begin_stage "event feed (Server-Sent Events and pages)"
+    reset_tables
+    start_relay
+    stream_before=$(stream_messages)
+    psql_su -v rows="$FEED_ROWS" -f bench/fill_outbox.sql >/dev/null
+    wait_for 600 all_actions_published "$stream_before" ||
+        die "the relay did not publish the feed stage's $FEED_ROWS events"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        "$LOAD_BIN" feed raw --nats-url "$LATCH_NATS_URL" --json \
+            >"$RAW/feed_raw_r$rep.json" 2>"$LOGS/feed_raw_r$rep.log" ||
+            die "latch-load feed raw failed (see $LOGS/feed_raw_r$rep.log)"
+        "$LOAD_BIN" feed pull --url "$API_URL" --token lat_bench_admin --limit 1000 --json \
+            >"$RAW/feed_pull_r$rep.json" 2>"$LOGS/feed_pull_r$rep.log" ||
+            die "latch-load feed pull failed (see $LOGS/feed_pull_r$rep.log)"
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage feed_pull --case limit1000 --rep "$rep" \
+            --json "$RAW/feed_pull_r$rep.json" --json "raw=$RAW/feed_raw_r$rep.json"
+        printf '  feed pages rep %s: %s\n' "$rep" "$(tail -n 1 "$RAW/feed_pull_r$rep.json")" >&2
+
+        # The readers run through the clients' connecting, warm-up and measured part.
+        "$LOAD_BIN" readers --url "$API_URL" --keys-file "$KEYS" --json --endpoint check-in \
+            --rate "$FEED_RATE" --duration "$((WARMUP + DURATION + 30))s" \
+            >"$RAW/feed_readers_r$rep.json" 2>"$LOGS/feed_readers_r$rep.log" &
+        LOAD_PID=$!
+        "$LOAD_BIN" feed stream --url "$API_URL" --token lat_bench_admin --clients "$FEED_CLIENTS" \
+            --warmup "${WARMUP}s" --duration "${DURATION}s" --api-pid "$API_PID" \
+            --nats-url "$LATCH_NATS_URL" --json \
+            >"$RAW/feed_stream_r$rep.json" 2>"$LOGS/feed_stream_r$rep.log" ||
+            die "latch-load feed stream failed (see $LOGS/feed_stream_r$rep.log)"
+        kill "$LOAD_PID" 2>/dev/null || true
+        wait "$LOAD_PID" 2>/dev/null || true
+        LOAD_PID=
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage feed_stream --case "c$FEED_CLIENTS" --rep "$rep" \
+            --json "$RAW/feed_stream_r$rep.json" "rate=$FEED_RATE"
+        printf '  feed stream rep %s: %s\n' "$rep" "$(tail -n 1 "$RAW/feed_stream_r$rep.json")" >&2
+    done
+    stop_relay
+    end_stage
+fi
+
+# --- 7: memory, report, plots --------------------------------------------------------------
 begin_stage "report"
 record_memory api "$API_PID"
 stop_pid "$API_PID" "latch api" 20

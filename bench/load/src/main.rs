@@ -7,14 +7,16 @@ use clap::{Parser, Subcommand};
 use latch_core::config::Source;
 use latch_core::telemetry::{self, LogConfig};
 
-/// latch-load — load for latch's benchmarks: card readers, to load the latch API; and a raw
-/// JetStream publisher, to measure the relay's limit.
+/// latch-load — load for latch's benchmarks: card readers, to load the latch API; a raw
+/// JetStream publisher, to measure the relay's limit; and clients of the event feed.
 ///
 /// Logs go to stderr (LATCH_LOG sets the filter, LATCH_LOG_FORMAT=pretty for a terminal).
 ///
 /// Example: latch-load readers --keys-file .local/stack/demo.env --requests 1000
 ///
 /// Example: latch-load jetstream atomic --batch 500 --url nats://127.0.0.1:4222 --duration 10s
+///
+/// Example: latch-load feed stream --url http://127.0.0.1:8080 --token lat_... --clients 1000
 #[derive(Debug, Parser)]
 #[command(name = "latch-load", version, propagate_version = true)]
 struct Cli {
@@ -26,6 +28,7 @@ struct Cli {
 enum Command {
     Readers(latch_load::readers::ReadersArgs),
     Jetstream(latch_load::jetstream::JetstreamArgs),
+    Feed(latch_load::feed::FeedArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
     // thread (about a tenth less CPU per request, measured against the API on two cores).
     let runtime = match cli.command {
         Command::Readers(_) => tokio::runtime::Builder::new_current_thread(),
-        Command::Jetstream(_) => tokio::runtime::Builder::new_multi_thread(),
+        Command::Jetstream(_) | Command::Feed(_) => tokio::runtime::Builder::new_multi_thread(),
     }
     .enable_all()
     .build();
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Readers(args) => latch_load::readers::run_readers(args).await,
             Command::Jetstream(args) => latch_load::jetstream::run_jetstream(args).await,
+            Command::Feed(args) => latch_load::feed::run(args).await,
         }
     });
     match result {
