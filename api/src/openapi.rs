@@ -18,7 +18,8 @@ use crate::{admin, feed, health, readers, registry, session};
         description = "The event backbone of building access control: card readers post \
                        check-ins, check-outs, unlock requests, door alarms, heartbeats and \
                        what they buffered offline; administrators manage doors, holders, \
-                       readers and grants and read the registry."
+                       readers and grants and read the registry; integrators read the event \
+                       feed from a cursor or live (Server-Sent Events)."
     ),
     paths(
         readers::unlock::unlock,

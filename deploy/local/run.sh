@@ -518,6 +518,10 @@ $(unlock "$granted")$denied_lines
   $curl_api -s '$API_URL/v1/actions?limit=5' -H 'Authorization: Bearer $admin'
   $curl_api -s $API_URL/v1/sites/$site/presence -H 'Authorization: Bearer $admin'
 
+  # The event feed: a page from the oldest event, then every new event as it happens:
+  $curl_api -s '$API_URL/v1/events?limit=5' -H 'Authorization: Bearer $admin'
+  $curl_api -sN $API_URL/v1/events/stream -H 'Authorization: Bearer $admin'
+
   # The rows behind them:
   $psql_cmd -c 'SELECT kind, decision, reason, card_id, occurred_at FROM actions ORDER BY occurred_at DESC LIMIT 5'
   $psql_cmd -c 'SELECT id, subject, ordering_key, created_at FROM outbox ORDER BY id DESC LIMIT 5'

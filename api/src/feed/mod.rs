@@ -33,7 +33,6 @@ use futures::StreamExt;
 use latch_core::event::EventKind;
 use latch_core::nats::EVENTS_SUBJECTS;
 use latch_core::shutdown::CancellationToken;
-use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -59,31 +58,38 @@ pub struct FeedEvent {
     pub json: Bytes,
 }
 
+/// The fields of an envelope the filters look at; the rest is passed on as it is.
+#[derive(serde::Deserialize)]
+struct Routing<'a> {
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    site: Option<std::borrow::Cow<'a, str>>,
+    door_id: Option<Uuid>,
+    holder_id: Option<Uuid>,
+}
+
 impl FeedEvent {
     /// `None` (logged) for a message that is not an event envelope: it is skipped, but its
-    /// position still counts as read.
+    /// position still counts as read. The envelope is not rebuilt: its `cursor` is written
+    /// in front of the object's first member.
     fn parse(prev: u64, seq: u64, subject: &str, payload: &[u8]) -> Option<FeedEvent> {
-        let parsed = serde_json::from_slice::<Map<String, Value>>(payload)
+        let parsed = serde_json::from_slice::<Routing<'_>>(payload)
             .ok()
-            .and_then(|mut map| {
-                let kind: EventKind = map.get("kind")?.as_str()?.parse().ok()?;
-                let uuid = |map: &Map<String, Value>, key: &str| {
-                    map.get(key)
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse().ok())
-                };
-                let site = map.get("site").and_then(Value::as_str).map(str::to_owned);
-                let door_id = uuid(&map, "door_id");
-                let holder_id = uuid(&map, "holder_id");
-                map.insert("cursor".to_owned(), Value::String(seq.to_string()));
-                let json = serde_json::to_vec(&map).ok()?;
+            .and_then(|routing| {
+                let kind: EventKind = routing.kind.parse().ok()?;
+                let body = payload.trim_ascii_start().strip_prefix(b"{")?;
+                let cursor = format!("{{\"cursor\":\"{seq}\",");
+                let mut json = Vec::with_capacity(cursor.len() + body.len());
+                json.extend_from_slice(cursor.as_bytes());
+                json.extend_from_slice(body);
                 Some(FeedEvent {
                     seq,
                     prev,
                     kind,
-                    site,
-                    door_id,
-                    holder_id,
+                    site: routing.site.map(|s| s.into_owned()),
+                    door_id: routing.door_id,
+                    holder_id: routing.holder_id,
                     json: Bytes::from(json),
                 })
             });
@@ -332,6 +338,8 @@ impl Feed {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: after + 1,
                 },
+                // Pull about a page at a time (the client's default is 500 whatever the page).
+                max_batch: i64::try_from(limit.clamp(50, 500)).unwrap_or(500),
                 ..Default::default()
             })
             .await
@@ -473,6 +481,7 @@ async fn follow(feed: &Feed, head: &mut Option<u64>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn event(site: Option<&str>, kind: EventKind) -> FeedEvent {
         FeedEvent {
@@ -533,5 +542,21 @@ mod tests {
         assert_eq!(json["site"], "hq");
         assert!(FeedEvent::parse(4, 7, "latch.events.check_in", b"not json").is_none());
         assert!(FeedEvent::parse(4, 7, "latch.events.x", br#"{"kind":"nope"}"#).is_none());
+        // As PostgreSQL writes it, with spaces.
+        let spaced = br#" { "kind": "door_forced_open", "site": "hq", "door_id": "0190f3c2-0000-7000-8000-000000000003", "holder_id": null}"#;
+        let event =
+            FeedEvent::parse(7, 9, "latch.events.door_forced_open", spaced).expect("parses");
+        let json: Value = serde_json::from_slice(&event.json).expect("json");
+        assert_eq!(
+            (json["cursor"].as_str(), json["kind"].as_str()),
+            (Some("9"), Some("door_forced_open"))
+        );
+        assert_eq!(
+            event.door_id.map(|d| d.to_string()).as_deref(),
+            Some("0190f3c2-0000-7000-8000-000000000003")
+        );
+        // An empty object is no event, nor is an array.
+        assert!(FeedEvent::parse(4, 7, "latch.events.x", b"{}").is_none());
+        assert!(FeedEvent::parse(4, 7, "latch.events.x", b"[1]").is_none());
     }
 }
