@@ -710,3 +710,51 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
     // A reader key cannot start a session either.
     assert_eq!(start_session(reader_key).await.unwrap().status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_holder_get_sequence_numbers_in_commit_order() {
+    let stack = Stack::new().await;
+    let nats = NatsServer::start();
+    stack.relay(&nats).await;
+    let api = stack.api_with_feed(&nats);
+    let admin = first_admin(&stack.db, "ops").await;
+    // Two holders, eight connections recording one event per transaction at once, some of
+    // them rolled back: the numbers follow commit order, and a rollback leaves no gap.
+    let holders = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    let door = uuid::Uuid::now_v7();
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let url = stack.db.owner_url();
+        writers.push(tokio::spawn(async move {
+            let (mut client, connection) =
+                tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            for n in 0..50 {
+                let transaction = client.transaction().await.unwrap();
+                transaction
+                    .execute(
+                        "INSERT INTO actions (id, kind, site, door_id, holder_id, reader_id, occurred_at)
+                         VALUES (gen_random_uuid(), 'check_in', 'hq', $1, $2, $1, now())",
+                        &[&door, &holders[n % 2]],
+                    )
+                    .await
+                    .unwrap();
+                if (writer + n) % 7 == 0 {
+                    transaction.rollback().await.unwrap();
+                } else {
+                    transaction.commit().await.unwrap();
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let committed = stack.count("SELECT count(*) FROM actions").await;
+    published(&nats, committed as u64).await;
+    let events = read_all(&api, &admin, "").await;
+    assert_eq!(events.len() as i64, committed);
+    assert_in_order_once(&events);
+}
