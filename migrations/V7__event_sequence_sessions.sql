@@ -29,6 +29,10 @@ BEGIN
     IF ordering IS NULL THEN
         NEW.ordering_seq := NULL;
     ELSE
+        -- The holder's transaction lock (V2) first, as the outbox trigger takes it: two
+        -- keys whose hashes collide then queue on that lock alone, never on it and on
+        -- each other's rows in opposite orders.
+        PERFORM pg_advisory_xact_lock(7414, hashtext(ordering));
         INSERT INTO ordering_sequences AS s (ordering_key, last_seq) VALUES (ordering, 1)
         ON CONFLICT (ordering_key) DO UPDATE SET last_seq = s.last_seq + 1
         RETURNING s.last_seq INTO NEW.ordering_seq;

@@ -190,11 +190,11 @@ impl ApiError {
     }
 }
 
-/// `message` with every credential-looking word (`lrk_…`, `lat_…`, `whsec_…`) cut to its
+/// `message` with every credential-looking word (`lrk_…`, `lat_…`, `lss_…`, `whsec_…`) cut to its
 /// prefix. Messages may quote what a client sent (a path, a value serde could not read);
 /// a key that was sent in the wrong place must not come back in an answer or a log.
 pub fn redact_credentials(message: String) -> String {
-    const PREFIXES: [&str; 3] = ["lrk_", "lat_", "whsec_"];
+    const PREFIXES: [&str; 4] = ["lrk_", "lat_", "lss_", "whsec_"];
     if !PREFIXES.iter().any(|p| message.contains(p)) {
         return message;
     }
@@ -323,8 +323,8 @@ mod tests {
             "invalid type: string \"lat_[redacted]\", expected i64"
         );
         assert_eq!(
-            redact_credentials("a whsec_x and lrk_y".into()),
-            "a whsec_[redacted] and lrk_[redacted]"
+            redact_credentials("a whsec_x and lrk_y and lss_z".into()),
+            "a whsec_[redacted] and lrk_[redacted] and lss_[redacted]"
         );
         // Not a credential: inside a word, or the bare prefix.
         assert_eq!(

@@ -261,6 +261,8 @@ pub struct Feed {
     /// Cancelled when the API stops: open streams end (clients reconnect elsewhere).
     pub stopping: CancellationToken,
     pub open_streams: sse::OpenStreams,
+    /// Times the stream was found reset (deleted and made again): open streams end.
+    pub resets: std::sync::atomic::AtomicU64,
 }
 
 /// The largest gap between two events the ordered consumer leaves before a page gives up
@@ -284,6 +286,7 @@ impl Feed {
             metrics,
             stopping,
             open_streams: Default::default(),
+            resets: Default::default(),
         })
     }
 
@@ -347,55 +350,16 @@ impl Feed {
                 FeedError::Unavailable(anyhow::Error::new(e).context("cannot read from the cursor"))
             })?;
         let name = consumer.cached_info().name.clone();
-        if consumer.cached_info().num_pending == 0 {
+        let page = if consumer.cached_info().num_pending == 0 {
             // Nothing of these kinds after `after` existed when the consumer was made, so
             // none up to `last` (read before it) either.
-            self.forget_consumer(stream, name);
-            return Ok(caught_up(last));
-        }
-        let mut messages = consumer.messages().await.map_err(|e| {
-            FeedError::Unavailable(anyhow::Error::new(e).context("cannot read from the cursor"))
-        })?;
-        let mut page = Page {
-            events: Vec::new(),
-            position: after,
-            caught_up: false,
+            Ok(caught_up(last))
+        } else {
+            read(consumer, after, filter, limit, max_scan).await
         };
-        let mut scanned = 0;
-        while page.events.len() < limit && scanned < max_scan {
-            let message = match tokio::time::timeout(MESSAGE_WAIT, messages.next()).await {
-                Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(e))) => {
-                    return Err(FeedError::Unavailable(
-                        anyhow::Error::new(e).context("reading the stream failed"),
-                    ));
-                }
-                Ok(None) | Err(_) => {
-                    return Err(FeedError::Unavailable(anyhow::anyhow!(
-                        "the stream stopped answering in the middle of a page"
-                    )));
-                }
-            };
-            let info = message.info().map_err(|e| {
-                FeedError::Unavailable(anyhow::anyhow!("a message without its position: {e}"))
-            })?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            scanned += 1;
-            if let Some(event) =
-                FeedEvent::parse(page.position, seq, &message.subject, &message.payload)
-                && filter.matches(&event)
-            {
-                page.events.push(Arc::new(event));
-            }
-            page.position = seq;
-            if pending == 0 {
-                page.caught_up = true;
-                break;
-            }
-        }
-        drop(messages);
+        // Failed or not.
         self.forget_consumer(stream, name);
-        Ok(page)
+        page
     }
 
     /// Deletes a page's consumer in the background (JetStream would drop it after a few
@@ -405,6 +369,59 @@ impl Feed {
             let _ = stream.delete_consumer(&name).await;
         });
     }
+}
+
+/// Reads a page from `consumer`, which starts after `after` and has something pending.
+async fn read(
+    consumer: jetstream::consumer::Consumer<consumer::pull::OrderedConfig>,
+    after: u64,
+    filter: &Filter,
+    limit: usize,
+    max_scan: usize,
+) -> Result<Page, FeedError> {
+    let unavailable = |e: anyhow::Error| FeedError::Unavailable(e);
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| unavailable(anyhow::Error::new(e).context("cannot read from the cursor")))?;
+    let mut page = Page {
+        events: Vec::new(),
+        position: after,
+        caught_up: false,
+    };
+    let mut scanned = 0;
+    while page.events.len() < limit && scanned < max_scan {
+        let message = match tokio::time::timeout(MESSAGE_WAIT, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => {
+                return Err(unavailable(
+                    anyhow::Error::new(e).context("reading the stream failed"),
+                ));
+            }
+            Ok(None) | Err(_) => {
+                return Err(unavailable(anyhow::anyhow!(
+                    "the stream stopped answering in the middle of a page"
+                )));
+            }
+        };
+        let info = message
+            .info()
+            .map_err(|e| unavailable(anyhow::anyhow!("a message without its position: {e}")))?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        scanned += 1;
+        if let Some(event) =
+            FeedEvent::parse(page.position, seq, &message.subject, &message.payload)
+            && filter.matches(&event)
+        {
+            page.events.push(Arc::new(event));
+        }
+        page.position = seq;
+        if pending == 0 {
+            page.caught_up = true;
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// Where a read after `after` starts (`None`: the oldest event kept), in a stream that
@@ -420,22 +437,37 @@ fn readable(after: Option<u64>, first: u64, last: u64) -> Result<u64, FeedError>
     }
 }
 
+/// Where the process's tail stands.
+#[derive(Debug, Default)]
+struct Tail {
+    /// The last position read: where it continues after an error.
+    head: Option<u64>,
+    /// The last position the ring has linked to: the `prev` of the next event put into it.
+    /// Messages that are not events move `head` but not this, so they break no link (pages
+    /// skip them as well).
+    linked: Option<u64>,
+}
+
 /// Follows the stream's new events for the whole process and puts each into the ring,
 /// from the stream's end when it starts; after an error it continues where it stopped, so
 /// the ring never skips an event.
 pub async fn tail(feed: Arc<Feed>) {
-    let mut head: Option<u64> = None;
+    let mut tail = Tail::default();
     let mut backoff = Duration::from_millis(100);
     loop {
+        let before = tail.head;
         let result = tokio::select! {
             _ = feed.stopping.cancelled() => return,
-            result = follow(&feed, &mut head) => result,
+            result = follow(&feed, &mut tail) => result,
         };
         if let Err(error) = result {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "the live event feed lost the stream; retrying"
             );
+        }
+        if tail.head != before {
+            backoff = Duration::from_millis(100);
         }
         tokio::select! {
             _ = feed.stopping.cancelled() => return,
@@ -445,9 +477,21 @@ pub async fn tail(feed: Arc<Feed>) {
     }
 }
 
-async fn follow(feed: &Feed, head: &mut Option<u64>) -> anyhow::Result<()> {
+async fn follow(feed: &Feed, tail: &mut Tail) -> anyhow::Result<()> {
     let (stream, _, last) = feed.stream_state().await?;
-    let from = *head.get_or_insert(last);
+    if tail.head.is_some_and(|head| head > last) {
+        // The stream was deleted and made again: its positions start over. Streams that
+        // are open hold positions of the old one; they are ended (see `resets`).
+        tracing::warn!(
+            head = tail.head,
+            last,
+            "the event stream was reset; following the new one from its end"
+        );
+        *tail = Tail::default();
+        feed.resets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+    let from = *tail.head.get_or_insert(last);
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: EVENTS_SUBJECTS.to_owned(),
@@ -465,12 +509,13 @@ async fn follow(feed: &Feed, head: &mut Option<u64>) -> anyhow::Result<()> {
             .info()
             .map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?
             .stream_sequence;
-        let prev = head.unwrap_or(from);
-        if seq <= prev {
+        if tail.head.is_some_and(|head| seq <= head) {
             continue;
         }
-        *head = Some(seq);
+        tail.head = Some(seq);
+        let prev = *tail.linked.get_or_insert(from);
         if let Some(event) = FeedEvent::parse(prev, seq, &message.subject, &message.payload) {
+            tail.linked = Some(seq);
             // No receiver is not an error: nobody is watching right now.
             let _ = feed.ring.send(Arc::new(event));
         }

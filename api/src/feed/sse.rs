@@ -99,56 +99,61 @@ pub async fn stream(
                 .map_err(|_| ApiError::bad_request("invalid_cursor", "Last-Event-ID is not text"))
         })
         .transpose()?;
-    let start = match last_event_id.or(query.after.as_deref()) {
-        Some(cursor) => {
-            let cursor = parse_cursor(cursor)?;
-            // An expired cursor is refused now, with a status, rather than inside the
-            // stream: it needs the client's decision, not an automatic reconnect.
-            feed.check(cursor).await.map(|()| cursor)
-        }
-        None => feed.head().await,
+    let cursor = last_event_id
+        .or(query.after.as_deref())
+        .map(parse_cursor)
+        .transpose()?;
+    // Taken first, so that a process at its most streams refuses without asking JetStream.
+    let slot = Slot::take(&feed);
+    let start = match (&slot, cursor) {
+        (None, _) => Ok(cursor),
+        // An expired cursor is refused now, with a status, rather than inside the stream:
+        // it needs the client's decision, not an automatic reconnect.
+        (Some(_), Some(cursor)) => feed.check(cursor).await.map(|()| Some(cursor)),
+        (Some(_), None) => feed.head().await.map(Some),
     };
-    let resume = match start {
-        Ok(position) => Ok(position),
+    let readable = start.is_ok();
+    let known = match start {
+        Ok(position) => position,
         // Passing trouble is told inside a stream that then ends, not with a 503: a
         // browser's EventSource gives up for good on an error status, but reconnects
         // after a stream that ends.
         Err(FeedError::Unavailable(cause)) => {
             tracing::warn!(error = format!("{cause:#}"), "an event stream cannot start");
-            Err(last_event_id
-                .or(query.after.as_deref())
-                .and_then(|c| c.parse().ok()))
+            cursor
         }
         Err(refused) => return Err(refused.into()),
     };
-    let slot = Slot::take(&feed);
+    // The first message tells the client where it stands (an `id:` without data moves an
+    // EventSource's last event id), so that even a stream that started "from now" and saw
+    // nothing resumes from there.
+    let mut first = format!("retry: {}\n", feed.config.retry.as_millis());
+    if let Some(position) = known {
+        first.push_str(&format!("id: {position}\n"));
+    }
+    first.push('\n');
     let mut state = State {
         rx: feed.subscribe(),
         feed: feed.clone().into_inner(),
+        epoch: feed.resets.load(Ordering::Acquire),
         filter,
-        position: *resume.as_ref().unwrap_or(&0),
-        sent_id: match resume {
-            Ok(position) => Some(position),
-            Err(cursor) => cursor,
-        },
+        position: known.unwrap_or(0),
+        sent_id: known,
         mode: Mode::CatchUp,
-        out: VecDeque::from([Bytes::from(format!(
-            "retry: {}\n\n",
-            feed.config.retry.as_millis()
-        ))]),
+        out: VecDeque::from([Bytes::from(first)]),
         keepalive: None,
         done: false,
         _slot: None,
     };
-    if resume.is_err() {
-        state.end(
-            "unavailable",
-            "the event stream cannot be read right now; reconnect to resume",
-        );
-    } else if slot.is_none() {
+    if slot.is_none() {
         state.end(
             "too_many_streams",
             "this API process serves as many event streams as it may; reconnect later",
+        );
+    } else if !readable {
+        state.end(
+            "unavailable",
+            "the event stream cannot be read right now; reconnect to resume",
         );
     }
     state._slot = slot;
@@ -209,6 +214,8 @@ enum Mode {
 
 struct State {
     feed: Arc<Feed>,
+    /// `Feed::resets` when the stream started: a reset stream's positions start over.
+    epoch: u64,
     rx: tokio::sync::broadcast::Receiver<Arc<FeedEvent>>,
     filter: Filter,
     /// Every matching event up to here has been queued.
@@ -250,6 +257,13 @@ impl State {
                     self.send(event);
                 }
                 self.position = page.position;
+                // Past events the filters skipped: say so, so that a reconnect does not
+                // read them again (and a long catch-up is not silent).
+                if self.sent_id.is_none_or(|sent| self.position > sent) {
+                    self.out
+                        .push_back(Bytes::from(format!("id: {}\n\n", self.position)));
+                    self.sent_id = Some(self.position);
+                }
                 if page.caught_up {
                     self.mode = Mode::Live { fresh: true };
                 }
@@ -274,6 +288,13 @@ impl State {
     }
 
     async fn live(&mut self, fresh: bool) {
+        if self.feed.resets.load(Ordering::Acquire) != self.epoch {
+            self.end(
+                "reset",
+                "the event stream was reset and its positions start over; reconnect without Last-Event-ID",
+            );
+            return;
+        }
         let every = self.feed.config.keepalive;
         let keepalive = self.keepalive.get_or_insert_with(|| {
             let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -337,8 +358,12 @@ impl State {
             "message": message,
             "cursor": self.sent_id.map(|id| id.to_string()),
         });
+        let id = self
+            .sent_id
+            .map(|id| format!("id: {id}\n"))
+            .unwrap_or_default();
         self.out
-            .push_back(Bytes::from(format!("event: {event}\ndata: {data}\n\n")));
+            .push_back(Bytes::from(format!("event: {event}\n{id}data: {data}\n\n")));
         self.done = true;
     }
 }

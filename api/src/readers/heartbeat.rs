@@ -96,8 +96,9 @@ pub async fn heartbeat(post: ReaderPost, body: web::Bytes) -> Result<HttpRespons
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("malformed_body", "the body is not UTF-8"))?
         .trim();
-    // Empty and `null` are no body (the document lets the body be absent).
-    if !text.is_empty() && text != "null" {
+    // No bytes at all and `null` are no body (the document lets the body be absent); white
+    // space alone is not JSON, so it is refused like any other bad body.
+    if !body.is_empty() && text != "null" {
         crate::body::object::<HeartbeatRequest>(text)?;
     }
     let client = pool.get().await?;

@@ -153,9 +153,9 @@ async fn every_reader_post_is_a_heartbeat_and_none_writes_the_reader_row() {
         last_seen().await.as_str().map(str::to_owned)
     })
     .await;
-    // The explicit heartbeat: empty or `{}`, and writes no action.
+    // The explicit heartbeat: empty, `{}` or `null`, and writes no action.
     let (actions, outbox) = app.counts().await;
-    for body in ["", "{}", " "] {
+    for body in ["", "{}", " null\n"] {
         let response = app
             .request(
                 reqwest::Method::POST,
@@ -190,12 +190,15 @@ async fn every_reader_post_is_a_heartbeat_and_none_writes_the_reader_row() {
         "unknown_field",
     )
     .await;
-    expect_error(
-        post(&door.reader_key, "[").await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "malformed_body",
-    )
-    .await;
+    // White space alone is not JSON (and not an empty body).
+    for body in ["[", " ", "\r"] {
+        expect_error(
+            post(&door.reader_key, body).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        )
+        .await;
+    }
     expect_error(
         post(&app.admin_token, "{}").await.unwrap(),
         StatusCode::FORBIDDEN,

@@ -402,6 +402,29 @@ async fn a_stream_resumes_from_its_last_event_id_across_replicas_and_a_restart()
     site.record(&stack, 0, 100).await;
     published(&nats, 100).await;
 
+    // A stream from now says where it stands before any event, so that even a client that
+    // sees nothing resumes from there.
+    let mut from_now = Sse::open(&second, &admin, "", None).await;
+    let first_message = from_now.next().await.unwrap();
+    assert_eq!(
+        (first_message.id.as_deref(), first_message.data.as_str()),
+        (Some("100"), "")
+    );
+    drop(from_now);
+
+    // Beside the client below, a filtered stream from the start on the second API, catching
+    // up from pages and switching to the live ring while the writes go on.
+    const FILTER: &str = "kinds=check_in,door_forced_open&sites=north";
+    let (filtered_tx, mut filtered) = tokio::sync::mpsc::unbounded_channel();
+    let mut filtered_stream = Sse::open(&second, &admin, &format!("?after=0&{FILTER}"), None).await;
+    let filtered_reader = tokio::spawn(async move {
+        while let Some((_, event)) = filtered_stream.event().await {
+            if filtered_tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+
     // Writes go on all along: 10 events every 5 ms, 3,000 in all.
     let writer = site.writer(&stack, 100, 290, 10, Duration::from_millis(5));
 
@@ -445,6 +468,26 @@ async fn a_stream_resumes_from_its_last_event_id_across_replicas_and_a_restart()
     assert_eq!(received.len(), 3_000);
     assert_in_order_once(&received);
     assert_eq!(ids(&received), recorded(&stack, "true").await);
+    // The filtered stream got exactly what pages with the same filters give.
+    let filtered_pages = read_all(&second, &admin, &format!("&{FILTER}")).await;
+    let mut streamed = Vec::new();
+    while streamed.len() < filtered_pages.len() {
+        let event = tokio::time::timeout(DEADLINE, filtered.recv())
+            .await
+            .expect("the filtered stream goes on")
+            .unwrap();
+        streamed.push(event);
+    }
+    filtered_reader.abort();
+    assert_eq!(cursors(&streamed), cursors(&filtered_pages));
+    assert_eq!(
+        ids(&streamed),
+        recorded(
+            &stack,
+            "site = 'north' AND kind IN ('check_in', 'door_forced_open')"
+        )
+        .await
+    );
     let pages = read_all(&second, &admin, "").await;
     assert_eq!(
         cursors(&pages),
