@@ -44,7 +44,7 @@ enum Command {
     /// Run several: one delivers to each sink, the others stand by and take over when it
     /// stops pulling (LATCH_SINKS_<SINK>_TAKEOVER_AFTER).
     ///
-    /// Example: LATCH_SINKS_WEBHOOKS_URL=https://hooks.example/latch LATCH_SINKS_WEBHOOKS_SECRET=whsec latch worker
+    /// Example: LATCH_SINKS_WEBHOOKS_URL=https://hooks.example/latch LATCH_SINKS_WEBHOOKS_SECRET=whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= latch worker
     Worker,
     /// Create or update the database schema (run before starting a new version).
     ///

@@ -9,7 +9,7 @@
 //! - [`nats`]: the NATS connection and the event stream.
 //! - [`event`]: the event kinds and the versioned envelope that travels from the outbox
 //!   to the sinks.
-//! - [`signature`]: the webhook signature (`Latch-Signature`): signing, and a checker.
+//! - [`signature`]: webhook signatures (Standard Webhooks): signing keys and signing.
 //! - [`shutdown`]: the shutdown token every long-running loop takes.
 //! - [`metrics`], [`admin`]: Prometheus metrics, and the operations endpoints of every role
 //!   (`/healthz`, `/readyz`, `/metrics`: one answer for all; the relay/worker listener).

@@ -1,193 +1,141 @@
-//! Webhook signatures: how the worker signs, and how a receiver written in Rust may check.
-//! (The simulator checks on its own, from the published format, so that a mistake here
-//! cannot pass by being made twice.)
+//! Webhook signatures: the Standard Webhooks specification
+//! (<https://github.com/standard-webhooks/standard-webhooks>), so that receivers check them
+//! with the reference libraries they already have.
 //!
-//! The scheme is Stripe's: the header `Latch-Signature: t=<unix seconds>,v1=<hex>` where
-//! `<hex>` is HMAC-SHA256 keyed with the subscriber's secret over `"<t>.<raw body>"`.
-//! Signing the timestamp with the body lets a receiver refuse a replayed request whose
-//! timestamp is outside its tolerance, without keeping any state. A header may carry
-//! several `v1=` entries (one per secret during a rotation); one match is enough.
+//! Each call carries three headers: `webhook-id` (the event id, the same as its
+//! `Idempotency-Key`), `webhook-timestamp` (unix seconds) and `webhook-signature`:
+//! `v1,<base64 HMAC-SHA256>` over `"<id>.<timestamp>.<raw body>"`, keyed with the secret's
+//! bytes — one entry per secret, separated by spaces, while a rotation keeps the old secret
+//! signing beside the new one. Signing the id means a captured call re-sent under another
+//! id fails the check; signing the timestamp lets a receiver refuse an old one without
+//! keeping state. A secret is `whsec_` followed by its key in standard base64.
 //!
-//! This module owns the format and the check; it knows nothing about HTTP.
+//! This module signs; it does not check. latch's own tests check with the reference
+//! implementations (the simulator with the `standardwebhooks` crate, a test with the
+//! Python package), never with this code.
 
-use std::time::Duration;
-
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
+use rand::RngCore;
 use sha2::Sha256;
 
-/// The header that carries the signature.
-pub const SIGNATURE_HEADER: &str = "Latch-Signature";
+pub const ID_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
-type HmacSha256 = Hmac<Sha256>;
+/// The prefix of a secret's text form.
+pub const SECRET_PREFIX: &str = "whsec_";
 
-/// The `Latch-Signature` header value for `body` sent at `timestamp` (unix seconds).
+/// Key lengths accepted (the specification asks for 24 to 64 bytes).
+const KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+
+/// A signing secret's key. `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
+}
+
+/// Why a secret's text is not a signing key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("a webhook secret starts with whsec_")]
+    Prefix,
+    #[error("the part after whsec_ is not standard base64")]
+    Base64,
+    #[error("the key is {0} bytes; it must be 24 to 64")]
+    Length(usize),
+}
+
+impl SigningKey {
+    /// Reads `whsec_<base64 key>`.
+    pub fn parse(secret: &str) -> Result<SigningKey, SecretError> {
+        let encoded = secret
+            .trim()
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or(SecretError::Prefix)?;
+        let key = STANDARD.decode(encoded).map_err(|_| SecretError::Base64)?;
+        if !KEY_BYTES.contains(&key.len()) {
+            return Err(SecretError::Length(key.len()));
+        }
+        Ok(SigningKey(key))
+    }
+
+    /// A new random secret (32 bytes): its text, to show once, and its key.
+    pub fn generate() -> (String, SigningKey) {
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        (
+            format!("{SECRET_PREFIX}{}", STANDARD.encode(&key)),
+            SigningKey(key),
+        )
+    }
+}
+
+/// The `webhook-signature` value for `body` sent as message `id` at `timestamp` (unix
+/// seconds): one `v1,<base64>` entry per key, space-separated.
 ///
 /// ```
-/// let header = latch_core::signature::sign("whsec", 1_700_000_000, br#"{"id":"e1"}"#);
-/// assert!(header.starts_with("t=1700000000,v1="));
+/// use latch_core::signature::{SigningKey, sign};
+/// let key = SigningKey::parse("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+/// assert!(sign(&[&key], "msg_1", 1_700_000_000, b"{}").starts_with("v1,"));
 /// ```
-pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mac = mac_for(secret, timestamp, body);
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
-}
-
-/// Why a signature was refused. Every kind is permanent for that request: a retry with
-/// the same header fails the same way (a fresh timestamp and signature may pass).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("the {SIGNATURE_HEADER} header is missing")]
-    Missing,
-    #[error("the {SIGNATURE_HEADER} header is malformed: {0}")]
-    Malformed(&'static str),
-    #[error(
-        "the signature timestamp is {skew_secs} s away from now (tolerance {tolerance_secs} s)"
-    )]
-    OutsideTolerance { skew_secs: u64, tolerance_secs: u64 },
-    #[error("no v1 signature matches the body")]
-    Mismatch,
-}
-
-/// Checks a `Latch-Signature` header against `body`, with `now` in unix seconds.
-pub fn verify(
-    header: Option<&str>,
-    secret: &str,
-    body: &[u8],
-    now: i64,
-    tolerance: Duration,
-) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let mut timestamp = None;
-    let mut candidates = Vec::new();
-    for part in header.split(',') {
-        let (name, value) = part
-            .trim()
-            .split_once('=')
-            .ok_or(SignatureError::Malformed("expected name=value pairs"))?;
-        match name {
-            "t" => {
-                let t = value
-                    .parse::<i64>()
-                    .map_err(|_| SignatureError::Malformed("t is not unix seconds"))?;
-                timestamp = Some(t);
-            }
-            "v1" => candidates.push(value),
-            // Other schemes (v0, future versions) are ignored, as Stripe's receivers do.
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed("no t= timestamp"))?;
-    if candidates.is_empty() {
-        return Err(SignatureError::Malformed("no v1= signature"));
-    }
-    let skew_secs = now.abs_diff(timestamp);
-    if skew_secs > tolerance.as_secs() {
-        return Err(SignatureError::OutsideTolerance {
-            skew_secs,
-            tolerance_secs: tolerance.as_secs(),
-        });
-    }
-    let matches = candidates.iter().any(|candidate| {
-        hex::decode(candidate).is_ok_and(|given| {
-            mac_for(secret, timestamp, body)
-                .verify_slice(&given)
-                .is_ok()
+pub fn sign(keys: &[&SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
+    keys.iter()
+        .map(|key| {
+            // HMAC accepts keys of any length, so this cannot fail.
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0)
+                .expect("HMAC takes a key of any length");
+            mac.update(format!("{id}.{timestamp}.").as_bytes());
+            mac.update(body);
+            format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
         })
-    });
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
-}
-
-fn mac_for(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TOLERANCE: Duration = Duration::from_secs(300);
-
-    #[test]
-    fn a_signed_body_verifies() {
-        let header = sign("secret", 1000, b"{}");
-        assert_eq!(
-            verify(Some(&header), "secret", b"{}", 1000, TOLERANCE),
-            Ok(())
-        );
+    fn key() -> SigningKey {
+        SigningKey::parse("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("a key")
     }
 
     #[test]
     fn the_known_answer_matches_hmac_sha256() {
-        // HMAC-SHA256(key = "key", message = "1.x"), computed independently with Python's hmac.
+        // base64(HMAC-SHA256(key = "0123456789abcdef0123456789abcdef",
+        // "msg_1.1700000000.{\"a\":1}")), computed independently with Python's hmac.
         assert_eq!(
-            sign("key", 1, b"x"),
-            "t=1,v1=fc4913c41a7bf793267e2a384f3261c9436ec2cd097bd745e7b0d99113f510ec"
+            sign(&[&key()], "msg_1", 1_700_000_000, br#"{"a":1}"#),
+            "v1,rkwp5YuvdrMkcu0ZhuMsXoTg44mHAr1Q0+FFgFpXsjY="
         );
     }
 
     #[test]
-    fn tampering_and_wrong_secrets_are_refused() {
-        let header = sign("secret", 1000, b"{}");
-        assert_eq!(
-            verify(Some(&header), "secret", b"{ }", 1000, TOLERANCE),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify(Some(&header), "other", b"{}", 1000, TOLERANCE),
-            Err(SignatureError::Mismatch)
-        );
+    fn two_keys_give_two_entries_and_the_id_is_signed() {
+        let (_, other) = SigningKey::generate();
+        let both = sign(&[&key(), &other], "msg_1", 1, b"{}");
+        let entries: Vec<&str> = both.split(' ').collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0], sign(&[&key()], "msg_1", 1, b"{}"));
+        assert_ne!(sign(&[&key()], "msg_2", 1, b"{}"), entries[0]);
     }
 
     #[test]
-    fn stale_and_future_timestamps_are_refused() {
-        let header = sign("secret", 1000, b"{}");
-        assert!(matches!(
-            verify(Some(&header), "secret", b"{}", 1301, TOLERANCE),
-            Err(SignatureError::OutsideTolerance { skew_secs: 301, .. })
-        ));
-        assert!(matches!(
-            verify(Some(&header), "secret", b"{}", 699, TOLERANCE),
-            Err(SignatureError::OutsideTolerance { .. })
-        ));
-    }
-
-    #[test]
-    fn any_matching_v1_entry_is_enough() {
-        let good = sign("new", 1000, b"{}");
-        let good_sig = good.split("v1=").nth(1).expect("has v1");
-        let header = format!("t=1000,v1=deadbeef,v1={good_sig}");
-        assert_eq!(verify(Some(&header), "new", b"{}", 1000, TOLERANCE), Ok(()));
-    }
-
-    #[test]
-    fn malformed_headers_say_why() {
+    fn secrets_are_read_strictly() {
+        assert_eq!(SigningKey::parse("MDEy"), Err(SecretError::Prefix));
         assert_eq!(
-            verify(None, "s", b"", 0, TOLERANCE),
-            Err(SignatureError::Missing)
+            SigningKey::parse("whsec_not base64!"),
+            Err(SecretError::Base64)
         );
-        assert!(matches!(
-            verify(Some("garbage"), "s", b"", 0, TOLERANCE),
-            Err(SignatureError::Malformed(_))
-        ));
-        assert!(matches!(
-            verify(Some("v1=00"), "s", b"", 0, TOLERANCE),
-            Err(SignatureError::Malformed(_))
-        ));
-        assert!(matches!(
-            verify(Some("t=0"), "s", b"", 0, TOLERANCE),
-            Err(SignatureError::Malformed(_))
-        ));
+        assert_eq!(SigningKey::parse("whsec_MDEy"), Err(SecretError::Length(3)));
+        let (text, generated) = SigningKey::generate();
+        assert_eq!(SigningKey::parse(&text), Ok(generated));
+        assert!(!format!("{:?}", key()).contains("MDEy"));
     }
 }

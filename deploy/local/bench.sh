@@ -313,13 +313,15 @@ stop_relay() {
     RELAY_PID=
 }
 
+# Standard Webhooks: whsec_ and the key in base64 (32 bytes).
+BENCH_WEBHOOK_SECRET=whsec_YmVuY2gtd2ViaG9vay1zaWduaW5nLWtleS0zMmJ5dGU=
 start_sim() {
     local attempt
     for attempt in 1 2 3; do
         SIM_ADDR="127.0.0.1:$(free_port)"
         SIM_ADMIN="127.0.0.1:$(free_port)"
         spawn "$LOGS/sim.log" "$SIM_BIN" legacy --addr "$SIM_ADDR" --admin-addr "$SIM_ADMIN" \
-            --tna-key bench-tna-key --webhook-secret bench-webhook-secret
+            --tna-key bench-tna-key --webhook-secret "$BENCH_WEBHOOK_SECRET"
         SIM_PID=$SPAWNED
         if wait_for 30 ready_or_gone "$SIM_PID" "http://$SIM_ADMIN/healthz" && pid_alive "$SIM_PID"; then
             return 0
@@ -337,7 +339,7 @@ start_worker() {
     # be the bottleneck of every load here), everything else at its default.
     spawn "$LOGS/worker.log" env LATCH_ADMIN_ADDR="$WORKER_ADMIN" \
         LATCH_SINKS_LEGACY_URL="http://$SIM_ADDR/tna/v2/punches" LATCH_SINKS_LEGACY_SECRET=bench-tna-key \
-        LATCH_SINKS_WEBHOOKS_URL="http://$SIM_ADDR/webhooks/latch" LATCH_SINKS_WEBHOOKS_SECRET=bench-webhook-secret \
+        LATCH_SINKS_WEBHOOKS_URL="http://$SIM_ADDR/webhooks/latch" LATCH_SINKS_WEBHOOKS_SECRET="$BENCH_WEBHOOK_SECRET" \
         LATCH_SINKS_LEGACY_RATE=100000 LATCH_SINKS_WEBHOOKS_RATE=100000 \
         "$LATCH_BIN" worker
     WORKER_PID=$SPAWNED

@@ -379,6 +379,27 @@ pg_stop() {
 # machine's own and is left alone; we run private servers on free ports.
 # Schemathesis (PyPI), in a virtual environment of its own under .local/, for the API's
 # contract test; sets SCHEMATHESIS_BIN.
+# The Standard Webhooks reference package for Python, which a worker test verifies a
+# captured webhook call with (the way an integrator would); sets STANDARDWEBHOOKS_PY to a
+# python3 that imports it.
+STANDARDWEBHOOKS_PY_VERSION=1.1.0
+ensure_standardwebhooks_py() {
+    local venv
+    venv="$(latch_root)/.local/standardwebhooks-$STANDARDWEBHOOKS_PY_VERSION"
+    if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            log "python3's venv module is needed for standardwebhooks; installing Debian's python3-venv"
+            apt_install python3-venv
+        fi
+        log "installing standardwebhooks $STANDARDWEBHOOKS_PY_VERSION (PyPI) into $venv"
+        rm -rf -- "$venv"
+        python3 -m venv "$venv" || die "could not create a Python virtual environment in $venv"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q "standardwebhooks==$STANDARDWEBHOOKS_PY_VERSION" >&2 ||
+            die "could not install standardwebhooks==$STANDARDWEBHOOKS_PY_VERSION from PyPI"
+    fi
+    export STANDARDWEBHOOKS_PY=$venv/bin/python
+}
+
 ensure_schemathesis() {
     local venv
     venv="$(latch_root)/.local/schemathesis-$SCHEMATHESIS_VERSION"

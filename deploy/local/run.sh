@@ -140,10 +140,12 @@ set +a
 SECRETS=$STACK/sinks.env
 if [[ ! -s $SECRETS ]]; then
     random_hex() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+    # A Standard Webhooks secret: whsec_ and a 32-byte key in base64.
+    random_key() { head -c 32 /dev/urandom | base64 | tr -d '\n'; }
     (
         umask 077
         printf 'LATCH_STACK_TNA_KEY=tna_%s\nLATCH_STACK_WEBHOOK_SECRET=whsec_%s\n' \
-            "$(random_hex)" "$(random_hex)" >"$SECRETS"
+            "$(random_hex)" "$(random_key)" >"$SECRETS"
     )
 fi
 # shellcheck source=/dev/null

@@ -17,6 +17,7 @@ ensure_postgres
 ensure_nats_server
 ensure_prometheus
 ensure_schemathesis
+ensure_standardwebhooks_py
 ensure_chromium
 
 # Remove what earlier runs that were killed outright (no cleanup) left behind: their clusters
@@ -88,6 +89,8 @@ export PG_BIN
 export LATCH_PROMETHEUS_BIN=$PROMETHEUS_BIN
 # The API's contract test (api/tests/api/contract.rs) runs it against the served document.
 export LATCH_SCHEMATHESIS=$SCHEMATHESIS_BIN
+# The worker's signature test verifies a captured webhook call with the reference Python package.
+export LATCH_STANDARDWEBHOOKS_PY=$STANDARDWEBHOOKS_PY
 # The browser test (cli/tests/stack/browser.rs) drives Debian's Chromium with them.
 export CHROMIUM_BIN CHROMEDRIVER_BIN
 

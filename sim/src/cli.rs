@@ -3,7 +3,6 @@
 //! and `main` stays a dispatcher.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -46,17 +45,12 @@ pub struct LegacyArgs {
     #[arg(long, env = "LATCH_SIM_TNA_KEY", default_value = DEFAULT_TNA_KEY, hide_env_values = true)]
     pub tna_key: String,
 
-    /// The secret webhook signatures (Latch-Signature) are checked with.
+    /// The secret webhook signatures are checked with (Standard Webhooks: whsec_ and the
+    /// key in base64), by the reference implementation, with its 5-minute tolerance.
     ///
-    /// Example: --webhook-secret whsec_123
+    /// Example: --webhook-secret whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
     #[arg(long, env = "LATCH_SIM_WEBHOOK_SECRET", default_value = DEFAULT_WEBHOOK_SECRET, hide_env_values = true)]
     pub webhook_secret: String,
-
-    /// Largest accepted distance, in seconds, between a signature's timestamp and now.
-    ///
-    /// Example: --tolerance-secs 60
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
-    pub tolerance_secs: u64,
 
     /// Apply the fault flags below to this sink only (legacy or webhooks); default both.
     ///
@@ -147,7 +141,6 @@ impl LegacyArgs {
             admin_addr: self.admin_addr,
             tna_key: Secret::new(self.tna_key.clone()),
             webhook_secret: Secret::new(self.webhook_secret.clone()),
-            tolerance: Duration::from_secs(self.tolerance_secs),
             faults,
         }
     }
@@ -210,7 +203,6 @@ mod tests {
     fn no_flags_is_a_healthy_simulator() {
         let config = parse(&[]);
         assert_eq!(config.faults, Faults::none());
-        assert_eq!(config.tolerance, Duration::from_secs(300));
     }
 
     #[test]

@@ -2,16 +2,14 @@
 //! faults it starts with. The CLI builds one from flags; tests take the `Default`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use crate::faults::Faults;
 
 /// The `X-TNA-Key` a default simulator expects.
 pub const DEFAULT_TNA_KEY: &str = "sim-tna-key";
-/// The webhook signing secret of a default simulator.
-pub const DEFAULT_WEBHOOK_SECRET: &str = "sim-webhook-secret";
-/// How far a webhook signature's timestamp may be from the simulator's clock.
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+/// The webhook signing secret of a default simulator (Standard Webhooks: `whsec_` and a
+/// 32-byte key in base64).
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_bGF0Y2gtc2ltIHdlYmhvb2sgc2lnbmluZyBrZXkgMzI=";
 
 /// A credential the simulator checks. It never prints: `Debug` shows `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,8 +43,6 @@ pub struct SimConfig {
     pub tna_key: Secret,
     /// The secret webhook signatures are checked with.
     pub webhook_secret: Secret,
-    /// Largest accepted distance between a signature's timestamp and now.
-    pub tolerance: Duration,
     /// The faults in force from the start.
     pub faults: Faults,
 }
@@ -61,7 +57,6 @@ impl Default for SimConfig {
             admin_addr: loopback,
             tna_key: Secret::new(DEFAULT_TNA_KEY),
             webhook_secret: Secret::new(DEFAULT_WEBHOOK_SECRET),
-            tolerance: DEFAULT_TOLERANCE,
             faults: Faults::none(),
         }
     }

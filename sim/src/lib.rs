@@ -17,8 +17,8 @@
 //!   the listener supervisor (`listener`) makes `down` close the port for real.
 //! - [`legacy`]: `POST /tna/v2/punches` and, in [`legacy::punch`], the form's field names
 //!   and strict parsing, as the legacy system publishes them.
-//! - [`webhooks`]: `POST /webhooks/latch`, checked with [`signature`]: the published
-//!   `Latch-Signature` format, implemented here independently of latch's signer.
+//! - [`webhooks`]: `POST /webhooks/latch`, checked with [`signature`]: Standard Webhooks
+//!   signatures, verified by the reference implementation (the `standardwebhooks` crate).
 //!
 //! The crate shares no code with latch (it depends on no latch crate): what latch sends is
 //! checked against the published formats, so a mistake in latch cannot pass by being made
@@ -51,13 +51,13 @@ mod state;
 pub mod stats;
 pub mod webhooks;
 
-pub use config::{DEFAULT_TNA_KEY, DEFAULT_TOLERANCE, DEFAULT_WEBHOOK_SECRET, SimConfig};
+pub use config::{DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, SimConfig};
 pub use endpoint::Endpoint;
 pub use faults::{Faults, Latency, RateLimit, Reject, SinkFaults};
 pub use headers::{IDEMPOTENCY_KEY_HEADER, TRACEPARENT_HEADER};
 pub use legacy::punch::{PUNCH_PATH, Punch, PunchType, TNA_KEY_HEADER, fields};
 pub use routes::{FAULTS_PATH, HEALTH_PATH, RESET_PATH, STATS_PATH};
-pub use signature::{SIGNATURE_HEADER, sign};
+pub use signature::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 pub use simulator::Simulator;
 pub use state::SetFaultsError;
 pub use stats::{EndpointStats, EventRecord, Stats};

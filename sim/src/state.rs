@@ -60,7 +60,6 @@ pub enum SetFaultsError {
 pub(crate) struct SimState {
     pub tna_key: Secret,
     pub webhook_secret: Secret,
-    pub tolerance: Duration,
     faults: watch::Sender<Revised>,
     listener: watch::Sender<ListenerReport>,
     ledger: Mutex<Ledger>,
@@ -72,7 +71,6 @@ impl SimState {
         SimState {
             tna_key: config.tna_key.clone(),
             webhook_secret: config.webhook_secret.clone(),
-            tolerance: config.tolerance,
             faults: watch::Sender::new(Revised {
                 revision: 0,
                 faults: config.faults.clone(),

@@ -2,8 +2,10 @@
 //!
 //! It takes the event envelope as JSON, signed as [`crate::signature`] describes. A
 //! request passes the fault gate, then the signature check (401), the `Idempotency-Key`
-//! (400), the content type (415), the body (400: a JSON object with a string `id` and
-//! `kind`), the reject list (422); only then does the ledger apply it once. Errors are
+//! (400; it must be the signed `webhook-id`), the content type (415), the body (400: a JSON
+//! object with a string `id`, the `webhook-id` again, and `kind`), the reject list (422);
+//! only then does the ledger apply it once, keyed by the signed id: a captured call sent
+//! again under another key is refused, and under another id fails the signature. Errors are
 //! JSON `{"error": {"code", "message"}}`. The body is not checked against the whole
 //! published event envelope beyond that: a subscriber reads what it needs and ignores the
 //! rest, which leaves room for new envelope versions.
@@ -14,7 +16,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 use crate::endpoint::Endpoint;
 use crate::gate::{self, Blocked};
@@ -22,7 +23,7 @@ use crate::headers;
 use crate::ledger::{Applied, Delivery};
 use crate::reply::Reply;
 use crate::request;
-use crate::signature::{self, SIGNATURE_HEADER};
+use crate::signature::{self, ID_HEADER};
 use crate::state::SimState;
 
 /// The webhook endpoint's path.
@@ -70,18 +71,8 @@ async fn answer(
             );
         }
     };
-    if let Err(refused) = signature::verify(
-        headers::text(headers, SIGNATURE_HEADER),
-        state.webhook_secret.expose(),
-        body,
-        OffsetDateTime::now_utc().unix_timestamp(),
-        state.tolerance,
-    ) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            &refused.to_string(),
-        );
+    if let Err(refused) = signature::verify(state.webhook_secret.expose(), headers, body) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_signature", &refused);
     }
     let Some(key) = key else {
         return error(
@@ -90,6 +81,14 @@ async fn answer(
             "an Idempotency-Key header (at most 255 characters) is required",
         );
     };
+    // Verified above: the id is signed, the key is not.
+    if headers::text(headers, ID_HEADER) != Some(key) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_mismatch",
+            "the Idempotency-Key must be the signed webhook-id",
+        );
+    }
     if !headers::content_type_is(headers, "application/json") {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,6 +107,13 @@ async fn answer(
         Ok(event) => event,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
     };
+    if event.id != key {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "webhook_id_mismatch",
+            "the webhook-id must be the event's id",
+        );
+    }
     if let Some(reason) = faults
         .reject
         .refusal(event.holder, Some(event.kind), Some(event.id))

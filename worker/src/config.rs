@@ -7,7 +7,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `sinks.<sink>.url` | — | where to deliver (the punch endpoint / the webhook URL) |
-//! | `sinks.<sink>.secret` | — | legacy: the `X-TNA-Key`; webhooks: the HMAC signing secret |
+//! | `sinks.<sink>.secret` | — | legacy: the `X-TNA-Key`; webhooks: the signing secret (`whsec_…`, Standard Webhooks) |
 //! | `sinks.<sink>.kinds` | legacy: `check_in,check_out`; webhooks: `*` | event kinds routed here |
 //! | `sinks.<sink>.timeout` | `5s` | bounds each call |
 //! | `sinks.<sink>.max_attempts` | `8` | calls before an event is dead-lettered |
@@ -59,6 +59,8 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     pub url: String,
     pub secret: Secret<String>,
+    /// Webhooks: the key `secret` stands for (`whsec_…`), which signs every call.
+    pub signing_key: Option<latch_core::signature::SigningKey>,
     /// `None` means every kind.
     pub kinds: Option<Vec<EventKind>>,
     pub timeout: Duration,
@@ -95,7 +97,7 @@ pub const URL: Setting = sink(
 pub const SECRET: Setting = sink(
     "sinks.<sink>.secret",
     None,
-    "legacy: the X-TNA-Key; webhooks: the signing secret",
+    "legacy: the X-TNA-Key; webhooks: the signing secret, whsec_ and a 24 to 64-byte key in base64 (Standard Webhooks)",
 );
 pub const KINDS: Setting = sink(
     "sinks.<sink>.kinds",
@@ -186,10 +188,19 @@ impl SinkConfig {
                 "must be at least 2s: the active worker pulls every second",
             ));
         }
+        let secret: String = sink.value(&SECRET)?;
+        let signing_key = match kind {
+            SinkKind::Webhooks => Some(
+                latch_core::signature::SigningKey::parse(&secret)
+                    .map_err(|e| sink.invalid(&SECRET, e))?,
+            ),
+            SinkKind::Legacy => None,
+        };
         Ok(Some(SinkConfig {
             kind,
             url,
-            secret: Secret::new(sink.value(&SECRET)?),
+            secret: Secret::new(secret),
+            signing_key,
             kinds,
             timeout: sink.duration(&TIMEOUT)?,
             max_attempts: sink.count(&MAX_ATTEMPTS)? as u32,
@@ -314,6 +325,41 @@ mod tests {
         ]);
         let error = SinkConfig::from_source(&bad, SinkKind::Legacy).expect_err("invalid");
         assert!(error.to_string().contains("LATCH_SINKS_LEGACY_KINDS"));
+    }
+
+    #[test]
+    fn a_webhook_secret_must_be_a_standard_webhooks_secret() {
+        for (secret, ok) in [
+            ("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", true),
+            ("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", false),
+            ("whsec_short", false),
+            ("plain-secret", false),
+        ] {
+            let source = Source::from_pairs([
+                ("LATCH_SINKS_WEBHOOKS_URL", "https://hooks.example/latch"),
+                ("LATCH_SINKS_WEBHOOKS_SECRET", secret),
+            ]);
+            match SinkConfig::from_source(&source, SinkKind::Webhooks) {
+                Ok(config) => {
+                    assert!(ok, "{secret} was taken");
+                    assert!(config.expect("configured").signing_key.is_some());
+                }
+                Err(error) => {
+                    assert!(!ok, "{secret}: {error}");
+                    assert!(error.to_string().contains("LATCH_SINKS_WEBHOOKS_SECRET"));
+                    assert!(
+                        !error.to_string().contains(secret),
+                        "the secret is not echoed"
+                    );
+                }
+            }
+        }
+        // The legacy key is any text.
+        let legacy = Source::from_pairs([
+            ("LATCH_SINKS_LEGACY_URL", "http://t/tna"),
+            ("LATCH_SINKS_LEGACY_SECRET", "plain-secret"),
+        ]);
+        assert!(SinkConfig::from_source(&legacy, SinkKind::Legacy).is_ok());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! - **legacy**: the time-and-attendance system takes form-encoded punches
 //!   (`EMP_ID`, `PUNCH_TYPE` IN/OUT, `PUNCH_TS` as `YYYYMMDDhhmmss` UTC, `TERMINAL`,
 //!   `SITE`, `LATE`, `REF`) with its key in `X-TNA-Key`.
-//! - **webhooks**: the envelope as published, JSON, signed Stripe-style in
-//!   `Latch-Signature` (see `latch_core::signature`).
+//! - **webhooks**: the envelope as published, JSON, signed as Standard Webhooks specifies
+//!   (`webhook-id` = the event id, `webhook-timestamp`, `webhook-signature`; see
+//!   `latch_core::signature`).
 //!
 //! Every call carries `Idempotency-Key: <event id>` (so retries and replays apply once)
 //! and the event's `traceparent`, and is bounded by the sink's timeout.
@@ -113,10 +114,19 @@ impl Sink {
                     .body(form)
             }
             SinkKind::Webhooks => {
+                use latch_core::signature::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
                 let now = OffsetDateTime::now_utc().unix_timestamp();
-                let signature = latch_core::signature::sign(self.config.secret.expose(), now, raw);
-                if let Ok(value) = HeaderValue::from_str(&signature) {
-                    headers.insert(latch_core::signature::SIGNATURE_HEADER, value);
+                let id = envelope.id.to_string();
+                let keys: Vec<_> = self.config.signing_key.iter().collect();
+                let signature = latch_core::signature::sign(&keys, &id, now, raw);
+                for (name, value) in [
+                    (ID_HEADER, id),
+                    (TIMESTAMP_HEADER, now.to_string()),
+                    (SIGNATURE_HEADER, signature),
+                ] {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(name, value);
+                    }
                 }
                 self.http
                     .post(&self.config.url)

@@ -411,6 +411,117 @@ async fn a_replay_goes_to_its_sink_only() {
     token.cancel();
 }
 
+/// A check-in envelope as the relay publishes it.
+fn sample_envelope() -> Envelope {
+    Envelope {
+        id: Uuid::now_v7(),
+        kind: EventKind::CheckIn,
+        schema_version: latch_core::event::SCHEMA_VERSION,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        recorded_at: time::OffsetDateTime::now_utc(),
+        site: Some("hq".into()),
+        door_id: Some(Uuid::now_v7()),
+        holder_id: Some(Uuid::now_v7()),
+        reader_id: Some(Uuid::now_v7()),
+        reader_seq: None,
+        sequence: None,
+        decided_offline: false,
+        decision: None,
+        reason: None,
+        grant_id: None,
+        actor_id: None,
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_call_verifies_with_the_reference_python_package() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let python = std::env::var("LATCH_STANDARDWEBHOOKS_PY").unwrap_or_else(|_| {
+        panic!(
+            "LATCH_STANDARDWEBHOOKS_PY is not set: run the tests with ./deploy/local/test.sh, \
+             which installs the standardwebhooks package from PyPI"
+        )
+    });
+    // A receiver that keeps the raw request and answers 204.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buffer).await.unwrap();
+            request.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length || n == 0 {
+                    socket
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await
+                        .unwrap();
+                    return (head.to_owned(), body.to_owned());
+                }
+            }
+        }
+    });
+    let config = SinkConfig::new(SinkKind::Webhooks, url, latch_sim::DEFAULT_WEBHOOK_SECRET);
+    let envelope = sample_envelope();
+    let raw = serde_json::to_vec(&envelope).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outcome = Sink::new(config)
+        .unwrap()
+        .deliver(&envelope, &raw, None)
+        .await;
+    assert_eq!(outcome, latch_worker::sink::Outcome::Delivered);
+    let (head, body) = receiver.await.unwrap();
+    let headers: serde_json::Map<String, serde_json::Value> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), json!(v.trim())))
+        .collect();
+    assert_eq!(headers["webhook-id"], envelope.id.to_string());
+    assert_eq!(headers["idempotency-key"], envelope.id.to_string());
+
+    // The reference package, as an integrator calls it; then the same call under another id.
+    let verify = |headers: &serde_json::Map<String, serde_json::Value>| {
+        std::process::Command::new(&python)
+            .args([
+                "-c",
+                "import json, sys\n\
+                 from standardwebhooks.webhooks import Webhook\n\
+                 secret, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]\n\
+                 Webhook(secret).verify(body, headers)\n\
+                 print('verified')",
+                latch_sim::DEFAULT_WEBHOOK_SECRET,
+                &serde_json::Value::Object(headers.clone()).to_string(),
+                &body,
+            ])
+            .output()
+            .expect("run python")
+    };
+    let verified = verify(&headers);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let mut renamed = headers.clone();
+    renamed.insert("webhook-id".into(), json!(Uuid::now_v7().to_string()));
+    let refused = verify(&renamed);
+    assert!(!refused.status.success(), "a renamed call verified");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("WebhookVerificationError"));
+}
+
 #[tokio::test]
 async fn a_redirect_from_a_sink_is_not_followed() {
     let setup = Setup::new().await;
@@ -433,24 +544,7 @@ async fn a_redirect_from_a_sink_is_not_followed() {
             let _ = socket.write_all(answer.as_bytes()).await;
         }
     });
-    let envelope = Envelope {
-        id: Uuid::now_v7(),
-        kind: EventKind::CheckIn,
-        schema_version: latch_core::event::SCHEMA_VERSION,
-        occurred_at: time::OffsetDateTime::now_utc(),
-        recorded_at: time::OffsetDateTime::now_utc(),
-        site: Some("hq".into()),
-        door_id: Some(Uuid::now_v7()),
-        holder_id: Some(Uuid::now_v7()),
-        reader_id: Some(Uuid::now_v7()),
-        reader_seq: None,
-        sequence: None,
-        decided_offline: false,
-        decision: None,
-        reason: None,
-        grant_id: None,
-        actor_id: None,
-    };
+    let envelope = sample_envelope();
     let raw = serde_json::to_vec(&envelope).unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let outcome = Sink::new(config)

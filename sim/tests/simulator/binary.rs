@@ -24,7 +24,6 @@ fn help_explains_each_flag_with_an_example() {
         "--admin-addr",
         "--tna-key",
         "--webhook-secret",
-        "--tolerance-secs",
         "--only",
         "--error-rate",
         "--latency",

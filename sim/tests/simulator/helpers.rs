@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use latch_sim::{
-    DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, Faults, IDEMPOTENCY_KEY_HEADER, Punch, PunchType,
-    SIGNATURE_HEADER, SimConfig, Simulator, Stats, TNA_KEY_HEADER, TRACEPARENT_HEADER, sign,
+    DEFAULT_TNA_KEY, DEFAULT_WEBHOOK_SECRET, Faults, ID_HEADER, IDEMPOTENCY_KEY_HEADER, Punch,
+    PunchType, SIGNATURE_HEADER, SimConfig, Simulator, Stats, TIMESTAMP_HEADER, TNA_KEY_HEADER,
+    TRACEPARENT_HEADER, sign,
 };
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -99,19 +100,21 @@ impl TestSim {
         request.send().await
     }
 
-    /// Posts `event`'s envelope signed now with the default secret.
+    /// Posts `event`'s envelope signed now with the default secret, as latch sends it: the
+    /// event id as `webhook-id` and `Idempotency-Key`.
     pub async fn deliver(&self, envelope: &Event) -> Response {
         let body = serde_json::to_vec(&envelope.body).expect("an envelope serialises");
-        let signature = sign(DEFAULT_WEBHOOK_SECRET, now(), &body);
-        self.post_webhook(&envelope.id.to_string(), body, Some(&signature))
-            .await
+        let id = envelope.id.to_string();
+        let signed = Signed::new(DEFAULT_WEBHOOK_SECRET, &id, now(), &body);
+        self.post_webhook(&id, body, Some(&signed)).await
     }
 
+    /// Posts `body` with `Idempotency-Key: key` and, when given, the signature headers.
     pub async fn post_webhook(
         &self,
         key: &str,
         body: Vec<u8>,
-        signature: Option<&str>,
+        signed: Option<&Signed>,
     ) -> Response {
         let mut request = self
             .client
@@ -119,8 +122,8 @@ impl TestSim {
             .header("content-type", "application/json")
             .header(IDEMPOTENCY_KEY_HEADER, key)
             .body(body);
-        if let Some(signature) = signature {
-            request = request.header(SIGNATURE_HEADER, signature);
+        if let Some(signed) = signed {
+            request = signed.on(request);
         }
         request.send().await.expect("the webhook request completes")
     }
@@ -133,6 +136,32 @@ impl TestSim {
             .send()
             .await
             .expect("the admin request completes")
+    }
+}
+
+/// The Standard Webhooks headers of one call.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub id: String,
+    pub timestamp: i64,
+    pub signature: String,
+}
+
+impl Signed {
+    /// Signed by the reference implementation with `secret`.
+    pub fn new(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Signed {
+        Signed {
+            id: id.to_owned(),
+            timestamp,
+            signature: sign(secret, id, timestamp, body),
+        }
+    }
+
+    pub fn on(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request
+            .header(ID_HEADER, &self.id)
+            .header(TIMESTAMP_HEADER, self.timestamp.to_string())
+            .header(SIGNATURE_HEADER, &self.signature)
     }
 }
 
