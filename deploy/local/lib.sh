@@ -379,42 +379,42 @@ pg_stop() {
 # machine's own and is left alone; we run private servers on free ports.
 # Schemathesis (PyPI), in a virtual environment of its own under .local/, for the API's
 # contract test; sets SCHEMATHESIS_BIN.
+# pypi_venv NAME VERSION CHECK...: a virtual environment in .local/NAME-VERSION holding the
+# PyPI package NAME==VERSION, made when CHECK (run inside it) fails; prints its directory.
+pypi_venv() {
+    local name=$1 version=$2 venv
+    shift 2
+    venv="$(latch_root)/.local/$name-$version"
+    if [[ ! -x $venv/bin/python ]] || ! (cd "$venv" && "$@" >/dev/null 2>&1); then
+        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            log "python3's venv module is needed for $name; installing Debian's python3-venv"
+            apt_install python3-venv >&2
+        fi
+        log "installing $name $version (PyPI) into $venv"
+        rm -rf -- "$venv"
+        python3 -m venv "$venv" >&2 || die "could not create a Python virtual environment in $venv"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q "$name==$version" >&2 ||
+            die "could not install $name==$version from PyPI"
+    fi
+    printf '%s\n' "$venv"
+}
+
+ensure_schemathesis() {
+    local venv
+    # The one installed must be this version (`schemathesis --version` ends with it).
+    venv=$(pypi_venv schemathesis "$SCHEMATHESIS_VERSION" \
+        sh -c 'bin/schemathesis --version | grep -q " $0\$"' "$SCHEMATHESIS_VERSION")
+    export SCHEMATHESIS_BIN=$venv/bin/schemathesis
+}
+
 # The Standard Webhooks reference package for Python, which a worker test verifies a
 # captured webhook call with (the way an integrator would); sets STANDARDWEBHOOKS_PY to a
 # python3 that imports it.
 STANDARDWEBHOOKS_PY_VERSION=1.1.0
 ensure_standardwebhooks_py() {
     local venv
-    venv="$(latch_root)/.local/standardwebhooks-$STANDARDWEBHOOKS_PY_VERSION"
-    if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
-        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-            log "python3's venv module is needed for standardwebhooks; installing Debian's python3-venv"
-            apt_install python3-venv
-        fi
-        log "installing standardwebhooks $STANDARDWEBHOOKS_PY_VERSION (PyPI) into $venv"
-        rm -rf -- "$venv"
-        python3 -m venv "$venv" || die "could not create a Python virtual environment in $venv"
-        "$venv/bin/python" -m pip install --disable-pip-version-check -q "standardwebhooks==$STANDARDWEBHOOKS_PY_VERSION" >&2 ||
-            die "could not install standardwebhooks==$STANDARDWEBHOOKS_PY_VERSION from PyPI"
-    fi
+    venv=$(pypi_venv standardwebhooks "$STANDARDWEBHOOKS_PY_VERSION" bin/python -c 'import standardwebhooks')
     export STANDARDWEBHOOKS_PY=$venv/bin/python
-}
-
-ensure_schemathesis() {
-    local venv
-    venv="$(latch_root)/.local/schemathesis-$SCHEMATHESIS_VERSION"
-    if [[ ! -x $venv/bin/schemathesis ]] || [[ $("$venv/bin/schemathesis" --version 2>/dev/null) != *" $SCHEMATHESIS_VERSION" ]]; then
-        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-            log "python3's venv module is needed for schemathesis; installing Debian's python3-venv"
-            apt_install python3-venv
-        fi
-        log "installing schemathesis $SCHEMATHESIS_VERSION (PyPI) into $venv"
-        rm -rf -- "$venv"
-        python3 -m venv "$venv" || die "could not create a Python virtual environment in $venv"
-        "$venv/bin/python" -m pip install --disable-pip-version-check -q "schemathesis==$SCHEMATHESIS_VERSION" >&2 ||
-            die "could not install schemathesis==$SCHEMATHESIS_VERSION from PyPI"
-    fi
-    export SCHEMATHESIS_BIN=$venv/bin/schemathesis
 }
 
 ensure_prometheus() {

@@ -411,6 +411,18 @@ async fn a_replay_goes_to_its_sink_only() {
     token.cancel();
 }
 
+/// Delivers a sample envelope once through a sink made from `config`.
+async fn deliver_once(config: SinkConfig) -> (Envelope, latch_worker::sink::Outcome) {
+    let envelope = sample_envelope();
+    let raw = serde_json::to_vec(&envelope).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outcome = Sink::new(config)
+        .unwrap()
+        .deliver(&envelope, &raw, None)
+        .await;
+    (envelope, outcome)
+}
+
 /// A check-in envelope as the relay publishes it.
 fn sample_envelope() -> Envelope {
     Envelope {
@@ -474,13 +486,7 @@ async fn a_webhook_call_verifies_with_the_reference_python_package() {
         }
     });
     let config = SinkConfig::new(SinkKind::Webhooks, url, latch_sim::DEFAULT_WEBHOOK_SECRET);
-    let envelope = sample_envelope();
-    let raw = serde_json::to_vec(&envelope).unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let outcome = Sink::new(config)
-        .unwrap()
-        .deliver(&envelope, &raw, None)
-        .await;
+    let (envelope, outcome) = deliver_once(config).await;
     assert_eq!(outcome, latch_worker::sink::Outcome::Delivered);
     let (head, body) = receiver.await.unwrap();
     let headers: serde_json::Map<String, serde_json::Value> = head
@@ -544,13 +550,7 @@ async fn a_redirect_from_a_sink_is_not_followed() {
             let _ = socket.write_all(answer.as_bytes()).await;
         }
     });
-    let envelope = sample_envelope();
-    let raw = serde_json::to_vec(&envelope).unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let outcome = Sink::new(config)
-        .unwrap()
-        .deliver(&envelope, &raw, None)
-        .await;
+    let (_, outcome) = deliver_once(config).await;
     assert_eq!(
         outcome,
         latch_worker::sink::Outcome::Permanent {
