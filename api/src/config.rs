@@ -45,8 +45,14 @@ pub struct FeedConfig {
     pub keepalive: Duration,
     /// The reconnection delay suggested to clients (`retry:`, `LATCH_FEED_RETRY`).
     pub retry: Duration,
-    /// Streams one process serves at once; more are answered 503 (`LATCH_FEED_MAX_STREAMS`).
+    /// Streams one process serves at once (`LATCH_FEED_MAX_STREAMS`).
     pub max_streams: usize,
+    /// Streams one token (with its sessions) holds open on one process at once
+    /// (`LATCH_FEED_MAX_STREAMS_PER_TOKEN`).
+    pub max_streams_per_token: usize,
+    /// Pages read from JetStream at once by one process, for `GET /v1/events` and for
+    /// streams catching up (`LATCH_FEED_MAX_READS`); more wait their turn.
+    pub max_reads: usize,
 }
 
 /// How reader clocks are judged and reader health is tracked.
@@ -179,6 +185,16 @@ pub const FEED_MAX_STREAMS: Setting = Setting {
     default: Some("10000"),
     meaning: "event streams one API process serves at once (more: 503 too_many_streams)",
 };
+pub const FEED_MAX_STREAMS_PER_TOKEN: Setting = Setting {
+    key: "feed.max_streams_per_token",
+    default: Some("100"),
+    meaning: "event streams one token (with its sessions) holds open on one API process (more: too_many_streams)",
+};
+pub const FEED_MAX_READS: Setting = Setting {
+    key: "feed.max_reads",
+    default: Some("32"),
+    meaning: "pages one API process reads from JetStream at once (GET /v1/events, streams catching up); more wait their turn",
+};
 pub const SESSION_TTL: Setting = Setting {
     key: "session.ttl",
     default: Some("8h"),
@@ -206,6 +222,8 @@ pub const SETTINGS: &[Setting] = &[
     FEED_KEEPALIVE,
     FEED_RETRY,
     FEED_MAX_STREAMS,
+    FEED_MAX_STREAMS_PER_TOKEN,
+    FEED_MAX_READS,
     SESSION_TTL,
 ];
 
@@ -254,6 +272,8 @@ impl ApiConfig {
                 keepalive: positive(&FEED_KEEPALIVE)?,
                 retry: positive(&FEED_RETRY)?,
                 max_streams: at_least_one(source, &FEED_MAX_STREAMS)?,
+                max_streams_per_token: at_least_one(source, &FEED_MAX_STREAMS_PER_TOKEN)?,
+                max_reads: at_least_one(source, &FEED_MAX_READS)?,
             },
             session_ttl: positive(&SESSION_TTL)?,
             nats: None,

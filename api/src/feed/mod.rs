@@ -261,6 +261,8 @@ pub struct Feed {
     /// Cancelled when the API stops: open streams end (clients reconnect elsewhere).
     pub stopping: CancellationToken,
     pub open_streams: sse::OpenStreams,
+    /// Permits to read a page from JetStream (`LATCH_FEED_MAX_READS`).
+    reads: tokio::sync::Semaphore,
     /// Times the stream was found reset (deleted and made again): open streams end.
     pub resets: std::sync::atomic::AtomicU64,
 }
@@ -278,6 +280,7 @@ impl Feed {
         stopping: CancellationToken,
     ) -> Arc<Feed> {
         let (ring, _) = broadcast::channel(config.ring_size);
+        let reads = config.max_reads;
         Arc::new(Feed {
             js: jetstream::new(client),
             stream,
@@ -286,6 +289,7 @@ impl Feed {
             metrics,
             stopping,
             open_streams: Default::default(),
+            reads: tokio::sync::Semaphore::new(reads),
             resets: Default::default(),
         })
     }
@@ -325,6 +329,11 @@ impl Feed {
         limit: usize,
         max_scan: usize,
     ) -> Result<Page, FeedError> {
+        // At most `max_reads` pages in memory at once, however many readers.
+        let _permit =
+            self.reads.acquire().await.map_err(|_| {
+                FeedError::Unavailable(anyhow::anyhow!("the feed is shutting down"))
+            })?;
         let (stream, first, last) = self.stream_state().await?;
         let after = readable(after, first, last)?;
         let caught_up = |position| Page {

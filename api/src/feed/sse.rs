@@ -18,9 +18,11 @@
 //! client's filters skip have passed, the keep-alive also moves its last event id on
 //! (an `id:` line without data), so a reconnect does not read them again.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::Bytes;
@@ -29,6 +31,7 @@ use latch_core::credentials::Scope;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
+use uuid::Uuid;
 
 use super::{Feed, FeedError, FeedEvent, Filter, parse_cursor};
 use crate::auth::Admin;
@@ -104,13 +107,13 @@ pub async fn stream(
         .map(parse_cursor)
         .transpose()?;
     // Taken first, so that a process at its most streams refuses without asking JetStream.
-    let slot = Slot::take(&feed);
+    let slot = Slot::take(&feed, admin.id);
     let start = match (&slot, cursor) {
-        (None, _) => Ok(cursor),
+        (Err(_), _) => Ok(cursor),
         // An expired cursor is refused now, with a status, rather than inside the stream:
         // it needs the client's decision, not an automatic reconnect.
-        (Some(_), Some(cursor)) => feed.check(cursor).await.map(|()| Some(cursor)),
-        (Some(_), None) => feed.head().await.map(Some),
+        (Ok(_), Some(cursor)) => feed.check(cursor).await.map(|()| Some(cursor)),
+        (Ok(_), None) => feed.head().await.map(Some),
     };
     let readable = start.is_ok();
     let known = match start {
@@ -145,18 +148,22 @@ pub async fn stream(
         done: false,
         _slot: None,
     };
-    if slot.is_none() {
-        state.end(
+    match &slot {
+        Err(Full::Process) => state.end(
             "too_many_streams",
             "this API process serves as many event streams as it may; reconnect later",
-        );
-    } else if !readable {
-        state.end(
+        ),
+        Err(Full::Token) => state.end(
+            "too_many_streams",
+            "this token holds as many event streams open as it may; close one, or reconnect later",
+        ),
+        Ok(_) if !readable => state.end(
             "unavailable",
             "the event stream cannot be read right now; reconnect to resume",
-        );
+        ),
+        Ok(_) => {}
     }
-    state._slot = slot;
+    state._slot = slot.ok();
     let body = futures::stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), state))
@@ -171,38 +178,67 @@ pub async fn stream(
         .streaming(body))
 }
 
-/// One of the process's stream slots (`LATCH_FEED_MAX_STREAMS`), counted in the
+/// One of the process's stream slots (`LATCH_FEED_MAX_STREAMS`, and
+/// `LATCH_FEED_MAX_STREAMS_PER_TOKEN` of them per token), counted in the
 /// `latch_feed_streams` gauge while held.
 struct Slot {
     feed: Arc<Feed>,
+    token: Uuid,
+}
+
+/// Why no slot was free.
+enum Full {
+    Process,
+    Token,
 }
 
 impl Slot {
-    fn take(feed: &web::Data<Feed>) -> Option<Slot> {
-        let open = &feed.open_streams;
-        let taken = open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < feed.config.max_streams).then_some(n + 1)
-            })
-            .is_ok();
-        taken.then(|| {
-            feed.metrics.feed_streams.inc();
-            Slot {
-                feed: feed.clone().into_inner(),
-            }
+    fn take(feed: &web::Data<Feed>, token: Uuid) -> Result<Slot, Full> {
+        let mut open = feed.open_streams.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= feed.config.max_streams {
+            return Err(Full::Process);
+        }
+        let held = open.per_token.entry(token).or_default();
+        if *held >= feed.config.max_streams_per_token {
+            return Err(Full::Token);
+        }
+        *held += 1;
+        open.total += 1;
+        feed.metrics.feed_streams.inc();
+        Ok(Slot {
+            feed: feed.clone().into_inner(),
+            token,
         })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.feed.open_streams.fetch_sub(1, Ordering::AcqRel);
+        let mut open = self
+            .feed
+            .open_streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        open.total -= 1;
+        if let Some(held) = open.per_token.get_mut(&self.token) {
+            *held -= 1;
+            if *held == 0 {
+                open.per_token.remove(&self.token);
+            }
+        }
         self.feed.metrics.feed_streams.dec();
     }
 }
 
+/// A process's open streams, in all and per token.
+#[derive(Debug, Default)]
+pub struct Open {
+    total: usize,
+    per_token: HashMap<Uuid, usize>,
+}
+
 /// Counts a process's open streams.
-pub type OpenStreams = AtomicUsize;
+pub type OpenStreams = Mutex<Open>;
 
 enum Mode {
     /// Reading pages from JetStream.

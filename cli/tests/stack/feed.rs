@@ -801,3 +801,40 @@ async fn concurrent_writers_of_one_holder_get_sequence_numbers_in_commit_order()
     assert_eq!(events.len() as i64, committed);
     assert_in_order_once(&events);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holds_at_most_its_share_of_streams() {
+    let stack = Stack::new().await;
+    let nats = NatsServer::start();
+    stack.relay(&nats).await;
+    let api = stack.api_with(2, |config| {
+        config.nats = Some(latch_core::nats::NatsConfig::for_url(nats.url()));
+        config.feed.max_streams_per_token = 2;
+    });
+    let admin = first_admin(&stack.db, "ops").await;
+    let other = token(&stack, &["events:read"], None).await;
+    // Two streams of one token are served; its third is told why and ended, in-band (so
+    // that a browser tries again later rather than giving up).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = Sse::open(&api, &admin, "", None).await;
+        let first = stream.next().await.unwrap();
+        assert_eq!(first.event, None, "{first:?}");
+        held.push(stream);
+    }
+    let mut third = Sse::open(&api, &admin, "", None).await;
+    let mut refused = third.next().await.unwrap();
+    if refused.event.is_none() {
+        refused = third.next().await.unwrap();
+    }
+    assert_eq!(
+        refused.event.as_deref(),
+        Some("too_many_streams"),
+        "{refused:?}"
+    );
+    assert!(refused.data.contains("this token"), "{}", refused.data);
+    assert!(third.next().await.is_none(), "the refused stream ends");
+    // Another token is not held back by it.
+    let mut another = Sse::open(&api, &other, "", None).await;
+    assert_eq!(another.next().await.unwrap().event, None);
+}
