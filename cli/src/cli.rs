@@ -26,9 +26,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API for card readers and administrators.
+    /// Serve the HTTP API for card readers, administrators and integrators (the event feed
+    /// reads LATCH_EVENTS from LATCH_NATS_URL).
     ///
-    /// Example: LATCH_DATABASE_URL=postgres://latch_api@db/latch latch api
+    /// Example: LATCH_DATABASE_URL=postgres://latch_api@db/latch LATCH_NATS_URL=nats://nats:4222 latch api
     Api,
     /// Publish committed outbox rows into the NATS JetStream stream LATCH_EVENTS.
     ///
