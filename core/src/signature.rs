@@ -5,8 +5,9 @@
 //! Each call carries three headers: `webhook-id` (the event id, the same as its
 //! `Idempotency-Key`), `webhook-timestamp` (unix seconds) and `webhook-signature`:
 //! `v1,<base64 HMAC-SHA256>` over `"<id>.<timestamp>.<raw body>"`, keyed with the secret's
-//! bytes — one entry per secret, separated by spaces, while a rotation keeps the old secret
-//! signing beside the new one. Signing the id means a captured call re-sent under another
+//! bytes. The header may hold several entries, separated by spaces (one per secret, for a
+//! rotation that keeps an old secret signing beside the new one); the webhook sink
+//! configured today has one secret, so it sends one. Signing the id means a captured call re-sent under another
 //! id fails the check; signing the timestamp lets a receiver refuse an old one without
 //! keeping state. A secret is `whsec_` followed by its key in standard base64.
 //!
@@ -54,8 +55,8 @@ pub enum SecretError {
 impl SigningKey {
     /// Reads `whsec_<base64 key>`.
     pub fn parse(secret: &str) -> Result<SigningKey, SecretError> {
+        // Not trimmed: receivers' libraries take the secret as it is written.
         let encoded = secret
-            .trim()
             .strip_prefix(SECRET_PREFIX)
             .ok_or(SecretError::Prefix)?;
         let key = STANDARD.decode(encoded).map_err(|_| SecretError::Base64)?;

@@ -49,7 +49,7 @@ pub struct LegacyArgs {
     /// key in base64), by the reference implementation, with its 5-minute tolerance.
     ///
     /// Example: --webhook-secret whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
-    #[arg(long, env = "LATCH_SIM_WEBHOOK_SECRET", default_value = DEFAULT_WEBHOOK_SECRET, hide_env_values = true)]
+    #[arg(long, env = "LATCH_SIM_WEBHOOK_SECRET", default_value = DEFAULT_WEBHOOK_SECRET, hide_env_values = true, value_parser = crate::signature::checked_secret)]
     pub webhook_secret: String,
 
     /// Apply the fault flags below to this sink only (legacy or webhooks); default both.

@@ -16,6 +16,26 @@ pub use standardwebhooks::{
     HEADER_WEBHOOK_TIMESTAMP as TIMESTAMP_HEADER,
 };
 
+/// A secret as the specification writes it — `whsec_` and a 24 to 64-byte key in standard
+/// base64 — or why not (checked at start: a bad secret would otherwise fail every call as
+/// latch's fault). The error never repeats the secret.
+pub fn checked_secret(secret: &str) -> Result<String, String> {
+    use base64::Engine;
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("a webhook secret starts with whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "the part after whsec_ is not standard base64")?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "the key is {} bytes; it must be 24 to 64",
+            key.len()
+        ));
+    }
+    Ok(secret.to_owned())
+}
+
 /// Checks a call's signature headers against its raw body; the error is the message the
 /// 401 carries.
 pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
@@ -34,6 +54,19 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_checked_before_it_is_used() {
+        assert!(checked_secret(crate::DEFAULT_WEBHOOK_SECRET).is_ok());
+        for bad in [
+            "whsec_123",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            "whsec_",
+        ] {
+            let error = checked_secret(bad).expect_err(bad);
+            assert!(!error.contains("123") && !error.contains("MDEy"), "{error}");
+        }
+    }
 
     #[test]
     fn the_reference_signs_the_id_the_time_and_the_body() {

@@ -223,10 +223,11 @@ impl SinkConfig {
             (url_var.as_str(), url.as_str()),
             (secret_var.as_str(), secret.as_str()),
         ]);
-        SinkConfig::from_source(&source, kind)
-            .ok()
-            .flatten()
-            .expect("the declared defaults are valid")
+        match SinkConfig::from_source(&source, kind) {
+            Ok(Some(config)) => config,
+            Ok(None) => unreachable!("a sink with a URL is configured"),
+            Err(error) => panic!("invalid sink settings: {error}"),
+        }
     }
 
     /// The subjects this sink's consumer reads: its routed events and its replays.

@@ -117,8 +117,14 @@ impl Sink {
                 use latch_core::signature::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 let id = envelope.id.to_string();
-                let keys: Vec<_> = self.config.signing_key.iter().collect();
-                let signature = latch_core::signature::sign(&keys, &id, now, raw);
+                let Some(key) = &self.config.signing_key else {
+                    // Never sent unsigned (the settings check makes this unreachable).
+                    return Outcome::Permanent {
+                        reason: "the webhook sink has no signing key".into(),
+                        status: None,
+                    };
+                };
+                let signature = latch_core::signature::sign(&[key], &id, now, raw);
                 for (name, value) in [
                     (ID_HEADER, id),
                     (TIMESTAMP_HEADER, now.to_string()),

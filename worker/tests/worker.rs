@@ -431,7 +431,8 @@ fn sample_envelope() -> Envelope {
         schema_version: latch_core::event::SCHEMA_VERSION,
         occurred_at: time::OffsetDateTime::now_utc(),
         recorded_at: time::OffsetDateTime::now_utc(),
-        site: Some("hq".into()),
+        // Not ASCII: the signature covers the body's UTF-8 bytes.
+        site: Some("Zürich".into()),
         door_id: Some(Uuid::now_v7()),
         holder_id: Some(Uuid::now_v7()),
         reader_id: Some(Uuid::now_v7()),
@@ -454,7 +455,7 @@ async fn a_webhook_call_verifies_with_the_reference_python_package() {
              which installs the standardwebhooks package from PyPI"
         )
     });
-    // A receiver that keeps the raw request and answers 204.
+    // A receiver that keeps the raw request (head and body, as bytes) and answers 204.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let receiver = tokio::spawn(async move {
@@ -463,57 +464,75 @@ async fn a_webhook_call_verifies_with_the_reference_python_package() {
         let mut buffer = [0u8; 4096];
         loop {
             let n = socket.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the connection closed before the whole request came");
             request.extend_from_slice(&buffer[..n]);
-            let text = String::from_utf8_lossy(&request).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_owned())
-                    })
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if body.len() >= length || n == 0 {
-                    socket
-                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                        .await
-                        .unwrap();
-                    return (head.to_owned(), body.to_owned());
-                }
+            let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8(request[..end].to_vec()).expect("an ASCII head");
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .expect("a Content-Length");
+            if request.len() >= end + 4 + length {
+                socket
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                return (head, request[end + 4..end + 4 + length].to_vec());
             }
         }
     });
     let config = SinkConfig::new(SinkKind::Webhooks, url, latch_sim::DEFAULT_WEBHOOK_SECRET);
     let (envelope, outcome) = deliver_once(config).await;
     assert_eq!(outcome, latch_worker::sink::Outcome::Delivered);
-    let (head, body) = receiver.await.unwrap();
-    let headers: serde_json::Map<String, serde_json::Value> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), json!(v.trim())))
-        .collect();
+    let (head, body) = tokio::time::timeout(Duration::from_secs(30), receiver)
+        .await
+        .expect("the call came")
+        .unwrap();
+    let mut headers = serde_json::Map::new();
+    for (name, value) in head.lines().skip(1).filter_map(|l| l.split_once(':')) {
+        let name = name.trim().to_ascii_lowercase();
+        // Receivers read the first of repeated headers; latch must send each once.
+        assert!(
+            headers.insert(name.clone(), json!(value.trim())).is_none(),
+            "{name} sent twice"
+        );
+    }
     assert_eq!(headers["webhook-id"], envelope.id.to_string());
     assert_eq!(headers["idempotency-key"], envelope.id.to_string());
+    assert!(
+        String::from_utf8_lossy(&body).contains("Zürich"),
+        "a body that is not ASCII"
+    );
 
     // The reference package, as an integrator calls it; then the same call under another id.
+    // The body goes in on stdin, as the bytes that came over the wire.
     let verify = |headers: &serde_json::Map<String, serde_json::Value>| {
-        std::process::Command::new(&python)
+        use std::io::Write;
+        let mut child = std::process::Command::new(&python)
             .args([
                 "-c",
                 "import json, sys\n\
                  from standardwebhooks.webhooks import Webhook\n\
-                 secret, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]\n\
-                 Webhook(secret).verify(body, headers)\n\
+                 secret, headers = sys.argv[1], json.loads(sys.argv[2])\n\
+                 Webhook(secret).verify(sys.stdin.buffer.read(), headers)\n\
                  print('verified')",
                 latch_sim::DEFAULT_WEBHOOK_SECRET,
                 &serde_json::Value::Object(headers.clone()).to_string(),
-                &body,
             ])
-            .output()
-            .expect("run python")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python");
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+        child.wait_with_output().expect("python ends")
     };
     let verified = verify(&headers);
     assert!(
