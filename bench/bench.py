@@ -674,6 +674,11 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
+def latency_cells(t, stage, case, metric="latency_ms", digits=3):
+    """`p50 | p90 | p99 | max` of one latency record, as table cells."""
+    return " | ".join(t.cell(stage, case, f"{metric}.{q}", digits) for q in ("p50", "p90", "p99", "max"))
+
+
 def ratio_text(value):
     return "–" if value is None else f"{value:.2f}"
 
@@ -850,11 +855,7 @@ def cmd_report(args):
         add("| reader 2 | achieved/s | p50 | p90 | p99 | max |")
         add("|---|---|---|---|---|---|")
         for stage, label in (("limits_quiet", "alone"), ("limits_flood", "while reader 1 floods")):
-            add(
-                f"| {label} | {t.cell(stage, case, 'throughput_rps')} | {t.cell(stage, case, 'latency_ms.p50', 3)} "
-                f"| {t.cell(stage, case, 'latency_ms.p90', 3)} | {t.cell(stage, case, 'latency_ms.p99', 3)} "
-                f"| {t.cell(stage, case, 'latency_ms.max', 3)} |"
-            )
+            add(f"| {label} | {t.cell(stage, case, 'throughput_rps')} | {latency_cells(t, stage, case)} |")
         add("")
         sent = t.median("limits_flood", case, "flooder.requests")
         refused = t.median("limits_flood", case, "flooder.statuses.429")
@@ -1094,15 +1095,10 @@ def cmd_report(args):
         add("| reader | events received/s | p50 ms | p90 ms | p99 ms | max ms |")
         add("|---|---|---|---|---|---|")
         add(
-            f"| all SSE clients | {t.cell('feed_stream', case, 'events_per_s')} | {t.cell('feed_stream', case, 'latency_ms.p50', 2)} "
-            f"| {t.cell('feed_stream', case, 'latency_ms.p90', 2)} | {t.cell('feed_stream', case, 'latency_ms.p99', 2)} "
-            f"| {t.cell('feed_stream', case, 'latency_ms.max', 2)} |"
+            f"| all SSE clients | {t.cell('feed_stream', case, 'events_per_s')} "
+            f"| {latency_cells(t, 'feed_stream', case, digits=2)} |"
         )
-        add(
-            f"| one JetStream consumer | – | {t.cell('feed_stream', case, 'direct_latency_ms.p50', 2)} "
-            f"| {t.cell('feed_stream', case, 'direct_latency_ms.p90', 2)} | {t.cell('feed_stream', case, 'direct_latency_ms.p99', 2)} "
-            f"| {t.cell('feed_stream', case, 'direct_latency_ms.max', 2)} |"
-        )
+        add(f"| one JetStream consumer | – | {latency_cells(t, 'feed_stream', case, 'direct_latency_ms', 2)} |")
         add("")
         sse99 = t.median("feed_stream", case, "latency_ms.p99")
         direct99 = t.median("feed_stream", case, "direct_latency_ms.p99")

@@ -138,13 +138,7 @@ async fn session_admin(
                 "unknown or expired session, or its token was revoked; log in again",
             )
         })?;
-    let scopes: Vec<String> = row.get("scopes");
-    Ok(Admin {
-        id: row.get("id"),
-        token_hash: row.get("token_hash"),
-        scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
-        sites: row.get("sites"),
-    })
+    Ok(Admin::from_row(&row, row.get("token_hash")))
 }
 
 /// An authenticated token (`lat_…`): an administrator or an integrator, with what it may do.
@@ -160,6 +154,17 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The token of an `admins` row (its `id`, `scopes` and `sites`), presented as `token_hash`.
+    fn from_row(row: &tokio_postgres::Row, token_hash: Vec<u8>) -> Admin {
+        let scopes: Vec<String> = row.get("scopes");
+        Admin {
+            id: row.get("id"),
+            token_hash,
+            scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+            sites: row.get("sites"),
+        }
+    }
+
     pub fn client_scope(&self) -> String {
         format!("admin:{}", self.id)
     }
@@ -293,13 +298,7 @@ impl FromRequest for Admin {
                 if row.get::<_, Option<bool>>("expired") == Some(true) {
                     return Err(ApiError::unauthorized("this token has expired"));
                 }
-                let scopes: Vec<String> = row.get("scopes");
-                return Ok(Admin {
-                    id: row.get("id"),
-                    token_hash: hash,
-                    scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
-                    sites: row.get("sites"),
-                });
+                return Ok(Admin::from_row(&row, hash));
             }
             // Only an enabled reader's key is told apart: a disabled one's is as unknown
             // as any other string, so the answer does not say that it ever existed.

@@ -227,14 +227,6 @@ pub const SETTINGS: &[Setting] = &[
     SESSION_TTL,
 ];
 
-fn at_least_one(source: &Source, setting: &Setting) -> Result<usize, ConfigError> {
-    let value = source.count(setting)?;
-    if value == 0 {
-        return Err(Source::invalid_setting(setting, "must be at least 1"));
-    }
-    Ok(value)
-}
-
 /// Bytes an offline upload may take per event (the body limit of the batch endpoint is
 /// this times `batch_max_events`, or the general body limit if larger).
 pub const BATCH_BYTES_PER_EVENT: usize = 1024;
@@ -268,12 +260,12 @@ impl ApiConfig {
             },
             tls: tls_files(source)?,
             feed: FeedConfig {
-                ring_size: at_least_one(source, &FEED_RING_SIZE)?,
+                ring_size: source.count(&FEED_RING_SIZE)?,
                 keepalive: positive(&FEED_KEEPALIVE)?,
                 retry: positive(&FEED_RETRY)?,
-                max_streams: at_least_one(source, &FEED_MAX_STREAMS)?,
-                max_streams_per_token: at_least_one(source, &FEED_MAX_STREAMS_PER_TOKEN)?,
-                max_reads: at_least_one(source, &FEED_MAX_READS)?,
+                max_streams: source.count(&FEED_MAX_STREAMS)?,
+                max_streams_per_token: source.count(&FEED_MAX_STREAMS_PER_TOKEN)?,
+                max_reads: source.count(&FEED_MAX_READS)?,
             },
             session_ttl: positive(&SESSION_TTL)?,
             nats: None,

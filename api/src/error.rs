@@ -139,14 +139,6 @@ impl ApiError {
         }
     }
 
-    /// The same answer, with `Retry-After: secs`.
-    pub fn retry_after(self, secs: u64) -> Self {
-        ApiError {
-            retry_after_secs: Some(secs),
-            ..self
-        }
-    }
-
     /// A failure the caller cannot fix. The cause is logged, not sent.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         ApiError {

@@ -22,11 +22,12 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use latch_core::config::parse_duration;
-use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
+
+use crate::readers::report::LatencySummary;
 
 /// Measure latch's event feed.
 #[derive(Debug, Args)]
@@ -132,31 +133,6 @@ fn latency_us(event: &[u8], now: OffsetDateTime) -> Option<u64> {
     let recorded =
         OffsetDateTime::parse(std::str::from_utf8(&event[at..end]).ok()?, &Rfc3339).ok()?;
     u64::try_from((now - recorded).whole_microseconds()).ok()
-}
-
-#[derive(Debug, Serialize, Default, Clone, Copy)]
-struct Latency {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
-        if h.is_empty() {
-            return Latency::default();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        Latency {
-            p50: ms(h.value_at_quantile(0.5)),
-            p90: ms(h.value_at_quantile(0.9)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -313,7 +289,10 @@ async fn stream(args: &StreamArgs) -> anyhow::Result<Value> {
         Some((task, histogram, count)) => {
             task.abort();
             let h = histogram.lock().await;
-            (Some(Latency::of(&h)), Some(count.load(Ordering::Relaxed)))
+            (
+                Some(LatencySummary::of(&h)),
+                Some(count.load(Ordering::Relaxed)),
+            )
         }
         None => (None, None),
     };
@@ -332,7 +311,7 @@ async fn stream(args: &StreamArgs) -> anyhow::Result<Value> {
         "duration_s": elapsed,
         "events_received": tally.events.load(Ordering::Relaxed),
         "events_per_s": tally.events.load(Ordering::Relaxed) as f64 / elapsed,
-        "latency_ms": Latency::of(&latencies),
+        "latency_ms": LatencySummary::of(&latencies),
         "lagged": tally.lagged.load(Ordering::Relaxed),
         "streams_ended": tally.ended.load(Ordering::Relaxed),
         "direct_latency_ms": direct_latency,
@@ -432,7 +411,7 @@ async fn pull(args: &PullArgs) -> anyhow::Result<Value> {
         "limit": args.limit,
         "duration_s": elapsed,
         "events_per_s": events as f64 / elapsed,
-        "page_ms": Latency::of(&page_times),
+        "page_ms": LatencySummary::of(&page_times),
     }))
 }
 

@@ -11,8 +11,8 @@ use latch_testkit::process::{Proc, get_text, start_listening};
 use latch_testkit::{NatsServer, wait_until};
 use serde_json::{Value, json};
 
-use crate::feed::{Site, assert_in_order_once, token};
-use crate::harness::Stack;
+use crate::feed::{Site, assert_in_order_once};
+use crate::harness::{Stack, token};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -92,7 +92,7 @@ async fn the_browsers_event_source_resumes_after_the_api_restarts() {
     stack.relay(&nats).await;
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let hq = token(&stack, &["events:read"], Some(&["hq"])).await;
+    let hq = token(&stack.db, "integrator", &["events:read"], Some(&["hq"])).await;
 
     let api = start_listening(&http, "api", dir.path(), "/readyz", |port| {
         api_command(&stack, &nats, port)

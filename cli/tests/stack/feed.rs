@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use crate::harness::{Api, Stack, first_admin};
+use crate::harness::{Api, Stack, first_admin, token};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -82,25 +82,6 @@ impl Site {
             }
         })
     }
-}
-
-/// A token with these scopes and sites, made as `latch tokens add` makes one.
-pub async fn token(stack: &Stack, scopes: &[&str], sites: Option<&[&str]>) -> String {
-    let token =
-        latch_core::credentials::generate(latch_core::credentials::CredentialKind::AdminToken);
-    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-    let sites: Option<Vec<String>> = sites.map(|s| s.iter().map(|s| s.to_string()).collect());
-    stack
-        .db
-        .owner()
-        .await
-        .execute(
-            "INSERT INTO admins (id, name, token_hash, scopes, sites) VALUES ($1, 'feed', $2, $3, $4)",
-            &[&Uuid::now_v7(), &token.hash, &scopes, &sites],
-        )
-        .await
-        .unwrap();
-    token.plain.expose().clone()
 }
 
 /// Every event the feed gives `token` from the start, page by page.
@@ -591,8 +572,14 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
     stack.relay(&nats).await;
     let api = stack.api_with_feed(&nats);
     let admin = first_admin(&stack.db, "ops").await;
-    let north = token(&stack, &["events:read"], Some(&["north"])).await;
-    let no_events = token(&stack, &["sites:read", "registry:read"], None).await;
+    let north = token(&stack.db, "integrator", &["events:read"], Some(&["north"])).await;
+    let no_events = token(
+        &stack.db,
+        "integrator",
+        &["sites:read", "registry:read"],
+        None,
+    )
+    .await;
     // A reader key, enrolled through the API.
     let door = api
         .created(
@@ -812,7 +799,7 @@ async fn a_token_holds_at_most_its_share_of_streams() {
         config.feed.max_streams_per_token = 2;
     });
     let admin = first_admin(&stack.db, "ops").await;
-    let other = token(&stack, &["events:read"], None).await;
+    let other = token(&stack.db, "integrator", &["events:read"], None).await;
     // Two streams of one token are served; its third is told why and ended, in-band (so
     // that a browser tries again later rather than giving up).
     let mut held = Vec::new();

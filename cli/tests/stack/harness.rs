@@ -169,12 +169,20 @@ impl Stack {
 
 /// The first administrator, made the way `latch admins add` makes one; answers its token.
 pub async fn first_admin(db: &TestDb, name: &str) -> String {
+    token(db, name, &["admin"], None).await
+}
+
+/// A token with these scopes and sites (`None`: every site), made as `latch tokens add`
+/// makes one.
+pub async fn token(db: &TestDb, name: &str, scopes: &[&str], sites: Option<&[&str]>) -> String {
     let token = credentials::generate(CredentialKind::AdminToken);
+    let scopes: Vec<&str> = scopes.to_vec();
+    let sites: Option<Vec<&str>> = sites.map(<[&str]>::to_vec);
     db.owner()
         .await
         .execute(
-            "INSERT INTO admins (id, name, token_hash) VALUES ($1, $2, $3)",
-            &[&Uuid::now_v7(), &name, &token.hash],
+            "INSERT INTO admins (id, name, token_hash, scopes, sites) VALUES ($1, $2, $3, $4, $5)",
+            &[&Uuid::now_v7(), &name, &token.hash, &scopes, &sites],
         )
         .await
         .unwrap();

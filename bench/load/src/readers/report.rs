@@ -98,7 +98,7 @@ impl SendLag {
 }
 
 impl LatencySummary {
-    fn of(histogram: &Histogram<u64>) -> LatencySummary {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> LatencySummary {
         if histogram.is_empty() {
             return LatencySummary::default();
         }
