@@ -14,9 +14,13 @@ use crate::simulator::Simulator;
 
 /// Serve the simulated legacy time-and-attendance API and webhook receiver.
 ///
-/// The main listener (--addr) serves POST /tna/v2/punches, POST /webhooks/latch, GET /stats
-/// and POST /admin/reset. The admin listener (--admin-addr) serves GET|PUT /faults, GET
-/// /stats and POST /admin/reset, and keeps answering while the main one is --down.
+/// The main listener (--addr) serves POST /tna/v2/punches, POST /webhooks/latch, POST
+/// /webhooks/endpoints/{name} (named subscribers), GET /stats and POST /admin/reset. The
+/// admin listener (--admin-addr) serves GET|PUT /faults, GET /stats and POST /admin/reset,
+/// and keeps answering while the main one is --down; it also manages the named
+/// subscribers, each with its own secrets, faults and ledger: PUT|DELETE /endpoints/{name}
+/// (body {"secrets": ["whsec_..."]}), GET|PUT /endpoints/{name}/faults, GET
+/// /endpoints/{name}/stats and GET /endpoints.
 /// Fault flags set the knobs at start (on both sinks, or on --only one of them); change
 /// them at run time with PUT /faults.
 ///

@@ -4,7 +4,9 @@
 //! build at start. `down` concerns the whole main listener; every other knob is set per
 //! sink endpoint (`legacy`, `webhooks`), so a test can break one sink and keep the other
 //! healthy. A JSON document replaces the knobs as a whole; a field left out is "no
-//! fault", so `{}` clears everything.
+//! fault", so `{}` clears everything. [`SubscriberFaults`] are a named subscriber's own
+//! knobs (`PUT /endpoints/{name}/faults`, see [`crate::subscribers`]): one sink's knobs in
+//! the same JSON shape, plus `gone`.
 //!
 //! This module owns the shapes, their validation and the random draws (latency, error
 //! rate); applying them to a request is the gate's job ([`crate::gate`]).
@@ -13,7 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::endpoint::Endpoint;
 
@@ -84,6 +87,33 @@ pub struct RateLimit {
     pub per_second: u32,
     #[serde(default = "RateLimit::default_retry_after")]
     pub retry_after_secs: u64,
+}
+
+/// The knobs of one named subscriber: one sink's knobs, flattened into the same JSON
+/// object, plus `gone`. `{}` is a healthy subscriber; a field left out is "no fault".
+///
+/// JSON: `{"error_rate": 0.5, "latency": {"kind": "fixed", "ms": 20}, "hang": false,
+/// "reject": {"holders": [], "kinds": [], "events": []}, "rate_limit": {"per_second": 5,
+/// "retry_after_secs": 1}, "gone": false}`. Unknown fields are refused, as in `PUT /faults`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SubscriberFaults {
+    /// Applied by the gate exactly as for a sink: latency, hang, rate limit, error rate;
+    /// then the reject list once the request is understood.
+    #[serde(flatten)]
+    pub sink: SinkFaults,
+    /// The subscriber has gone away (unsubscribed, endpoint removed): every request that
+    /// passes the gate is answered `410 Gone` (code `gone`) with no effect, before its
+    /// signature is looked at.
+    pub gone: bool,
+}
+
+/// What is wrong with one sink's (or subscriber's) knobs, wherever they are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KnobError {
+    #[error("error_rate must be between 0.0 and 1.0")]
+    ErrorRate,
+    #[error("latency: {0}")]
+    Latency(&'static str),
 }
 
 /// A fault setting that makes no sense.
@@ -195,13 +225,19 @@ impl SinkFaults {
     }
 
     fn validate(&self, endpoint: Endpoint) -> Result<(), FaultsError> {
+        self.check().map_err(|problem| match problem {
+            KnobError::ErrorRate => FaultsError::ErrorRate { endpoint },
+            KnobError::Latency(message) => FaultsError::Latency { endpoint, message },
+        })
+    }
+
+    /// Whether the knobs make sense, wherever they are set.
+    pub fn check(&self) -> Result<(), KnobError> {
         if !(0.0..=1.0).contains(&self.error_rate) {
-            return Err(FaultsError::ErrorRate { endpoint });
+            return Err(KnobError::ErrorRate);
         }
         if let Some(latency) = self.latency {
-            latency
-                .validate()
-                .map_err(|message| FaultsError::Latency { endpoint, message })?;
+            latency.validate().map_err(KnobError::Latency)?;
         }
         Ok(())
     }
@@ -210,6 +246,42 @@ impl SinkFaults {
     pub(crate) fn draw_error(&self) -> bool {
         self.error_rate >= 1.0
             || (self.error_rate > 0.0 && rand::rng().random_bool(self.error_rate))
+    }
+}
+
+impl SubscriberFaults {
+    /// A subscriber that answers every request `410 Gone`.
+    pub fn gone() -> Self {
+        SubscriberFaults {
+            gone: true,
+            ..SubscriberFaults::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), KnobError> {
+        self.sink.check()
+    }
+}
+
+impl From<SinkFaults> for SubscriberFaults {
+    fn from(sink: SinkFaults) -> Self {
+        SubscriberFaults { sink, gone: false }
+    }
+}
+
+/// By hand rather than with `#[serde(flatten)]`, which cannot refuse unknown fields: `gone`
+/// is taken out, and the rest must be one sink's knobs exactly.
+impl<'de> Deserialize<'de> for SubscriberFaults {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde_json::Value;
+        let mut knobs = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        let gone = match knobs.remove("gone") {
+            None => false,
+            Some(Value::Bool(gone)) => gone,
+            Some(_) => return Err(D::Error::custom("gone must be true or false")),
+        };
+        let sink = SinkFaults::deserialize(Value::Object(knobs)).map_err(D::Error::custom)?;
+        Ok(SubscriberFaults { sink, gone })
     }
 }
 
@@ -397,6 +469,37 @@ mod tests {
         assert!(reject.refusal(Some("h2"), Some("OUT"), None).is_some());
         assert!(reject.refusal(Some("h10"), Some("IN"), Some("e")).is_none());
         assert!(reject.refusal(None, None, None).is_none());
+    }
+
+    #[test]
+    fn subscriber_knobs_are_a_sinks_knobs_plus_gone() {
+        let knobs: SubscriberFaults =
+            serde_json::from_str(r#"{"error_rate": 0.25, "gone": true, "hang": true}"#)
+                .expect("parses");
+        assert_eq!(knobs.sink.error_rate, 0.25);
+        assert!(knobs.gone && knobs.sink.hang);
+        let shown = serde_json::to_value(&knobs).expect("serialises");
+        assert_eq!(shown["gone"], true);
+        assert_eq!(shown["error_rate"], 0.25);
+        let again: SubscriberFaults = serde_json::from_value(shown).expect("reads its own form");
+        assert_eq!(again, knobs);
+        let cleared: SubscriberFaults = serde_json::from_str("{}").expect("parses");
+        assert_eq!(cleared, SubscriberFaults::default());
+        for bad in [
+            r#"{"gon": true}"#,
+            r#"{"gone": 1}"#,
+            r#"{"down": true}"#,
+            r#"[]"#,
+        ] {
+            assert!(
+                serde_json::from_str::<SubscriberFaults>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            SubscriberFaults::from(SinkFaults::failing(2.0)).validate(),
+            Err(KnobError::ErrorRate)
+        );
     }
 
     #[test]

@@ -5,12 +5,20 @@
 //! act before authentication or validation, in this order: latency, hang, rate limit,
 //! error rate. The reject list needs the parsed request and is checked by each endpoint
 //! afterwards. The gate never touches the ledger.
+//!
+//! [`pass`] guards the two sinks, with the knobs of `PUT /faults`; [`pass_subscriber`]
+//! guards a named subscriber ([`crate::subscribers`]) with its own knobs and its own
+//! rate-limit window, in the same order and by the same steps. `down` is the main
+//! listener's, so it holds every request of either.
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::endpoint::Endpoint;
-use crate::faults::SinkFaults;
+use crate::faults::{Latency, SinkFaults, SubscriberFaults};
 use crate::state::SimState;
+use crate::subscribers::Subscriber;
 
 /// Why the gate stopped a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +34,7 @@ pub(crate) enum Blocked {
 pub(crate) async fn pass(state: &SimState, endpoint: Endpoint) -> Result<SinkFaults, Blocked> {
     let mut faults = state.watch_faults();
     let latency = faults.borrow().faults.sink(endpoint).latency;
-    if let Some(latency) = latency {
-        tokio::time::sleep(latency.sample()).await;
-    }
+    delay(latency).await;
     // A hang ends only when the knob is cleared (or `down` cuts the connection, or the
     // client goes away and the server drops this future). A request in hand when `down`
     // is set must not be answered either, even if the same change cleared `hang`: the
@@ -42,10 +48,60 @@ pub(crate) async fn pass(state: &SimState, endpoint: Endpoint) -> Result<SinkFau
         std::future::pending::<()>().await;
     }
     let sink = faults.borrow().faults.sink(endpoint).clone();
+    admit(&sink, |per_second| {
+        state.throttle().admit(endpoint, per_second, Instant::now())
+    })?;
+    Ok(sink)
+}
+
+/// [`pass`] for a named subscriber: its own knobs (`gone` is the subscriber's to answer)
+/// and its own rate-limit window; the main listener's `down` holds it as it holds a sink.
+pub(crate) async fn pass_subscriber(
+    state: &SimState,
+    subscriber: &Subscriber,
+) -> Result<SubscriberFaults, Blocked> {
+    let mut own = subscriber.watch_faults();
+    let latency = own.borrow().sink.latency;
+    delay(latency).await;
+    // As in `pass`, with two sources: whichever changes, look at both again.
+    let mut listener = state.watch_faults();
+    loop {
+        let down = listener.borrow_and_update().faults.down;
+        let hang = own.borrow_and_update().sink.hang;
+        if !down && !hang {
+            break;
+        }
+        tokio::select! {
+            changed = listener.changed() => stop_if_closed(changed).await,
+            changed = own.changed() => stop_if_closed(changed).await,
+        }
+    }
+    let knobs = own.borrow().clone();
+    admit(&knobs.sink, |per_second| {
+        subscriber.throttle().admit(per_second, Instant::now())
+    })?;
+    Ok(knobs)
+}
+
+/// Waits out one draw of the latency, if any.
+async fn delay(latency: Option<Latency>) {
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency.sample()).await;
+    }
+}
+
+/// A closed channel means the server is gone: wait for the connection to be dropped.
+async fn stop_if_closed(changed: Result<(), watch::error::RecvError>) {
+    if changed.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The last two steps: the rate limit (`fits` asks the window for room), then the error
+/// rate.
+fn admit(sink: &SinkFaults, fits: impl FnOnce(u32) -> bool) -> Result<(), Blocked> {
     if let Some(limit) = sink.rate_limit
-        && !state
-            .throttle()
-            .admit(endpoint, limit.per_second, Instant::now())
+        && !fits(limit.per_second)
     {
         return Err(Blocked::Throttled {
             retry_after_secs: limit.retry_after_secs,
@@ -54,7 +110,7 @@ pub(crate) async fn pass(state: &SimState, endpoint: Endpoint) -> Result<SinkFau
     if sink.draw_error() {
         return Err(Blocked::Unavailable);
     }
-    Ok(sink)
+    Ok(())
 }
 
 /// Fixed one-second windows, one per endpoint.
@@ -64,8 +120,9 @@ pub(crate) struct Throttle {
     webhooks: Window,
 }
 
+/// One fixed one-second rate-limit window: a sink's, or a named subscriber's.
 #[derive(Debug, Default)]
-struct Window {
+pub(crate) struct Window {
     started: Option<Instant>,
     admitted: u32,
 }
@@ -79,16 +136,23 @@ impl Throttle {
             Endpoint::Legacy => &mut self.legacy,
             Endpoint::Webhooks => &mut self.webhooks,
         };
-        let current = match window.started {
+        window.admit(per_second, now)
+    }
+}
+
+impl Window {
+    /// Whether one more request fits in `per_second` for the window `now` falls in.
+    pub fn admit(&mut self, per_second: u32, now: Instant) -> bool {
+        let current = match self.started {
             Some(started) if now.duration_since(started) < WINDOW => started,
             _ => {
-                window.admitted = 0;
+                self.admitted = 0;
                 now
             }
         };
-        window.started = Some(current);
-        if window.admitted < per_second {
-            window.admitted += 1;
+        self.started = Some(current);
+        if self.admitted < per_second {
+            self.admitted += 1;
             true
         } else {
             false

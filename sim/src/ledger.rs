@@ -5,6 +5,9 @@
 //! whole job under that lock and nothing else (no awaiting, no I/O), so "is this key
 //! new?" and "record its effect" can never interleave with another request carrying the
 //! same key: each key takes effect exactly once per endpoint.
+//!
+//! [`Keys`] is the once-per-key rule itself; a named subscriber's ledger
+//! ([`crate::subscribers`]) keeps its own `Keys` under its own lock, by the same rule.
 
 use std::collections::HashMap;
 
@@ -44,11 +47,36 @@ pub(crate) struct Ledger {
     webhooks: Keys,
 }
 
+/// The keys one sink applied, each with its content and first answer.
 #[derive(Debug, Default)]
-struct Keys {
+pub(crate) struct Keys {
     applied: HashMap<String, (Fingerprint, Reply)>,
     /// The number the sink gives its last effect (the legacy system's `PunchId`).
     last_number: u64,
+}
+
+impl Keys {
+    /// Applies `key` once: new, it takes effect and `answer` builds its answer from the
+    /// effect's number; seen with the same content, the stored answer; seen with other
+    /// content, a conflict. Counting is the caller's.
+    pub fn apply(
+        &mut self,
+        key: &str,
+        fingerprint: Fingerprint,
+        answer: impl FnOnce(u64) -> Reply,
+    ) -> Applied {
+        if let Some((stored, reply)) = self.applied.get(key) {
+            if *stored != fingerprint {
+                return Applied::Conflict;
+            }
+            return Applied::Duplicate(reply.clone());
+        }
+        self.last_number += 1;
+        let reply = answer(self.last_number);
+        self.applied
+            .insert(key.to_owned(), (fingerprint, reply.clone()));
+        Applied::Effect(reply)
+    }
 }
 
 impl Ledger {
@@ -86,34 +114,28 @@ impl Ledger {
             Endpoint::Legacy => &mut self.legacy,
             Endpoint::Webhooks => &mut self.webhooks,
         };
+        let applied = keys.apply(delivery.key, delivery.fingerprint, answer);
         let stats = self.stats.endpoint_mut(endpoint);
-        if let Some((fingerprint, reply)) = keys.applied.get(delivery.key) {
-            if *fingerprint != delivery.fingerprint {
-                return Applied::Conflict;
+        match &applied {
+            Applied::Conflict => {}
+            Applied::Duplicate(_) => stats.duplicates += 1,
+            Applied::Effect(_) => {
+                stats.effects += 1;
+                if let Some(holder) = delivery.holder {
+                    stats
+                        .order
+                        .entry(holder.to_owned())
+                        .or_default()
+                        .push(delivery.key.to_owned());
+                }
+                if let Some(record) = stats.events.get_mut(delivery.key) {
+                    record.applied = true;
+                    record.holder = delivery.holder.map(str::to_owned);
+                    record.traceparent = delivery.traceparent.map(str::to_owned);
+                }
             }
-            stats.duplicates += 1;
-            return Applied::Duplicate(reply.clone());
         }
-        keys.last_number += 1;
-        let reply = answer(keys.last_number);
-        keys.applied.insert(
-            delivery.key.to_owned(),
-            (delivery.fingerprint, reply.clone()),
-        );
-        stats.effects += 1;
-        if let Some(holder) = delivery.holder {
-            stats
-                .order
-                .entry(holder.to_owned())
-                .or_default()
-                .push(delivery.key.to_owned());
-        }
-        if let Some(record) = stats.events.get_mut(delivery.key) {
-            record.applied = true;
-            record.holder = delivery.holder.map(str::to_owned);
-            record.traceparent = delivery.traceparent.map(str::to_owned);
-        }
-        Applied::Effect(reply)
+        applied
     }
 
     /// Counts an answer that was not an effect or a duplicate.

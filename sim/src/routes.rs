@@ -1,6 +1,7 @@
-//! The two routers: the main listener's (both sinks, plus stats and reset for
-//! convenience) and the admin listener's (faults, stats, reset), and the small admin
-//! handlers. What each sink does lives in its own module.
+//! The two routers: the main listener's (both sinks and the named subscribers, plus stats
+//! and reset for convenience) and the admin listener's (faults, stats, reset, the named
+//! subscribers), and the small admin handlers. What each sink does lives in its own
+//! module; the subscribers' handlers are in [`crate::subscribers`].
 
 use std::sync::Arc;
 
@@ -10,13 +11,14 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 
 use crate::faults::Faults;
 use crate::legacy::{self, punch::PUNCH_PATH};
 use crate::state::{SetFaultsError, SimState};
 use crate::stats::Stats;
+use crate::subscribers::{self, ENDPOINTS_PATH, SUBSCRIBER_WEBHOOK_PATH};
 use crate::webhooks::{self, WEBHOOK_PATH};
 
 pub const STATS_PATH: &str = "/stats";
@@ -29,6 +31,7 @@ pub(crate) fn main_router(state: Arc<SimState>) -> Router {
     Router::new()
         .route(PUNCH_PATH, post(legacy::receive_punch))
         .route(WEBHOOK_PATH, post(webhooks::receive_event))
+        .route(SUBSCRIBER_WEBHOOK_PATH, post(subscribers::receive_event))
         .route(STATS_PATH, get(stats))
         .route(RESET_PATH, post(reset))
         .route(HEALTH_PATH, get(health))
@@ -42,6 +45,19 @@ pub(crate) fn admin_router(state: Arc<SimState>) -> Router {
         .route(STATS_PATH, get(stats))
         .route(RESET_PATH, post(reset))
         .route(HEALTH_PATH, get(health))
+        .route(ENDPOINTS_PATH, get(subscribers::list_subscribers))
+        .route(
+            "/endpoints/{name}",
+            put(subscribers::put_subscriber).delete(subscribers::delete_subscriber),
+        )
+        .route(
+            "/endpoints/{name}/faults",
+            get(subscribers::get_subscriber_faults).put(subscribers::set_subscriber_faults),
+        )
+        .route(
+            "/endpoints/{name}/stats",
+            get(subscribers::subscriber_stats),
+        )
         .with_state(state)
 }
 
@@ -51,7 +67,9 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<Stats> {
 
 async fn reset(State(state): State<Arc<SimState>>) -> StatusCode {
     state.reset();
-    tracing::info!("state reset: every key, effect and counter forgotten");
+    tracing::info!(
+        "state reset: every key, effect and counter forgotten (the named subscribers' too)"
+    );
     StatusCode::NO_CONTENT
 }
 
@@ -99,7 +117,8 @@ async fn set_faults(
     }
 }
 
-fn admin_error(status: StatusCode, code: &str, message: &str) -> Response {
+/// An admin listener's JSON error, `{"error": {"code", "message"}}`.
+pub(crate) fn admin_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message } })),

@@ -43,6 +43,24 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Stri
     webhook.verify(body, headers).map_err(|e| e.to_string())
 }
 
+/// [`verify`] against several secrets, as a receiver switching secrets during a rotation
+/// does: the call verifies if it verifies under any of them. The error is the last
+/// secret's (the reasons differ only in which key did not match).
+pub fn verify_any<'a>(
+    secrets: impl IntoIterator<Item = &'a str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    let mut refused = "no secret to verify with".to_owned();
+    for secret in secrets {
+        match verify(secret, headers, body) {
+            Ok(()) => return Ok(()),
+            Err(error) => refused = error,
+        }
+    }
+    Err(refused)
+}
+
 /// A `webhook-signature` value for `body` sent as message `id` at `timestamp`, made by the
 /// reference implementation.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
@@ -66,6 +84,24 @@ mod tests {
             let error = checked_secret(bad).expect_err(bad);
             assert!(!error.contains("123") && !error.contains("MDEy"), "{error}");
         }
+    }
+
+    #[test]
+    fn any_one_of_several_secrets_verifies() {
+        let old = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let new = crate::DEFAULT_WEBHOOK_SECRET;
+        let other = "whsec_eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg=";
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let body = br#"{"id":"e1"}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert(ID_HEADER, "e1".parse().expect("a header value"));
+        headers.insert(TIMESTAMP_HEADER, now.into());
+        let signature = sign(old, "e1", now, body);
+        headers.insert(SIGNATURE_HEADER, signature.parse().expect("a header value"));
+        assert!(verify_any([new, old], &headers, body).is_ok());
+        assert!(verify_any([old], &headers, body).is_ok());
+        assert!(verify_any([new, other], &headers, body).is_err());
+        assert!(verify_any([], &headers, body).is_err());
     }
 
     #[test]

@@ -14,12 +14,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SimConfig;
-use crate::faults::Faults;
+use crate::faults::{Faults, SubscriberFaults};
 use crate::legacy::punch::PUNCH_PATH;
 use crate::listener;
 use crate::routes;
 use crate::state::{SetFaultsError, SimState};
 use crate::stats::Stats;
+use crate::subscribers::{SUBSCRIBER_WEBHOOK_PATH, SubscriberError, SubscriberStats};
 use crate::webhooks::WEBHOOK_PATH;
 
 pub struct Simulator {
@@ -105,6 +106,38 @@ impl Simulator {
         format!("{}{WEBHOOK_PATH}", self.legacy_url())
     }
 
+    /// Full URL of the named subscriber `name` (whether it exists or not).
+    pub fn subscriber_url(&self, name: &str) -> String {
+        let path = SUBSCRIBER_WEBHOOK_PATH.replace("{name}", name);
+        format!("{}{path}", self.legacy_url())
+    }
+
+    /// Creates the named subscriber with `secrets` (one to three), or replaces its
+    /// secrets, keeping its ledger and faults: `PUT /endpoints/{name}`.
+    pub fn put_subscriber(&self, name: &str, secrets: &[&str]) -> Result<(), SubscriberError> {
+        let secrets = secrets.iter().map(|secret| (*secret).to_owned()).collect();
+        self.state.subscribers().put(name, secrets).map(|_| ())
+    }
+
+    /// Replaces a subscriber's knobs: `PUT /endpoints/{name}/faults`.
+    pub fn set_subscriber_faults(
+        &self,
+        name: &str,
+        faults: SubscriberFaults,
+    ) -> Result<(), SubscriberError> {
+        self.state.subscribers().set_faults(name, faults)
+    }
+
+    /// What a subscriber received: `GET /endpoints/{name}/stats`.
+    pub fn subscriber_stats(&self, name: &str) -> Result<SubscriberStats, SubscriberError> {
+        self.state.subscribers().stats(name)
+    }
+
+    /// Deletes a subscriber with its ledger; returns whether it existed.
+    pub fn remove_subscriber(&self, name: &str) -> bool {
+        self.state.subscribers().remove(name)
+    }
+
     /// What both sinks received so far.
     pub async fn stats(&self) -> Stats {
         self.state.ledger().stats()
@@ -121,7 +154,8 @@ impl Simulator {
         self.state.set_faults(faults).await
     }
 
-    /// Forgets every key, effect and counter, as a sink that lost its data. Faults stay.
+    /// Forgets every key, effect and counter, as a sink that lost its data, the named
+    /// subscribers' too. Faults stay, and so do the subscribers with their secrets.
     pub async fn reset(&self) {
         self.state.reset();
     }

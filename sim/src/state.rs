@@ -1,5 +1,5 @@
-//! The state both listeners share: credentials, the faults in force, the ledger, and the
-//! main listener's report of whether it follows the faults.
+//! The state both listeners share: credentials, the faults in force, the ledger, the named
+//! subscribers, and the main listener's report of whether it follows the faults.
 //!
 //! Faults travel in a `watch` channel with a revision number. The main listener's
 //! supervisor ([`crate::listener`]) answers each revision with what it did (listening,
@@ -17,6 +17,7 @@ use crate::config::SimConfig;
 use crate::faults::{Faults, FaultsError};
 use crate::gate::Throttle;
 use crate::ledger::Ledger;
+use crate::subscribers::Subscribers;
 
 /// How long `set_faults` waits for the main listener to close or listen again.
 const LISTENER_FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +65,7 @@ pub(crate) struct SimState {
     listener: watch::Sender<ListenerReport>,
     ledger: Mutex<Ledger>,
     throttle: Mutex<Throttle>,
+    subscribers: Subscribers,
 }
 
 impl SimState {
@@ -85,6 +87,7 @@ impl SimState {
             }),
             ledger: Mutex::new(Ledger::default()),
             throttle: Mutex::new(Throttle::default()),
+            subscribers: Subscribers::default(),
         }
     }
 
@@ -138,9 +141,16 @@ impl SimState {
         self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets every key, effect and counter (faults stay as they are).
+    /// The named subscribers, each with its own secrets, faults and ledger.
+    pub fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
+    }
+
+    /// Forgets every key, effect and counter, the named subscribers' too (faults stay as
+    /// they are, and so do the subscribers with their secrets).
     pub fn reset(&self) {
         self.ledger().reset();
         *self.throttle() = Throttle::default();
+        self.subscribers.reset();
     }
 }

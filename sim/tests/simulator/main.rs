@@ -7,4 +7,5 @@ mod binary;
 mod faults;
 mod helpers;
 mod legacy;
+mod subscribers;
 mod webhooks;
