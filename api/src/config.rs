@@ -33,6 +33,8 @@ pub struct ApiConfig {
     /// Where the event feed reads `LATCH_EVENTS` (the `LATCH_NATS_*` settings). `latch api`
     /// always sets it; without it, the feed's endpoints answer 503.
     pub nats: Option<latch_core::nats::NatsConfig>,
+    /// What webhook endpoint URLs may be (`LATCH_WEBHOOKS_ALLOW_*`), checked at creation.
+    pub outbound: latch_core::outbound::Policy,
 }
 
 /// How the event feed serves live streams.
@@ -269,6 +271,7 @@ impl ApiConfig {
             },
             session_ttl: positive(&SESSION_TTL)?,
             nats: None,
+            outbound: latch_core::outbound::Policy::from_source(source)?,
         })
     }
 

@@ -41,6 +41,12 @@ use crate::{admin, feed, health, readers, registry, session};
         admin::create_grant,
         admin::revoke_grant,
         admin::list_grants,
+        admin::create_endpoint,
+        admin::list_endpoints,
+        admin::get_endpoint,
+        admin::update_endpoint,
+        admin::delete_endpoint,
+        admin::rotate_endpoint_secret,
         registry::list_actions,
         registry::presence,
         feed::pull::list,
@@ -56,6 +62,7 @@ use crate::{admin, feed, health, readers, registry, session};
     tags(
         (name = "card readers", description = "Called by card readers with their reader key."),
         (name = "administration", description = "Called by administrators with an admin token."),
+        (name = "webhooks", description = "Webhook endpoints: integrators' subscriptions, each with its own URL, filter, secret and failures (an `admin` token for every site)."),
         (name = "registry", description = "The action log and the presence roll-call."),
         (name = "events", description = "The event stream read from a cursor, and followed live (Server-Sent Events)."),
         (name = "sessions", description = "A token exchanged for a cookie, for browsers (reading requests only)."),
@@ -306,6 +313,31 @@ const FIELDS: &[(&str, &str, Limit)] = &[
         "KeyRotation",
         "grace_secs",
         Limit::Range(0, crate::admin::MAX_GRACE_SECS),
+    ),
+    (
+        "SecretRotation",
+        "grace_secs",
+        Limit::Range(0, crate::admin::MAX_GRACE_SECS),
+    ),
+    (
+        "NewEndpoint",
+        "rate_per_second",
+        Limit::Range(1, crate::admin::MAX_RATE as i64),
+    ),
+    (
+        "EndpointChange",
+        "rate_per_second",
+        Limit::Range(1, crate::admin::MAX_RATE as i64),
+    ),
+    (
+        "NewEndpoint",
+        "description",
+        Limit::Text(crate::admin::MAX_DESCRIPTION),
+    ),
+    (
+        "EndpointChange",
+        "description",
+        Limit::Text(crate::admin::MAX_DESCRIPTION),
     ),
 ];
 

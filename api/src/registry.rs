@@ -57,6 +57,8 @@ pub struct Action {
     pub reader_seq: Option<i64>,
     pub grant_id: Option<Uuid>,
     pub actor_id: Option<Uuid>,
+    /// The webhook endpoint an action about one concerns.
+    pub endpoint_id: Option<Uuid>,
     /// What was decided; for an unlock decided offline, what the reader decided.
     pub decision: Option<String>,
     /// For an unlock decided offline: the server's verdict when it was uploaded (`reason`
@@ -142,7 +144,7 @@ pub async fn list_actions(
     let rows = client
         .query(
             "SELECT id, kind, site, door_id, holder_id, card_id, reader_id, reader_seq, grant_id,
-                    actor_id, decision, server_decision, reason, decided_offline, clock_skewed,
+                    actor_id, endpoint_id, decision, server_decision, reason, decided_offline, clock_skewed,
                     occurred_at, recorded_at
              FROM actions
              WHERE ($1::uuid IS NULL OR door_id = $1)
@@ -182,6 +184,7 @@ pub async fn list_actions(
             reader_seq: row.get("reader_seq"),
             grant_id: row.get("grant_id"),
             actor_id: row.get("actor_id"),
+            endpoint_id: row.get("endpoint_id"),
             decision: row.get("decision"),
             server_decision: row.get("server_decision"),
             reason: row.get("reason"),

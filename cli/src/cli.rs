@@ -179,6 +179,7 @@ mod tests {
             latch_api::config::SETTINGS,
             latch_relay::SETTINGS,
             latch_worker::config::SETTINGS,
+            latch_core::outbound::SETTINGS,
             crate::site::SETTINGS,
         ]
         .concat()

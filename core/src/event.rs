@@ -73,6 +73,12 @@ kinds! {
     ReaderTamperRestored => "reader_tamper_restored",
     ReaderOffline => "reader_offline",
     ReaderOnline => "reader_online",
+    WebhookEndpointCreated => "webhook_endpoint_created",
+    WebhookEndpointUpdated => "webhook_endpoint_updated",
+    WebhookEndpointDeleted => "webhook_endpoint_deleted",
+    WebhookEndpointEnabled => "webhook_endpoint_enabled",
+    WebhookEndpointDisabled => "webhook_endpoint_disabled",
+    WebhookSecretRotated => "webhook_secret_rotated",
 }
 
 /// True for a site name as the `doors` table's CHECK constraint admits it: 1 to 63
@@ -133,6 +139,10 @@ pub struct Envelope {
     pub grant_id: Option<Uuid>,
     /// The admin who did it, for administrative events.
     pub actor_id: Option<Uuid>,
+    /// The webhook endpoint an event about one (`webhook_endpoint_*`,
+    /// `webhook_secret_rotated`) concerns.
+    #[serde(default)]
+    pub endpoint_id: Option<Uuid>,
 }
 
 /// An unlock decision.

@@ -42,6 +42,7 @@ pub mod event;
 pub mod metrics;
 pub mod nats;
 pub mod otel;
+pub mod outbound;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -66,6 +66,13 @@ impl SigningKey {
     }
 }
 
+/// A new secret for a webhook endpoint: `whsec_` and 32 random bytes in base64.
+pub fn generate_secret() -> crate::config::Secret<String> {
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    crate::config::Secret::new(format!("{SECRET_PREFIX}{}", STANDARD.encode(key)))
+}
+
 /// The `webhook-signature` value for `body` sent as message `id` at `timestamp` (unix
 /// seconds): one `v1,<base64>` entry per key, space-separated.
 ///
@@ -116,6 +123,17 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0], sign(&[&key()], "msg_1", 1, b"{}"));
         assert_ne!(sign(&[&key()], "msg_2", 1, b"{}"), entries[0]);
+    }
+
+    #[test]
+    fn generated_secrets_are_valid_and_differ() {
+        let (a, b) = (generate_secret(), generate_secret());
+        assert_ne!(a.expose(), b.expose());
+        assert_eq!(
+            SigningKey::parse(a.expose()).map(|k| k.0.len()),
+            Ok(32),
+            "32 random bytes"
+        );
     }
 
     #[test]

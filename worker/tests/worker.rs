@@ -443,6 +443,7 @@ fn sample_envelope() -> Envelope {
         reason: None,
         grant_id: None,
         actor_id: None,
+        endpoint_id: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Administrator endpoints: doors, holders, readers and grants.
+//! Administrator endpoints: doors, holders, readers, grants and webhook endpoints.
 //!
 //! Every change is one call of a database function that checks the admin's token, makes
 //! the change and records its action (who did what) in the same transaction, so the
@@ -10,11 +10,13 @@ mod doors;
 mod grants;
 mod holders;
 mod readers;
+mod webhooks;
 
 pub use doors::*;
 pub use grants::*;
 pub use holders::*;
 pub use readers::*;
+pub use webhooks::*;
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;

@@ -26,3 +26,4 @@ mod timestamps;
 mod tls;
 mod tokens;
 mod unlock;
+mod webhooks;
