@@ -39,11 +39,16 @@ enum Command {
     ///
     /// Example: LATCH_DATABASE_URL=postgres://latch_relay@db/latch LATCH_NATS_URL=nats://nats:4222 latch relay
     Relay,
-    /// Deliver events to the legacy attendance system and to webhooks.
+    /// Deliver events to the legacy attendance system, to a webhook sink, and to the webhook
+    /// endpoints managed through the API.
     ///
     /// A sink is enabled by its URL (LATCH_SINKS_LEGACY_URL, LATCH_SINKS_WEBHOOKS_URL).
     /// Run several: one delivers to each sink, the others stand by and take over when it
     /// stops pulling (LATCH_SINKS_<SINK>_TAKEOVER_AFTER).
+    ///
+    /// With LATCH_DATABASE_URL (a login in `latch_deliverer`, see `latch migrate
+    /// --worker-login`) it also delivers to the webhook endpoints; give it to one worker
+    /// only.
     ///
     /// Example: LATCH_SINKS_WEBHOOKS_URL=https://hooks.example/latch LATCH_SINKS_WEBHOOKS_SECRET=whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= latch worker
     Worker,
@@ -65,6 +70,10 @@ enum Command {
         /// `latch events`), a member of `latch_operator`.
         #[arg(long, value_name = "ROLE")]
         operator_login: Option<String>,
+        /// The same for the worker's login (webhook endpoints), a member of
+        /// `latch_deliverer`.
+        #[arg(long, value_name = "ROLE")]
+        worker_login: Option<String>,
     },
     /// Dead letters: list, show, replay to the sink that failed them, purge.
     #[command(subcommand)]
@@ -125,12 +134,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app_login,
             relay_login,
             operator_login,
+            worker_login,
         } => {
             let url = DatabaseConfig::migration_url(&source)?;
             let logins = latch_core::db::Logins {
                 api: app_login,
                 relay: relay_login,
                 operator: operator_login,
+                worker: worker_login,
             };
             let applied = latch_core::db::migrate(&url, &logins).await?;
             println!("migrations applied: {applied}; schema is up to date");
@@ -180,6 +191,7 @@ mod tests {
             latch_relay::SETTINGS,
             latch_worker::config::SETTINGS,
             latch_core::outbound::SETTINGS,
+            latch_worker::endpoints::SETTINGS,
             crate::site::SETTINGS,
         ]
         .concat()

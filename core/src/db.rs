@@ -214,13 +214,16 @@ where
 
 /// Login roles to create (if missing) and make members of the group role their process
 /// needs (migration V5): the API's of `latch_app`, the relay's of `latch_relayer`, the
-/// operator's (`latch outbox`, `latch dlq`, `latch events`) of `latch_operator`. Needs the
+/// operator's (`latch outbox`, `latch dlq`, `latch events`) of `latch_operator`, the
+/// worker's (webhook endpoints) of `latch_deliverer`. Needs the
 /// CREATEROLE right; meant for development stacks — in production a DBA grants the roles.
 #[derive(Debug, Default, Clone)]
 pub struct Logins {
     pub api: Option<String>,
     pub relay: Option<String>,
     pub operator: Option<String>,
+    /// The worker's, a member of `latch_deliverer` (webhook endpoints).
+    pub worker: Option<String>,
 }
 
 /// Applies the embedded migrations, makes sure the registry has its partitions, and sets
@@ -242,6 +245,7 @@ pub async fn migrate(url: &Secret<String>, logins: &Logins) -> anyhow::Result<us
         (&logins.api, "latch_app", "--app-login"),
         (&logins.relay, "latch_relayer", "--relay-login"),
         (&logins.operator, "latch_operator", "--operator-login"),
+        (&logins.worker, "latch_deliverer", "--worker-login"),
     ] {
         if let Some(login) = login {
             ensure_login(&client, login, group, flag).await?;

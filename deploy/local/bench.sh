@@ -208,7 +208,7 @@ export LATCH_DATABASE_URL="postgres://latch_api@127.0.0.1:$PGPORT/latch"
 export LATCH_MIGRATION_DATABASE_URL="postgres://latch@127.0.0.1:$PGPORT/latch"
 export LATCH_NATS_URL
 export LATCH_LOG_FORMAT=json
-"$LATCH_BIN" migrate --app-login latch_api --relay-login latch_relay --operator-login latch_ops >"$LOGS/migrate.log" 2>&1 || {
+"$LATCH_BIN" migrate --app-login latch_api --relay-login latch_relay --operator-login latch_ops --worker-login latch_worker >"$LOGS/migrate.log" 2>&1 || {
     cat "$LOGS/migrate.log" >&2
     die "latch migrate failed"
 }

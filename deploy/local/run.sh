@@ -111,10 +111,15 @@ if [[ -z $(psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname 
 fi
 
 # Each process connects as a login with only its own rights (the API's, the relay's, the
-# operator commands'); migrations, admin tokens and the demo seed use the superuser.
+# worker's, the operator commands'); migrations, admin tokens and the demo seed use the
+# superuser.
 export LATCH_DATABASE_URL="postgres://latch_api@127.0.0.1:$PGPORT/latch"
 RELAY_DATABASE_URL="postgres://latch_relay@127.0.0.1:$PGPORT/latch"
 OPERATOR_DATABASE_URL="postgres://latch_ops@127.0.0.1:$PGPORT/latch"
+WORKER_DATABASE_URL="postgres://latch_worker@127.0.0.1:$PGPORT/latch"
+# Webhook endpoints on this machine (the simulator's subscribers) are plain http on loopback;
+# elsewhere endpoints must be https on public addresses.
+export LATCH_WEBHOOKS_ALLOW_HTTP=true LATCH_WEBHOOKS_ALLOW_ADDRESSES=loopback
 export LATCH_MIGRATION_DATABASE_URL="postgres://latch@127.0.0.1:$PGPORT/latch"
 export LATCH_NATS_URL
 export LATCH_LOG_FORMAT=pretty
@@ -123,7 +128,8 @@ USER_HTTP_ADDR=${LATCH_HTTP_ADDR:-}
 unset LATCH_HTTP_ADDR
 
 log "migrating the database"
-"$LATCH_BIN" migrate --app-login latch_api --relay-login latch_relay --operator-login latch_ops
+"$LATCH_BIN" migrate --app-login latch_api --relay-login latch_relay --operator-login latch_ops \
+    --worker-login latch_worker
 
 if [[ ! -f $STACK/demo.env ]]; then
     log "seeding demo data into $STACK/demo.env"
@@ -308,7 +314,7 @@ RELAY_ADDR=$LISTEN_ADDR
 LATCH_SINKS_LEGACY_URL=$SIM_URL/tna/v2/punches LATCH_SINKS_LEGACY_SECRET=$LATCH_STACK_TNA_KEY \
     LATCH_SINKS_WEBHOOKS_URL=$SIM_URL/webhooks/latch LATCH_SINKS_WEBHOOKS_SECRET=$LATCH_STACK_WEBHOOK_SECRET \
     start_listening "latch worker" "$STACK/worker.log" /readyz "" \
-    env LATCH_ADMIN_ADDR=@ADDR@ "$LATCH_BIN" worker
+    env LATCH_ADMIN_ADDR=@ADDR@ LATCH_DATABASE_URL="$WORKER_DATABASE_URL" "$LATCH_BIN" worker
 WORKER_ADDR=$LISTEN_ADDR
 
 # What operator commands need to reach this stack (ports change from run to run).

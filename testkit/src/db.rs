@@ -9,8 +9,10 @@ use tokio_postgres::config::Host;
 pub const APP_LOGIN: &str = "latch_api";
 /// the relay's,
 pub const RELAY_LOGIN: &str = "latch_relay";
-/// and the operator commands'.
+/// the operator commands',
 pub const OPERATOR_LOGIN: &str = "latch_ops";
+/// and the worker's (webhook endpoints).
+pub const WORKER_LOGIN: &str = "latch_worker";
 
 /// A fresh database, migrated, for one test. Left behind when the test ends: the whole
 /// cluster belongs to the test run and is removed with it.
@@ -73,6 +75,11 @@ impl TestDb {
         for file in files {
             digest.update(std::fs::read(file).unwrap());
         }
+        // The logins are made by the migration too: a template from before a login was
+        // added is not reused.
+        for login in [APP_LOGIN, RELAY_LOGIN, OPERATOR_LOGIN, WORKER_LOGIN] {
+            digest.update(login.as_bytes());
+        }
         let template = format!("latch_tpl_{}", &hex::encode(digest.finalize())[..16]);
 
         let admin = self.connect_as(&self.superuser, "postgres").await;
@@ -96,6 +103,7 @@ impl TestDb {
                     api: Some(APP_LOGIN.to_owned()),
                     relay: Some(RELAY_LOGIN.to_owned()),
                     operator: Some(OPERATOR_LOGIN.to_owned()),
+                    worker: Some(WORKER_LOGIN.to_owned()),
                 },
             )
             .await
@@ -125,6 +133,11 @@ impl TestDb {
     /// The operator commands' login's URL.
     pub fn operator_url(&self) -> Secret<String> {
         Secret::new(self.url_for(OPERATOR_LOGIN, &self.name))
+    }
+
+    /// The worker's login's URL.
+    pub fn worker_url(&self) -> Secret<String> {
+        Secret::new(self.url_for(WORKER_LOGIN, &self.name))
     }
 
     /// The schema owner's URL (what `latch migrate` uses).

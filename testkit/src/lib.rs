@@ -22,7 +22,7 @@ pub mod pki;
 pub mod process;
 mod wait;
 
-pub use db::{APP_LOGIN, OPERATOR_LOGIN, RELAY_LOGIN, TestDb};
+pub use db::{APP_LOGIN, OPERATOR_LOGIN, RELAY_LOGIN, TestDb, WORKER_LOGIN};
 pub use nats::NatsServer;
 pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use wait::wait_until;

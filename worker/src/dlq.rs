@@ -57,16 +57,40 @@ pub struct DeadLetter<'a> {
     pub status: Option<u16>,
 }
 
+/// Where the original of a dead letter lives, and what it carried.
+pub struct Original<'a> {
+    pub subject: &'a str,
+    /// Its sequence in `LATCH_EVENTS`.
+    pub stream_seq: u64,
+    pub headers: Option<&'a HeaderMap>,
+    pub payload: bytes::Bytes,
+}
+
 /// Publishes the dead letter and waits for the stream to acknowledge it.
 pub async fn publish(
     js: &jetstream::Context,
     message: &Message,
     letter: DeadLetter<'_>,
 ) -> anyhow::Result<()> {
-    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let original = Original {
+        subject: message.subject.as_str(),
+        stream_seq: message.info().map(|i| i.stream_sequence).unwrap_or(0),
+        headers: message.headers.as_ref(),
+        payload: message.payload.clone(),
+    };
+    publish_original(js, original, letter).await
+}
+
+/// [`publish`], for an original read some other way than as a consumer's message.
+pub async fn publish_original(
+    js: &jetstream::Context,
+    original: Original<'_>,
+    letter: DeadLetter<'_>,
+) -> anyhow::Result<()> {
+    let sequence = original.stream_seq;
     let mut headers = HeaderMap::new();
-    if let Some(original) = &message.headers {
-        for (name, values) in original.iter() {
+    if let Some(headers_in) = original.headers {
+        for (name, values) in headers_in.iter() {
             let name: &str = name.as_ref();
             if name.starts_with("Nats-") {
                 continue;
@@ -84,7 +108,7 @@ pub async fn publish(
     if let Some(status) = letter.status {
         headers.insert(headers::STATUS, status.to_string());
     }
-    headers.insert(headers::SUBJECT, message.subject.as_str());
+    headers.insert(headers::SUBJECT, original.subject);
     headers.insert(headers::STREAM_SEQ, sequence.to_string());
     headers.insert(
         headers::AT,
@@ -95,7 +119,7 @@ pub async fn publish(
     js.publish_with_headers(
         latch_core::nats::dlq_subject(letter.sink),
         headers,
-        message.payload.clone(),
+        original.payload,
     )
     .await?
     .await?;

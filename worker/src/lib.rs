@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod config;
 pub mod deliver;
 pub mod dlq;
+pub mod endpoints;
 pub mod metrics;
 pub mod sink;
 
@@ -45,6 +46,8 @@ pub fn consumer_name(sink: SinkKind) -> String {
 
 pub struct Worker {
     pub sinks: Vec<SinkWorker>,
+    /// Delivery to the webhook endpoints (when the worker has a database).
+    pub endpoints: Option<endpoints::Endpoints>,
     pub metrics: WorkerMetrics,
     pub readiness: Readiness,
     js: jetstream::Context,
@@ -59,10 +62,6 @@ impl Worker {
         retry: RetryConfig,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Worker> {
-        anyhow::ensure!(
-            !sinks.is_empty(),
-            "no sink is configured: set LATCH_SINKS_LEGACY_URL and/or LATCH_SINKS_WEBHOOKS_URL"
-        );
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = latch_core::nats::connect(nats, "latch-worker").await?;
         let js = jetstream::new(client);
@@ -107,14 +106,45 @@ impl Worker {
         }
         Ok(Worker {
             sinks: workers,
+            endpoints: None,
             metrics,
             readiness: Readiness::default(),
             js,
         })
     }
 
+    /// Delivers to the webhook endpoints too, reading them from PostgreSQL.
+    pub async fn with_endpoints(
+        mut self,
+        nats: &NatsConfig,
+        database: &latch_core::config::DatabaseConfig,
+        config: endpoints::EndpointsConfig,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Worker> {
+        let stream = self
+            .js
+            .get_stream(&nats.events_stream)
+            .await
+            .context("cannot open the event stream")?;
+        self.endpoints = Some(
+            endpoints::Endpoints::build(
+                database,
+                config,
+                self.js.clone(),
+                stream,
+                self.metrics.clone(),
+                registry,
+            )
+            .await?,
+        );
+        Ok(self)
+    }
+
     /// Delivers until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let endpoints = self
+            .endpoints
+            .map(|endpoints| tokio::spawn(endpoints.run(shutdown.clone())));
         let watcher = tokio::spawn(watch(
             self.js.clone(),
             self.sinks
@@ -135,6 +165,11 @@ impl Worker {
             .collect();
         for task in tasks {
             task.await.context("a sink worker panicked")?;
+        }
+        if let Some(endpoints) = endpoints {
+            endpoints
+                .await
+                .context("the endpoints' delivery panicked")??;
         }
         let _ = watcher.await;
         Ok(())
@@ -194,5 +229,24 @@ pub async fn from_source(
             sinks.push(config);
         }
     }
-    Worker::build(&nats, sinks, RetryConfig::from_source(source)?, registry).await
+    let database = match source.optional::<String>(&latch_core::config::DATABASE_URL)? {
+        Some(_) => Some(latch_core::config::DatabaseConfig::from_source(source)?),
+        None => None,
+    };
+    anyhow::ensure!(
+        !sinks.is_empty() || database.is_some(),
+        "nothing to deliver to: set LATCH_SINKS_LEGACY_URL and/or LATCH_SINKS_WEBHOOKS_URL, \
+         and/or LATCH_DATABASE_URL for the webhook endpoints"
+    );
+    let retry = RetryConfig::from_source(source)?;
+    let worker = Worker::build(&nats, sinks, retry, registry).await?;
+    match database {
+        Some(database) => {
+            let config = endpoints::EndpointsConfig::from_source(source, retry)?;
+            worker
+                .with_endpoints(&nats, &database, config, registry)
+                .await
+        }
+        None => Ok(worker),
+    }
 }

@@ -150,6 +150,31 @@ impl Stack {
         tokio::spawn(worker.run(self.stop.clone()));
     }
 
+    /// A worker in this process that delivers to the webhook endpoints only (from the
+    /// database, as the worker's login), with `config`.
+    pub async fn endpoint_worker(
+        &self,
+        nats: &NatsServer,
+        config: latch_worker::endpoints::EndpointsConfig,
+    ) {
+        let nats = NatsConfig::for_url(nats.url());
+        let worker = Worker::build(&nats, Vec::new(), config.retry, &self.registry)
+            .await
+            .unwrap()
+            .with_endpoints(
+                &nats,
+                &DatabaseConfig {
+                    pool_size: 4,
+                    ..DatabaseConfig::with_url(self.db.worker_url())
+                },
+                config,
+                &self.registry,
+            )
+            .await
+            .unwrap();
+        tokio::spawn(worker.run(self.stop.clone()));
+    }
+
     /// Stops what this stack started (API, relay, worker), as a shutdown would.
     pub fn stop(&self) {
         self.stop.cancel();

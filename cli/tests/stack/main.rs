@@ -8,6 +8,8 @@
 //! - [`site`]: `latch doors|holders|readers|grants` against a real API.
 //! - [`browser`]: the event stream in Debian's Chromium, through an API restart.
 //! - [`feed`]: the event feed — pages, Server-Sent Events that resume, slow clients, scopes.
+//! - [`webhooks`]: webhook endpoints — filters, order, signatures, 410 and auto-disable,
+//!   the outbound check at delivery.
 //! - [`observability`]: dashboards and alert rules evaluated by a real Prometheus; traces
 //!   exported to an OTLP receiver.
 
@@ -21,3 +23,4 @@ mod observability;
 mod pipeline;
 mod site;
 mod takeover;
+mod webhooks;

@@ -1,0 +1,472 @@
+//! Delivery to webhook endpoints: many integrators, each with its own URL, filter, secret,
+//! rate and failures (the endpoints are managed through the API; migration V8).
+//!
+//! # Design: one reader of the stream, a cursor per endpoint
+//!
+//! JetStream consumers are not made per endpoint: 10,000 durable consumers, each with its
+//! own state on the server and its own pull, would cost the server memory and the worker a
+//! pull loop per endpoint, whether the endpoint is busy or idle. Instead:
+//!
+//! - **The tail** ([`tail`]): one ordered consumer per worker follows `latch.events.>`
+//!   from the stream's end. Each event is parsed once and offered to the inbox of every
+//!   endpoint whose filter (kinds, sites) it matches. Offering never waits: an inbox holds
+//!   [`INBOX`] events, and an endpoint whose inbox is full only gets a mark that it missed
+//!   some ("overflowed").
+//! - **A cursor per endpoint** ([`endpoint`]): each endpoint has its own task, its own
+//!   position in the stream (saved in PostgreSQL, `webhook_endpoints.position`: every
+//!   event routed to it up to there is delivered or dead-lettered), its own lanes, breaker,
+//!   rate limit, `Retry-After` pause, retry schedule and attempt count. It takes events
+//!   from its inbox while it keeps up; when it starts, after a restart, when it was
+//!   disabled, or when its inbox overflowed, it reads what it missed from the stream itself
+//!   in pages (a short-lived ordered consumer from its position, filtered by its kinds;
+//!   [`MAX_READS`](EndpointsConfig::max_reads) pages at once per worker) until it reaches
+//!   the stream's end, and then takes from its inbox again. The backlog of a slow or
+//!   failing endpoint is the stream itself, not the worker's memory, and nothing it does
+//!   makes another endpoint wait: the tail never blocks on it.
+//! - **Order.** Within an endpoint, events go to lanes by holder (door for events without
+//!   one), and a lane delivers one event at a time, retrying in place; so one holder's
+//!   events arrive in commit order, as for the sinks.
+//! - **At least once.** The position saved is just before the oldest event still in hand,
+//!   so after a crash the worker delivers again from there: an event may reach an endpoint
+//!   twice, with the same `webhook-id`, which receivers apply once.
+//! - **Endpoints change** through the API; the worker reads the table every
+//!   [`refresh`](EndpointsConfig::refresh) and follows: a new endpoint starts with the
+//!   first event stored at or after its creation, a disabled one stops (keeping its
+//!   position), an enabled one resumes from its position (or from the time of enabling,
+//!   when the operator says "now"), a deleted one stops for good; a changed URL, filter,
+//!   rate or secret applies from the next call.
+//!
+//! # Failure handling
+//!
+//! A 2xx is delivered; a 410 Gone disables the endpoint at once; another 4xx (but 408 and
+//! 429) dead-letters the event (`latch.dlq.endpoint.<id>`); the rest is retried after a
+//! capped, jittered backoff, or the endpoint's `Retry-After` if longer — which pauses the
+//! whole endpoint, not one lane. After [`max_attempts`](EndpointsConfig::max_attempts)
+//! calls an event is dead-lettered. Five consecutive failures open the endpoint's breaker
+//! (no calls, no attempts used, for 5 s doubling to a minute, then one probe). An endpoint
+//! with no successful call for [`disable_after`](EndpointsConfig::disable_after) since its
+//! first failure is disabled, with a `webhook_endpoint_disabled` action and event. Every
+//! call is recorded in `webhook_attempts`, kept for
+//! [`attempts_retention`](EndpointsConfig::attempts_retention).
+//!
+//! Only one worker may deliver to endpoints at a time (each endpoint's position is saved
+//! by the worker that delivers to it): run the others without `LATCH_DATABASE_URL`.
+
+pub mod call;
+pub mod endpoint;
+pub mod store;
+pub mod tail;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use deadpool_postgres::Pool;
+use latch_core::config::{ConfigError, DatabaseConfig, Setting, Source};
+use latch_core::outbound::Policy;
+use latch_core::shutdown::CancellationToken;
+use prometheus::{IntGaugeVec, Opts, Registry};
+use tokio::sync::{Semaphore, mpsc};
+use uuid::Uuid;
+
+use crate::config::RetryConfig;
+use crate::metrics::WorkerMetrics;
+use endpoint::Runtime;
+use store::Attempt;
+
+/// Events an endpoint's inbox holds before it reads from the stream instead.
+pub const INBOX: usize = 256;
+
+/// The `sink` label of the endpoints' delivery metrics (one for all endpoints: the
+/// per-endpoint figures are in `GET /v1/webhooks/endpoints/{id}`, not in Prometheus).
+pub const METRICS_SINK: &str = "endpoints";
+
+/// How the endpoints are delivered to.
+#[derive(Debug, Clone)]
+pub struct EndpointsConfig {
+    /// Bounds each call (`LATCH_WEBHOOKS_TIMEOUT`).
+    pub timeout: Duration,
+    /// Lanes per endpoint: its calls in flight at most (`LATCH_WEBHOOKS_CONCURRENCY`).
+    pub concurrency: usize,
+    /// Calls before an event is dead-lettered (`LATCH_WEBHOOKS_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// An endpoint without a success this long after its first failure is disabled
+    /// (`LATCH_WEBHOOKS_DISABLE_AFTER`).
+    pub disable_after: Duration,
+    /// Attempts are kept this long (`LATCH_WEBHOOKS_ATTEMPTS_RETENTION`).
+    pub attempts_retention: Duration,
+    /// How often the endpoints table is read again, and progress saved
+    /// (`LATCH_WEBHOOKS_REFRESH`).
+    pub refresh: Duration,
+    /// Pages read from the stream at once, by all endpoints together
+    /// (`LATCH_WEBHOOKS_MAX_READS`).
+    pub max_reads: usize,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub retry: RetryConfig,
+    pub policy: Policy,
+}
+
+const fn setting(key: &'static str, default: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        key,
+        default: Some(default),
+        meaning,
+    }
+}
+
+pub const TIMEOUT: Setting = setting("webhooks.timeout", "5s", "bounds each call to an endpoint");
+pub const CONCURRENCY: Setting = setting(
+    "webhooks.concurrency",
+    "4",
+    "lanes per endpoint: its calls in flight at most",
+);
+pub const MAX_ATTEMPTS: Setting = setting(
+    "webhooks.max_attempts",
+    "8",
+    "calls before an event is dead-lettered for an endpoint",
+);
+pub const DISABLE_AFTER: Setting = setting(
+    "webhooks.disable_after",
+    "3d",
+    "an endpoint without a successful call this long after its first failure is disabled",
+);
+pub const ATTEMPTS_RETENTION: Setting = setting(
+    "webhooks.attempts_retention",
+    "7d",
+    "how long endpoint attempts are kept",
+);
+pub const REFRESH: Setting = setting(
+    "webhooks.refresh",
+    "1s",
+    "how often the worker reads the endpoints again and saves their progress",
+);
+pub const MAX_READS: Setting = setting(
+    "webhooks.max_reads",
+    "8",
+    "pages endpoints catching up read from the stream at once",
+);
+
+pub const SETTINGS: &[Setting] = &[
+    TIMEOUT,
+    CONCURRENCY,
+    MAX_ATTEMPTS,
+    DISABLE_AFTER,
+    ATTEMPTS_RETENTION,
+    REFRESH,
+    MAX_READS,
+];
+
+impl EndpointsConfig {
+    pub fn from_source(source: &Source, retry: RetryConfig) -> Result<Self, ConfigError> {
+        Ok(EndpointsConfig {
+            timeout: source.duration(&TIMEOUT)?,
+            concurrency: source.count(&CONCURRENCY)?,
+            max_attempts: source.count(&MAX_ATTEMPTS)? as u32,
+            disable_after: source.duration(&DISABLE_AFTER)?,
+            attempts_retention: source.duration(&ATTEMPTS_RETENTION)?,
+            refresh: source.duration(&REFRESH)?,
+            max_reads: source.count(&MAX_READS)?,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(5),
+            retry,
+            policy: Policy::from_source(source)?,
+        })
+    }
+
+    /// The defaults, with this policy.
+    pub fn with_policy(policy: Policy) -> Self {
+        EndpointsConfig {
+            policy,
+            ..EndpointsConfig::from_source(&Source::default(), RetryConfig::default())
+                .expect("the declared defaults are valid")
+        }
+    }
+}
+
+/// Aggregate gauges (bounded labels: never one series per endpoint).
+#[derive(Clone)]
+pub struct EndpointMetrics {
+    /// Endpoints by state: `delivering`, `catching_up`, `breaker_open`.
+    pub endpoints: IntGaugeVec,
+}
+
+impl EndpointMetrics {
+    fn new(registry: &Registry) -> anyhow::Result<Self> {
+        let endpoints = IntGaugeVec::new(
+            Opts::new(
+                "latch_webhook_endpoints",
+                "Enabled webhook endpoints this worker delivers to, by state",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(endpoints.clone()))?;
+        Ok(EndpointMetrics { endpoints })
+    }
+}
+
+/// What every endpoint's task shares.
+pub struct Shared {
+    pub config: EndpointsConfig,
+    pub pool: Pool,
+    pub js: jetstream::Context,
+    pub stream: jetstream::stream::Stream,
+    pub http: reqwest::Client,
+    pub policy: Arc<Policy>,
+    pub reads: Semaphore,
+    pub attempts: mpsc::Sender<Attempt>,
+    pub metrics: WorkerMetrics,
+    /// The tail's position: every event up to here has been offered to the inboxes.
+    pub tail: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The endpoints the tail offers events to.
+pub type Routing = Arc<RwLock<Arc<Vec<Arc<Runtime>>>>>;
+
+/// The endpoints' delivery, ready to run.
+pub struct Endpoints {
+    shared: Arc<Shared>,
+    metrics: EndpointMetrics,
+    attempts: mpsc::Receiver<Attempt>,
+}
+
+/// Attempts waiting to be written at most; beyond, they are dropped (and counted).
+const ATTEMPT_BUFFER: usize = 10_000;
+
+impl Endpoints {
+    pub async fn build(
+        database: &DatabaseConfig,
+        config: EndpointsConfig,
+        js: jetstream::Context,
+        stream: jetstream::stream::Stream,
+        metrics: WorkerMetrics,
+        registry: &Registry,
+    ) -> anyhow::Result<Endpoints> {
+        let pool = latch_core::db::pool(database)?;
+        let policy = Arc::new(config.policy.clone());
+        let http = call::client(policy.clone(), config.timeout)?;
+        let (sender, attempts) = mpsc::channel(ATTEMPT_BUFFER);
+        Ok(Endpoints {
+            metrics: EndpointMetrics::new(registry)?,
+            attempts,
+            shared: Arc::new(Shared {
+                reads: Semaphore::new(config.max_reads),
+                config,
+                pool,
+                js,
+                stream,
+                http,
+                policy,
+                attempts: sender,
+                metrics,
+                tail: Arc::default(),
+            }),
+        })
+    }
+
+    /// Delivers until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let routing: Routing = Arc::default();
+        // The tail's start is fixed before any endpoint reads its first page, so that a
+        // page read to the stream's end meets the events the tail offers.
+        let tail = tail::Tail::start(&shared)
+            .await
+            .context("cannot follow the event stream")?;
+        let tail_task = tokio::spawn(tail.run(shared.clone(), routing.clone(), shutdown.clone()));
+        let writer = tokio::spawn(write_attempts(
+            shared.clone(),
+            self.attempts,
+            shutdown.clone(),
+        ));
+        let mut running: HashMap<Uuid, Arc<Runtime>> = HashMap::new();
+        let mut last_prune = None::<std::time::Instant>;
+        let mut failing = false;
+        tracing::info!("delivering to webhook endpoints");
+        loop {
+            match store::load(&shared.pool).await {
+                Ok(rows) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("reading the webhook endpoints again");
+                    }
+                    follow(&shared, &routing, &mut running, rows, &shutdown)
+                }
+                Err(error) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "cannot read the webhook endpoints; retrying"
+                        );
+                    }
+                }
+            }
+            save_progress(&shared, running.values()).await;
+            self.metrics.observe(running.values());
+            if last_prune.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                last_prune = Some(std::time::Instant::now());
+                match store::prune(&shared.pool, shared.config.attempts_retention).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "old endpoint attempts pruned"),
+                    Err(error) => tracing::warn!(%error, "cannot prune endpoint attempts"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(shared.config.refresh) => {}
+            }
+        }
+        for runtime in running.values() {
+            runtime.stop();
+        }
+        for runtime in running.values() {
+            runtime.stopped().await;
+        }
+        save_progress(&shared, running.values()).await;
+        let _ = tail_task.await;
+        let _ = writer.await;
+        Ok(())
+    }
+}
+
+impl EndpointMetrics {
+    fn observe<'a>(&self, runtimes: impl Iterator<Item = &'a Arc<Runtime>>) {
+        let (mut delivering, mut catching_up, mut open) = (0, 0, 0);
+        for runtime in runtimes {
+            if runtime.catching_up() {
+                catching_up += 1;
+            } else {
+                delivering += 1;
+            }
+            if runtime.breaker_open() {
+                open += 1;
+            }
+        }
+        for (state, value) in [
+            ("delivering", delivering),
+            ("catching_up", catching_up),
+            ("breaker_open", open),
+        ] {
+            self.endpoints.with_label_values(&[state]).set(value);
+        }
+    }
+}
+
+/// Starts, changes and stops endpoint tasks to match the table.
+fn follow(
+    shared: &Arc<Shared>,
+    routing: &Routing,
+    running: &mut HashMap<Uuid, Arc<Runtime>>,
+    rows: Vec<store::EndpointRow>,
+    shutdown: &CancellationToken,
+) {
+    let mut changed = false;
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    for row in rows {
+        seen.insert(row.id);
+        let current = running.get(&row.id).cloned();
+        match current {
+            Some(runtime) if row.disabled || runtime.row().start_at != row.start_at => {
+                // Disabled, or enabled again "from now": this task stops; an enabled one
+                // starts afresh below on the next pass.
+                runtime.stop();
+                running.remove(&row.id);
+                retire(shared, runtime);
+                changed = true;
+            }
+            Some(runtime) => {
+                if !runtime.row().same_version(&row) {
+                    runtime.update(row);
+                }
+            }
+            None if row.disabled => {}
+            None => {
+                let runtime = Runtime::start(shared.clone(), row, shutdown);
+                running.insert(runtime.id(), runtime);
+                changed = true;
+            }
+        }
+    }
+    running.retain(|id, runtime| {
+        let deleted = !seen.contains(id);
+        if deleted || runtime.is_stopped() {
+            runtime.stop();
+            if !deleted {
+                retire(shared, runtime.clone());
+            }
+            changed = true;
+            return false;
+        }
+        true
+    });
+    if changed {
+        let snapshot: Vec<Arc<Runtime>> = running.values().cloned().collect();
+        if let Ok(mut routes) = routing.write() {
+            *routes = Arc::new(snapshot);
+        }
+    }
+}
+
+async fn save_progress<'a>(shared: &Shared, runtimes: impl Iterator<Item = &'a Arc<Runtime>>) {
+    let tail = shared.tail.load(std::sync::atomic::Ordering::Acquire);
+    let pending: Vec<(&Arc<Runtime>, store::Progress)> = runtimes
+        .filter_map(|r| r.progress(tail).map(|p| (r, p)))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let progress: Vec<store::Progress> = pending.iter().map(|(_, p)| p.clone()).collect();
+    match store::save(&shared.pool, &progress).await {
+        Ok(()) => {
+            for (runtime, saved) in pending {
+                runtime.saved(saved);
+            }
+        }
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "cannot save the endpoints' progress; retrying"
+        ),
+    }
+}
+
+/// Saves a stopped endpoint's progress once its lanes have let go.
+fn retire(shared: &Arc<Shared>, runtime: Arc<Runtime>) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        runtime.stopped().await;
+        save_progress(&shared, std::iter::once(&runtime)).await;
+    });
+}
+
+/// Writes attempts in batches until shutdown (and what is left then).
+async fn write_attempts(
+    shared: Arc<Shared>,
+    mut attempts: mpsc::Receiver<Attempt>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(500);
+    loop {
+        let open = tokio::select! {
+            received = attempts.recv_many(&mut batch, 500) => received > 0,
+            _ = shutdown.cancelled() => false,
+        };
+        if !open {
+            while let Ok(attempt) = attempts.try_recv() {
+                batch.push(attempt);
+            }
+        }
+        if let Err(error) = store::record(&shared.pool, &batch).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                lost = batch.len(),
+                "cannot record endpoint attempts"
+            );
+        }
+        batch.clear();
+        if !open {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
