@@ -2,7 +2,8 @@
 --
 -- - `webhook_endpoints`: one row per subscriber, managed by administrators through the
 --   functions below (each records its action: `webhook_endpoint_created`, `_updated`,
---   `_deleted`, `_enabled`, `_disabled`, `webhook_secret_rotated`), so every change is in
+--   `_deleted`, `_enabled`, `_disabled`, `webhook_secret_rotated`,
+--   `webhook_recovery_started`), so every change is in
 --   the registry with its author, like every other administrative change. An action about
 --   an endpoint names it in the new `endpoint_id` column, which the envelope carries.
 -- - The signing secret (`whsec_…`) is kept as written: the worker must sign with it. Only
@@ -12,8 +13,13 @@
 -- - Delivery state, written by the worker: `position` (the event stream's sequence up to
 --   which every event routed to the endpoint has been delivered or dead-lettered; NULL:
 --   not started, it starts with the first event stored at or after `start_at`),
---   `last_success_at`, `failing_since`. A disabled endpoint keeps its position: enabling it
---   resumes from there, or from `start_at` = now when the operator asks.
+--   `last_success_at`, `failing_since`, counts of calls delivered, failed and events
+--   dead-lettered, and the breaker's state. A disabled endpoint keeps its position:
+--   enabling it resumes from there, or from `start_at` = now when the operator asks.
+-- - A recovery (`latch_recover_webhook_endpoint`) moves the endpoint's cursor back to a
+--   time: every event routed to it since then is delivered again, in order, with its
+--   original id, before newer ones; the cursor is saved as it goes, so a recovery survives
+--   a restart, and `position` shows how far it is.
 -- - `webhook_attempts`: every call made to an endpoint (time, event, status or error
 --   class, latency, the first KiB of the answer), pruned by the worker after a retention
 --   period.
@@ -47,7 +53,14 @@ CREATE TABLE webhook_endpoints (
     start_at              timestamptz NOT NULL DEFAULT now(),
     position              bigint CHECK (position >= 0),
     last_success_at       timestamptz,
-    failing_since         timestamptz
+    failing_since         timestamptz,
+    delivered_count       bigint NOT NULL DEFAULT 0,
+    failed_count          bigint NOT NULL DEFAULT 0,
+    dead_lettered_count   bigint NOT NULL DEFAULT 0,
+    breaker               text NOT NULL DEFAULT 'closed'
+                          CHECK (breaker IN ('closed', 'open', 'half_open')),
+    recover_since         timestamptz,
+    recover_requested_at  timestamptz
 );
 
 CREATE TABLE webhook_attempts (
@@ -70,12 +83,15 @@ ALTER TABLE actions ADD COLUMN endpoint_id uuid;
 
 -- The worker's group reads the endpoints (secrets included), writes what delivery learns.
 GRANT SELECT ON webhook_endpoints TO latch_deliverer;
-GRANT UPDATE (position, last_success_at, failing_since) ON webhook_endpoints TO latch_deliverer;
+GRANT UPDATE (position, last_success_at, failing_since, delivered_count, failed_count,
+               dead_lettered_count, breaker)
+    ON webhook_endpoints TO latch_deliverer;
 GRANT SELECT, INSERT, DELETE ON webhook_attempts TO latch_deliverer;
 -- The API reads everything but the secrets.
 GRANT SELECT (id, url, description, kinds, sites, rate_per_second, previous_secret_until,
               disabled_at, disabled_reason, created_by, created_at, updated_at, start_at,
-              position, last_success_at, failing_since)
+              position, last_success_at, failing_since, delivered_count, failed_count,
+              dead_lettered_count, breaker, recover_since, recover_requested_at)
     ON webhook_endpoints TO latch_app, latch_operator;
 GRANT SELECT ON webhook_attempts TO latch_app, latch_operator;
 
@@ -240,6 +256,28 @@ BEGIN
 END
 $$;
 
+-- Delivers again everything routed to the endpoint since `p_since` (its cursor moves back).
+CREATE FUNCTION latch_recover_webhook_endpoint(p_token bytea, p_action uuid, p_trace text,
+                                               p_id uuid, p_since timestamptz)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    actor uuid := latch_admin_id(p_token);
+BEGIN
+    IF actor IS NULL THEN RETURN 'unauthorized'; END IF;
+    IF latch_endpoint_admin(p_token) IS NULL THEN RETURN 'forbidden'; END IF;
+    UPDATE webhook_endpoints SET
+        start_at = p_since, position = NULL, recover_since = p_since,
+        recover_requested_at = now(), updated_at = now()
+    WHERE id = p_id;
+    IF NOT FOUND THEN RETURN 'not_found'; END IF;
+    PERFORM latch_record_endpoint_action(p_action, 'webhook_recovery_started', actor, p_trace,
+        p_id, format('endpoint %s: every event routed to it since %s is delivered again',
+                     p_id, to_char(p_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')));
+    RETURN 'done';
+END
+$$;
+
 -- The worker disables an endpoint (410 Gone, or no success for too long); `already` if it
 -- was disabled meanwhile.
 CREATE FUNCTION latch_disable_webhook_endpoint(p_action uuid, p_id uuid, p_reason text)
@@ -265,11 +303,13 @@ REVOKE ALL ON FUNCTION latch_record_endpoint_action(uuid, text, uuid, text, uuid
     latch_update_webhook_endpoint(bytea, uuid, text, uuid, text, text, text[], boolean, text[], boolean, integer, boolean, boolean),
     latch_delete_webhook_endpoint(bytea, uuid, text, uuid),
     latch_rotate_webhook_secret(bytea, uuid, text, uuid, text, bigint),
+    latch_recover_webhook_endpoint(bytea, uuid, text, uuid, timestamptz),
     latch_disable_webhook_endpoint(uuid, uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     latch_create_webhook_endpoint(bytea, uuid, text, uuid, text, text, text[], text[], integer, text),
     latch_update_webhook_endpoint(bytea, uuid, text, uuid, text, text, text[], boolean, text[], boolean, integer, boolean, boolean),
     latch_delete_webhook_endpoint(bytea, uuid, text, uuid),
-    latch_rotate_webhook_secret(bytea, uuid, text, uuid, text, bigint)
+    latch_rotate_webhook_secret(bytea, uuid, text, uuid, text, bigint),
+    latch_recover_webhook_endpoint(bytea, uuid, text, uuid, timestamptz)
     TO latch_app;
 GRANT EXECUTE ON FUNCTION latch_disable_webhook_endpoint(uuid, uuid, text) TO latch_deliverer;

@@ -47,6 +47,9 @@ use crate::{admin, feed, health, readers, registry, session};
         admin::update_endpoint,
         admin::delete_endpoint,
         admin::rotate_endpoint_secret,
+        admin::list_attempts,
+        admin::endpoint_stats,
+        admin::recover_endpoint,
         registry::list_actions,
         registry::presence,
         feed::pull::list,
@@ -357,6 +360,11 @@ const PARAMETERS: &[(&str, &str, Limit)] = &[
         "/v1/events",
         "limit",
         Limit::Range(1, crate::feed::pull::MAX_LIMIT as i64),
+    ),
+    (
+        "/v1/webhooks/endpoints/{id}/attempts",
+        "limit",
+        Limit::Range(1, crate::admin::MAX_ATTEMPTS_PAGE),
     ),
     ("", "site", Limit::Site),
 ];

@@ -79,6 +79,7 @@ kinds! {
     WebhookEndpointEnabled => "webhook_endpoint_enabled",
     WebhookEndpointDisabled => "webhook_endpoint_disabled",
     WebhookSecretRotated => "webhook_secret_rotated",
+    WebhookRecoveryStarted => "webhook_recovery_started",
 }
 
 /// True for a site name as the `doors` table's CHECK constraint admits it: 1 to 63
@@ -140,7 +141,7 @@ pub struct Envelope {
     /// The admin who did it, for administrative events.
     pub actor_id: Option<Uuid>,
     /// The webhook endpoint an event about one (`webhook_endpoint_*`,
-    /// `webhook_secret_rotated`) concerns.
+    /// `webhook_secret_rotated`, `webhook_recovery_started`) concerns.
     #[serde(default)]
     pub endpoint_id: Option<Uuid>,
 }

@@ -10,12 +10,14 @@ mod doors;
 mod grants;
 mod holders;
 mod readers;
+mod webhook_delivery;
 mod webhooks;
 
 pub use doors::*;
 pub use grants::*;
 pub use holders::*;
 pub use readers::*;
+pub use webhook_delivery::*;
 pub use webhooks::*;
 
 use deadpool_postgres::Transaction;

@@ -193,7 +193,10 @@ impl From<&Row> for Endpoint {
     }
 }
 
-async fn endpoint_by_id(db: &impl GenericClient, id: Uuid) -> Result<Endpoint, ApiError> {
+pub(super) async fn endpoint_by_id(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Endpoint, ApiError> {
     let row = db
         .query_opt(
             &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"),
@@ -204,12 +207,12 @@ async fn endpoint_by_id(db: &impl GenericClient, id: Uuid) -> Result<Endpoint, A
     Ok(Endpoint::from(&row))
 }
 
-fn endpoint_not_found() -> ApiError {
+pub(super) fn endpoint_not_found() -> ApiError {
     ApiError::not_found("endpoint_not_found", "no webhook endpoint with this id")
 }
 
 /// Endpoints deliver any site's events: only an `admin` token for every site manages them.
-fn require_endpoint_admin(admin: &Admin) -> Result<(), ApiError> {
+pub(super) fn require_endpoint_admin(admin: &Admin) -> Result<(), ApiError> {
     admin.require(Scope::Admin)?;
     if admin.sites.is_some() {
         return Err(ApiError::new(

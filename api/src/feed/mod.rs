@@ -252,6 +252,14 @@ pub fn parse_cursor(cursor: &str) -> Result<u64, ApiError> {
 }
 
 /// The feed of one API process: its NATS connection, the live ring, its settings.
+/// Events waiting after a position.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Backlog {
+    pub pending: u64,
+    /// When the first of them was stored.
+    pub oldest: Option<time::OffsetDateTime>,
+}
+
 pub struct Feed {
     js: jetstream::Context,
     stream: String,
@@ -307,6 +315,79 @@ impl Feed {
         let state = &stream.cached_info().state;
         let (first, last) = (state.first_sequence, state.last_sequence);
         Ok((stream, first, last))
+    }
+
+    /// What waits after a position (`None`: from `start`): how many events on `subjects`,
+    /// and when the first of them was stored. For a webhook endpoint's backlog.
+    pub async fn backlog(
+        &self,
+        subjects: Vec<String>,
+        after: Option<u64>,
+        start: time::OffsetDateTime,
+    ) -> Result<Backlog, FeedError> {
+        let _permit =
+            self.reads.acquire().await.map_err(|_| {
+                FeedError::Unavailable(anyhow::anyhow!("the feed is shutting down"))
+            })?;
+        let (stream, _, last) = self.stream_state().await?;
+        if after.is_some_and(|after| after >= last) {
+            return Ok(Backlog::default());
+        }
+        let unavailable =
+            |e: anyhow::Error| FeedError::Unavailable(e.context("cannot read the backlog"));
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subjects: subjects,
+                deliver_policy: match after {
+                    Some(after) => consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: after + 1,
+                    },
+                    None => consumer::DeliverPolicy::ByStartTime { start_time: start },
+                },
+                max_batch: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        let name = consumer.cached_info().name.clone();
+        let pending = consumer.cached_info().num_pending;
+        let oldest = if pending == 0 {
+            Ok(None)
+        } else {
+            async {
+                let mut messages = consumer.messages().await?;
+                let first = tokio::time::timeout(MESSAGE_WAIT, messages.next())
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
+                let info = first.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::Ok(Some(info.published))
+            }
+            .await
+            .map_err(unavailable)
+        };
+        self.forget_consumer(stream, name);
+        Ok(Backlog {
+            pending,
+            oldest: oldest?,
+        })
+    }
+
+    /// Messages on `subject` in `stream` (the dead-letter stream, say).
+    pub async fn count_on(&self, stream: &str, subject: &str) -> Result<u64, FeedError> {
+        let stream = self.js.get_stream(stream).await.map_err(|e| {
+            FeedError::Unavailable(anyhow::Error::new(e).context("cannot read the stream"))
+        })?;
+        let unavailable =
+            |e: anyhow::Error| FeedError::Unavailable(e.context("cannot read the stream"));
+        let mut subjects = stream
+            .info_with_subjects(subject)
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        let mut total = 0;
+        while let Some(entry) = subjects.next().await {
+            total += entry.map_err(|e| unavailable(e.into()))?.1 as u64;
+        }
+        Ok(total)
     }
 
     /// The position of the newest event: where a stream that wants only new events starts.

@@ -448,3 +448,153 @@ async fn only_an_admin_token_for_every_site_manages_endpoints() {
         "{denied:?}"
     );
 }
+
+#[tokio::test]
+async fn attempts_are_listed_newest_first_filtered_and_paged() {
+    let app = local_app().await;
+    let id = uuid(&create(&app, json!({"url": "http://127.0.0.1:9/hook"})).await["id"]);
+    let owner = app.db.owner().await;
+    // 5 attempts of one event: two refused connections, a 503, a 429, then delivered.
+    let event = Uuid::now_v7();
+    for (n, (outcome, status, error)) in [
+        ("retry", None, Some("connection_failed")),
+        ("retry", None, Some("connection_failed")),
+        ("retry", Some(503i16), None),
+        ("retry", Some(429), None),
+        ("delivered", Some(200), None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        owner
+            .execute(
+                "INSERT INTO webhook_attempts (endpoint_id, attempted_at, event_id, outcome,
+                                               status, error, latency_ms, response)
+                 VALUES ($1, now() - make_interval(secs => $2), $3, $4, $5, $6, 12, 'ok')",
+                &[&id, &(10.0 - n as f64), &event, &outcome, &status, &error],
+            )
+            .await
+            .expect("attempt");
+    }
+    let path = format!("{ENDPOINTS}/{id}/attempts");
+    let all = app.admin_get(&path).await;
+    let statuses: Vec<Value> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [json!(200), json!(429), json!(503), Value::Null, Value::Null]
+    );
+    assert!(all["next_cursor"].is_null());
+    let delivered = app.admin_get(&format!("{path}?status=delivered")).await;
+    assert_eq!(delivered["items"].as_array().map(Vec::len), Some(1));
+    let throttled = app.admin_get(&format!("{path}?status=429")).await;
+    assert_eq!(throttled["items"][0]["status"], 429);
+
+    // Pages of two, each attempt once.
+    let mut seen = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = app
+            .admin_get(&match &cursor {
+                Some(cursor) => format!("{path}?limit=2&cursor={cursor}"),
+                None => format!("{path}?limit=2"),
+            })
+            .await;
+        seen += page["items"].as_array().map(Vec::len).unwrap_or(0);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 5);
+
+    for (query, code) in [
+        ("status=gone", "invalid_status"),
+        ("cursor=not-ours", "invalid_cursor"),
+        ("limit=0", "invalid_limit"),
+    ] {
+        expect_error(
+            app.get(&format!("{path}?{query}"), &app.admin_token).await,
+            StatusCode::BAD_REQUEST,
+            code,
+        )
+        .await;
+    }
+    expect_error(
+        app.get(
+            &format!("{ENDPOINTS}/{}/attempts", Uuid::now_v7()),
+            &app.admin_token,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "endpoint_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_recovery_moves_the_endpoints_cursor_back_and_is_recorded() {
+    let app = local_app().await;
+    let id = uuid(&create(&app, json!({"url": "http://127.0.0.1:9/hook"})).await["id"]);
+    let path = format!("{ENDPOINTS}/{id}/recover");
+    expect_error(
+        send(
+            &app,
+            Method::POST,
+            &path,
+            Some(json!({"since": "2999-01-01T00:00:00Z"})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    expect_error(
+        send(&app, Method::POST, &path, Some(json!({}))).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_body",
+    )
+    .await;
+    let since = "2026-01-02T03:04:05Z";
+    let answer = send(&app, Method::POST, &path, Some(json!({"since": since}))).await;
+    expect_status(answer, StatusCode::ACCEPTED).await;
+    let row = app
+        .db
+        .owner()
+        .await
+        .query_one(
+            "SELECT start_at = $2::timestamptz, position IS NULL, recover_since = $2::timestamptz
+             FROM webhook_endpoints WHERE id = $1",
+            &[
+                &id,
+                &time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+                    .expect("time"),
+            ],
+        )
+        .await
+        .expect("endpoint");
+    assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    let kinds: Vec<String> = actions_of(&app, id)
+        .await
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["webhook_endpoint_created", "webhook_recovery_started"]
+    );
+
+    // Stats without the event stream: what the database knows, the rest null.
+    let stats = app.admin_get(&format!("{ENDPOINTS}/{id}/stats")).await;
+    assert_eq!(stats["delivered"], 0);
+    assert_eq!(stats["breaker"], "closed");
+    assert!(
+        stats["pending"].is_null() && stats["dead_letters"].is_null(),
+        "{stats}"
+    );
+    assert_eq!(stats["recover_since"], since);
+}

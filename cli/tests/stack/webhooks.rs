@@ -36,7 +36,10 @@ impl Hooks {
         let stack = Stack::new().await;
         let nats = NatsServer::start();
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
-        let api = stack.api_with(2, |api| api.outbound = Policy::local());
+        let api = stack.api_with(2, |api| {
+            api.outbound = Policy::local();
+            api.nats = Some(latch_core::nats::NatsConfig::for_url(nats.url()));
+        });
         stack.relay(&nats).await;
         stack.endpoint_worker(&nats, config).await;
         let admin = first_admin(&stack.db, "webhooks test").await;
@@ -395,4 +398,55 @@ async fn the_worker_refuses_at_delivery_an_address_its_policy_forbids() {
         h.sim.subscriber_stats("inside").unwrap().counters.received,
         0
     );
+}
+
+#[tokio::test]
+async fn a_recovery_delivers_again_with_the_original_ids_and_each_takes_effect_once() {
+    let h = Hooks::start(Hooks::local()).await;
+    h.holder("ADA").await;
+    let id = h
+        .endpoint("crm", json!({"kinds": ["check_in", "check_out"]}))
+        .await;
+    let since = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let sent = h.traffic("hq", "ADA", 3).await;
+    let presence: Vec<Uuid> = sent
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 3 != 1)
+        .map(|(_, id)| *id)
+        .collect();
+    h.delivered("crm", &presence).await;
+    let response = h
+        .api
+        .post(
+            &h.admin,
+            &format!("{ENDPOINTS}/{id}/recover"),
+            json!({"since": since}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    wait_until("every event delivered again", DEADLINE, || async {
+        let counters = h.sim.subscriber_stats("crm").unwrap().counters;
+        (counters.duplicates == presence.len() as u64).then_some(counters)
+    })
+    .await;
+    let counters = h.sim.subscriber_stats("crm").unwrap().counters;
+    assert_eq!(counters.applied, presence.len() as u64, "one effect each");
+    assert_eq!(counters.rejected_signature, 0);
+    // The stats show it done: nothing pending, every call counted.
+    let stats = wait_until("the recovery's progress saved", DEADLINE, || async {
+        let (_, stats) = h
+            .api
+            .get(&h.admin, &format!("{ENDPOINTS}/{id}/stats"))
+            .await;
+        (stats["pending"] == 0 && stats["delivered"].as_i64() >= Some(2 * presence.len() as i64))
+            .then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["breaker"], "closed", "{stats}");
+    assert_eq!(stats["dead_letters"], 0, "{stats}");
+    assert!(stats["position"].is_number() && stats["recover_since"].is_string());
+    assert!(stats["oldest_pending_at"].is_null());
 }

@@ -113,6 +113,10 @@ struct State {
     catching_up: bool,
     last_success_at: Option<OffsetDateTime>,
     failing_since: Option<OffsetDateTime>,
+    /// Not yet saved: calls delivered, calls failed, events dead-lettered.
+    delivered: i64,
+    failed: i64,
+    dead_lettered: i64,
     saved: Option<Progress>,
 }
 
@@ -253,12 +257,26 @@ impl Runtime {
             position,
             last_success_at: state.last_success_at,
             failing_since: state.failing_since,
+            delivered: state.delivered,
+            failed: state.failed,
+            dead_lettered: state.dead_lettered,
+            breaker: self.breaker.state().as_str(),
         };
         (state.saved.as_ref() != Some(&progress)).then_some(progress)
     }
 
+    /// `progress` is saved: its counts are no longer pending.
     pub fn saved(&self, progress: Progress) {
-        lock(&self.state).saved = Some(progress);
+        let mut state = lock(&self.state);
+        state.delivered -= progress.delivered;
+        state.failed -= progress.failed;
+        state.dead_lettered -= progress.dead_lettered;
+        state.saved = Some(Progress {
+            delivered: state.delivered,
+            failed: state.failed,
+            dead_lettered: state.dead_lettered,
+            ..progress
+        });
     }
 
     /// Reads, pages or inbox, and hands events to the lanes, until stopped.
@@ -458,6 +476,7 @@ impl Runtime {
                         let mut state = lock(&self.state);
                         state.last_success_at = Some(OffsetDateTime::now_utc());
                         state.failing_since = None;
+                        state.delivered += 1;
                     }
                     metrics
                         .deliveries
@@ -530,7 +549,11 @@ impl Runtime {
     /// is, and stops).
     async fn failed(&self) -> bool {
         let now = OffsetDateTime::now_utc();
-        let since = *lock(&self.state).failing_since.get_or_insert(now);
+        let since = {
+            let mut state = lock(&self.state);
+            state.failed += 1;
+            *state.failing_since.get_or_insert(now)
+        };
         let limit = self.shared.config.disable_after;
         if (now - since).unsigned_abs() < limit || now < since {
             return false;
@@ -609,6 +632,7 @@ impl Runtime {
                         .deliveries
                         .with_label_values(&[METRICS_SINK, "dead"])
                         .inc();
+                    lock(&self.state).dead_lettered += 1;
                     self.finished(event.seq);
                     return;
                 }

@@ -119,12 +119,18 @@ pub async fn load(pool: &Pool) -> anyhow::Result<Vec<EndpointRow>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     pub id: Uuid,
-    /// The `start_at` the worker delivers from: a progress of an endpoint enabled "from
-    /// now" since is not saved over its fresh start.
+    /// The `start_at` the worker delivers from: the position of an endpoint enabled "from
+    /// now", or recovering, since is not saved over its fresh start (its counts are).
     pub start_at: OffsetDateTime,
     pub position: u64,
     pub last_success_at: Option<OffsetDateTime>,
     pub failing_since: Option<OffsetDateTime>,
+    /// Calls delivered, calls failed, events dead-lettered since the last save.
+    pub delivered: i64,
+    pub failed: i64,
+    pub dead_lettered: i64,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
 }
 
 /// Saves the endpoints' progress in one statement.
@@ -138,22 +144,37 @@ pub async fn save(pool: &Pool, progress: &[Progress]) -> anyhow::Result<()> {
     let successes: Vec<Option<OffsetDateTime>> =
         progress.iter().map(|p| p.last_success_at).collect();
     let failing: Vec<Option<OffsetDateTime>> = progress.iter().map(|p| p.failing_since).collect();
+    let delivered: Vec<i64> = progress.iter().map(|p| p.delivered).collect();
+    let failed: Vec<i64> = progress.iter().map(|p| p.failed).collect();
+    let dead: Vec<i64> = progress.iter().map(|p| p.dead_lettered).collect();
+    let breakers: Vec<&str> = progress.iter().map(|p| p.breaker).collect();
     pool.get()
         .await?
         .execute(
             "UPDATE webhook_endpoints AS e
-             SET position = v.position, last_success_at = v.last_success_at,
-                 failing_since = v.failing_since
+             SET position = CASE WHEN e.start_at = v.start_at THEN v.position
+                                 ELSE e.position END,
+                 last_success_at = v.last_success_at,
+                 failing_since = v.failing_since,
+                 delivered_count = e.delivered_count + v.delivered,
+                 failed_count = e.failed_count + v.failed,
+                 dead_lettered_count = e.dead_lettered_count + v.dead, breaker = v.breaker
              FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::timestamptz[],
-                         $5::timestamptz[]) AS v(id, start_at, position, last_success_at,
-                                                 failing_since)
-             WHERE e.id = v.id AND e.start_at = v.start_at",
+                         $5::timestamptz[], $6::bigint[], $7::bigint[], $8::bigint[],
+                         $9::text[])
+                 AS v(id, start_at, position, last_success_at, failing_since, delivered,
+                      failed, dead, breaker)
+             WHERE e.id = v.id",
             &[
                 &ids as &(dyn ToSql + Sync),
                 &starts,
                 &positions,
                 &successes,
                 &failing,
+                &delivered,
+                &failed,
+                &dead,
+                &breakers,
             ],
         )
         .await?;
