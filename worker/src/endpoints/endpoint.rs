@@ -219,7 +219,7 @@ impl Runtime {
 
     /// Called by the tail for every new event: kept if routed here; never waits.
     pub fn offer(&self, event: &Arc<Routed>) {
-        if self.is_stopped() || !self.row().routes(event.kind, event.site.as_deref()) {
+        if self.is_stopped() || !self.row().routes(event) {
             return;
         }
         {
@@ -710,7 +710,7 @@ impl Runtime {
                         .map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?;
                     let (seq, pending) = (info.stream_sequence, info.pending);
                     if let Some(event) = Routed::parse(seq, &message)
-                        && row.routes(event.kind, event.site.as_deref())
+                        && row.routes(&event)
                     {
                         page.events.push(Arc::new(event));
                     }

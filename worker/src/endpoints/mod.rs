@@ -34,7 +34,9 @@
 //!   first event stored at or after its creation, a disabled one stops (keeping its
 //!   position), an enabled one resumes from its position (or from the time of enabling,
 //!   when the operator says "now"), a deleted one stops for good; a changed URL, filter,
-//!   rate or secret applies from the next call.
+//!   rate or secret applies from the next call. "From a time" is by the event's
+//!   `recorded_at` (its commit), not by when the relay stored it: the endpoint reads the
+//!   stream from that time and skips what was recorded before.
 //!
 //! # Failure handling
 //!

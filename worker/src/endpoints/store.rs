@@ -11,6 +11,8 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::endpoint::Routed;
+
 /// One endpoint as the registry has it.
 #[derive(Debug, Clone)]
 pub struct EndpointRow {
@@ -34,15 +36,20 @@ pub struct EndpointRow {
 }
 
 impl EndpointRow {
-    /// True if an event of `kind` on `site` is routed to this endpoint.
-    pub fn routes(&self, kind: EventKind, site: Option<&str>) -> bool {
+    /// True if the event is routed to this endpoint: of its kinds, on its sites, and
+    /// recorded at or after it started (its creation, the time it was enabled "from now",
+    /// or a recovery's `since`).
+    pub fn routes(&self, event: &Routed) -> bool {
         self.kinds
             .as_ref()
-            .is_none_or(|kinds| kinds.contains(&kind))
-            && self
-                .sites
-                .as_ref()
-                .is_none_or(|sites| site.is_some_and(|s| sites.iter().any(|x| x == s)))
+            .is_none_or(|kinds| kinds.contains(&event.kind))
+            && self.sites.as_ref().is_none_or(|sites| {
+                event
+                    .site
+                    .as_deref()
+                    .is_some_and(|s| sites.iter().any(|x| x == s))
+            })
+            && event.recorded_at.is_none_or(|at| at >= self.start_at)
     }
 
     /// The keys that sign now.
