@@ -68,7 +68,7 @@ pub enum DlqCommand {
 
 #[derive(Debug, Args, Default, Clone)]
 pub struct Filter {
-    /// Only this sink (legacy, webhooks).
+    /// Only this sink (legacy, webhooks, or a webhook endpoint: endpoint.<id>).
     #[arg(long)]
     pub sink: Option<String>,
     /// Only this event kind (e.g. check_in).
@@ -290,9 +290,10 @@ async fn stale_reason(
                 )
             }))
         }
-        // Webhook subscribers track presence from the latest event; the legacy system
+        // Webhook subscribers (the webhook sink, the endpoints) track presence from the
+        // latest event; the legacy system
         // takes timestamped punches, where a late check-in is still right.
-        Some("check_in") if entry.sink == "webhooks" => {
+        Some("check_in") if entry.sink == "webhooks" || entry.sink.starts_with("endpoint.") => {
             let (Some(holder), Some(occurred)) = (
                 uuid("holder_id"),
                 envelope["occurred_at"]

@@ -20,7 +20,7 @@ const ENDPOINTS: &str = "/v1/webhooks/endpoints";
 /// API (endpoints may be on loopback), relay and an endpoint worker in this process.
 struct Hooks {
     stack: Stack,
-    _nats: NatsServer,
+    nats: NatsServer,
     sim: Simulator,
     api: Api,
     admin: String,
@@ -45,7 +45,7 @@ impl Hooks {
         let admin = first_admin(&stack.db, "webhooks test").await;
         let mut hooks = Hooks {
             stack,
-            _nats: nats,
+            nats,
             sim,
             api,
             admin,
@@ -189,6 +189,26 @@ impl Hooks {
 
     async fn count(&self, sql: &str) -> i64 {
         self.stack.count(sql).await
+    }
+
+    /// `latch args...` as an operator; answers (success, stdout, stderr).
+    async fn latch(&self, args: &[&str]) -> (bool, String, String) {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("USER", "test-operator")
+            .env("LATCH_DATABASE_URL", self.stack.db.operator_url().expose())
+            .env("LATCH_NATS_URL", self.nats.url())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 }
 
@@ -464,4 +484,64 @@ async fn a_recovery_delivers_again_with_the_original_ids_and_each_takes_effect_o
     assert_eq!(stats["dead_letters"], 0, "{stats}");
     assert!(stats["position"].is_number() && stats["recover_since"].is_string());
     assert!(stats["oldest_pending_at"].is_null());
+}
+
+#[tokio::test]
+async fn an_endpoints_dead_letters_are_its_own_and_replay_to_it_alone() {
+    let h = Hooks::start(Hooks::local()).await;
+    let ada = h.holder("ADA").await;
+    let crm = h.endpoint("crm", json!({"kinds": ["check_in"]})).await;
+    let hr = h.endpoint("hr", json!({"kinds": ["check_in"]})).await;
+    // crm refuses ADA's events for good (422); hr takes them.
+    h.sim
+        .set_subscriber_faults(
+            "crm",
+            SubscriberFaults {
+                sink: latch_sim::SinkFaults {
+                    reject: latch_sim::Reject {
+                        holders: vec![ada.to_string()],
+                        ..latch_sim::Reject::default()
+                    },
+                    ..latch_sim::SinkFaults::default()
+                },
+                ..SubscriberFaults::default()
+            },
+        )
+        .unwrap();
+    let sent = h.traffic("hq", "ADA", 1).await;
+    let check_in = sent[0];
+    h.delivered("hr", &[check_in]).await;
+    let sink = format!("endpoint.{crm}");
+    let listed = wait_until("crm's dead letter", DEADLINE, || async {
+        let (ok, out, _) = h.latch(&["dlq", "list", "--sink", &sink]).await;
+        (ok && out.contains(&check_in.to_string())).then_some(out)
+    })
+    .await;
+    assert!(listed.contains("422"), "{listed}");
+    let (_, others, _) = h
+        .latch(&["dlq", "list", "--sink", &format!("endpoint.{hr}")])
+        .await;
+    assert!(!others.contains(&check_in.to_string()), "{others}");
+
+    h.sim
+        .set_subscriber_faults("crm", SubscriberFaults::default())
+        .unwrap();
+    // ADA checked out since: the stale-replay guard refuses, as for the webhook sink.
+    let (ok, _, err) = h
+        .latch(&["dlq", "replay", "--all", "--sink", &sink, "--yes"])
+        .await;
+    assert!(!ok && err.contains("checked out later"), "{err}");
+    let (ok, out, err) = h
+        .latch(&[
+            "dlq", "replay", "--all", "--sink", &sink, "--yes", "--force",
+        ])
+        .await;
+    assert!(ok, "{out}\n{err}");
+    h.delivered("crm", &[check_in]).await;
+    // hr had it already and is not sent it again.
+    let hr_stats = h.sim.subscriber_stats("hr").unwrap().counters;
+    assert_eq!((hr_stats.applied, hr_stats.duplicates), (1, 0));
+    assert_eq!(h.sim.subscriber_stats("crm").unwrap().counters.applied, 1);
+    let (_, left, _) = h.latch(&["dlq", "list", "--sink", &sink]).await;
+    assert!(!left.contains(&check_in.to_string()), "{left}");
 }

@@ -37,6 +37,15 @@ const LANE_IDLE: Duration = Duration::from_secs(30);
 /// How often a lane waiting for the breaker looks again.
 const BREAKER_POLL: Duration = Duration::from_millis(50);
 
+/// Where dead letters replayed to an endpoint go: `latch.replay.endpoint.<id>`.
+pub const REPLAY_PREFIX: &str = "latch.replay.endpoint.";
+
+/// The dead-letter "sink" of an endpoint: its letters are on `latch.dlq.endpoint.<id>`,
+/// and `latch dlq replay` sends them to `latch.replay.endpoint.<id>`.
+pub fn dlq_sink(id: Uuid) -> String {
+    format!("endpoint.{id}")
+}
+
 /// An event as the endpoints need it: parsed once, shared by every endpoint it goes to.
 #[derive(Debug)]
 pub struct Routed {
@@ -48,6 +57,9 @@ pub struct Routed {
     pub lane_key: Option<Uuid>,
     pub recorded_at: Option<OffsetDateTime>,
     pub subject: String,
+    /// A dead letter replayed to one endpoint (`latch.replay.endpoint.<id>`): for it alone,
+    /// whatever its filter.
+    pub replay_for: Option<Uuid>,
     /// The envelope exactly as published (what is signed and sent).
     pub payload: Bytes,
     pub headers: Option<async_nats::HeaderMap>,
@@ -59,21 +71,23 @@ impl Routed {
         #[derive(serde::Deserialize)]
         struct Fields {
             id: Uuid,
+            kind: EventKind,
             site: Option<String>,
             holder_id: Option<Uuid>,
             door_id: Option<Uuid>,
             #[serde(default, with = "time::serde::rfc3339::option")]
             recorded_at: Option<OffsetDateTime>,
         }
-        let kind = message
+        let replay_for = message
             .subject
-            .strip_prefix("latch.events.")
-            .and_then(|k| k.parse::<EventKind>().ok());
+            .strip_prefix(REPLAY_PREFIX)
+            .and_then(|id| id.parse::<Uuid>().ok());
         let fields = serde_json::from_slice::<Fields>(&message.payload);
-        match (kind, fields) {
-            (Some(kind), Ok(fields)) => Some(Routed {
+        match fields {
+            Ok(fields) => Some(Routed {
                 seq,
-                kind,
+                kind: fields.kind,
+                replay_for,
                 site: fields.site,
                 id: fields.id,
                 lane_key: fields.holder_id.or(fields.door_id),
@@ -82,10 +96,11 @@ impl Routed {
                 payload: message.payload.clone(),
                 headers: message.headers.clone(),
             }),
-            _ => {
+            Err(error) => {
                 tracing::warn!(
                     seq,
                     subject = %message.subject,
+                    %error,
                     "not an event envelope; no endpoint receives it"
                 );
                 None
@@ -609,7 +624,7 @@ impl Runtime {
         attempts: u32,
         status: Option<u16>,
     ) {
-        let sink = format!("endpoint.{}", self.id());
+        let sink = dlq_sink(self.id());
         loop {
             let letter = DeadLetter {
                 sink: &sink,
@@ -676,10 +691,11 @@ impl Runtime {
                 start_time: row.start_at,
             },
         };
-        let filter_subjects = match &row.kinds {
+        let mut filter_subjects: Vec<String> = match &row.kinds {
             Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
             None => vec![EVENTS_SUBJECTS.to_owned()],
         };
+        filter_subjects.push(format!("{REPLAY_PREFIX}{}", row.id));
         let consumer = shared
             .stream
             .create_consumer(consumer::pull::OrderedConfig {

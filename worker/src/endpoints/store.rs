@@ -38,8 +38,11 @@ pub struct EndpointRow {
 impl EndpointRow {
     /// True if the event is routed to this endpoint: of its kinds, on its sites, and
     /// recorded at or after it started (its creation, the time it was enabled "from now",
-    /// or a recovery's `since`).
+    /// or a recovery's `since`) — or a dead letter replayed to it.
     pub fn routes(&self, event: &Routed) -> bool {
+        if let Some(target) = event.replay_for {
+            return target == self.id;
+        }
         self.kinds
             .as_ref()
             .is_none_or(|kinds| kinds.contains(&event.kind))

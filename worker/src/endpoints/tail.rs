@@ -1,5 +1,6 @@
-//! The tail: one reader of `latch.events.>` that offers each new event to the inboxes of
-//! the endpoints it is routed to, without ever waiting for one.
+//! The tail: one reader of `latch.events.>` (and of the dead letters replayed to endpoints,
+//! `latch.replay.endpoint.>`) that offers each new event to the inboxes of the endpoints it
+//! is routed to, without ever waiting for one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use futures::StreamExt;
 use latch_core::nats::EVENTS_SUBJECTS;
 use latch_core::shutdown::CancellationToken;
 
-use super::endpoint::Routed;
+use super::endpoint::{REPLAY_PREFIX, Routed};
 use super::{Routing, Shared};
 
 pub struct Tail {
@@ -55,7 +56,7 @@ impl Tail {
         let consumer = shared
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: EVENTS_SUBJECTS.to_owned(),
+                filter_subjects: vec![EVENTS_SUBJECTS.to_owned(), format!("{REPLAY_PREFIX}>")],
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: self.head + 1,
                 },
