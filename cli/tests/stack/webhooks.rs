@@ -545,3 +545,164 @@ async fn an_endpoints_dead_letters_are_its_own_and_replay_to_it_alone() {
     let (_, left, _) = h.latch(&["dlq", "list", "--sink", &sink]).await;
     assert!(!left.contains(&check_in.to_string()), "{left}");
 }
+
+#[tokio::test]
+async fn a_secret_rotated_under_traffic_fails_no_verification_at_a_receiver_that_switches() {
+    let h = Hooks::start(Hooks::local()).await;
+    h.holder("ADA").await;
+    let id = h.endpoint("rot", json!({})).await;
+    let rotated = async {
+        // Some traffic signed with the first secret alone.
+        let before = h.traffic("hq", "ADA", 3).await;
+        h.delivered("rot", &before).await;
+        let response = h
+            .api
+            .post(
+                &h.admin,
+                &format!("{ENDPOINTS}/{id}/secret:rotate"),
+                json!({"grace_secs": 600}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let at = time::OffsetDateTime::now_utc();
+        let secret = body["secret"].as_str().unwrap().to_owned();
+        // latch signs with both once the worker has read the endpoint again (within
+        // LATCH_WEBHOOKS_REFRESH, 200 ms here): a call made a second later shows it.
+        wait_until(
+            "a call after the worker read the rotation",
+            DEADLINE,
+            || async {
+                let calls = h
+                    .stack
+                    .db
+                    .owner()
+                    .await
+                    .query_one(
+                        "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = $1
+                     AND attempted_at > $2::timestamptz + interval '1 second'",
+                        &[&id, &at],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0);
+                (calls > 0).then_some(())
+            },
+        )
+        .await;
+        // The receiver switches to the new secret alone, in the middle of the traffic.
+        h.sim.put_subscriber("rot", &[&secret]).unwrap();
+    };
+    let (_, during) = tokio::join!(rotated, async {
+        // Paced by the requests themselves; it outlasts the rotation's second.
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.extend(h.traffic("hq", "ADA", 1).await);
+        }
+        ids
+    });
+    let after = h.traffic("hq", "ADA", 3).await;
+    h.delivered("rot", &[during, after].concat()).await;
+    let counters = h.sim.subscriber_stats("rot").unwrap().counters;
+    assert_eq!(counters.rejected_signature, 0, "{counters:?}");
+    assert_eq!(counters.order_violations, 0, "{counters:?}");
+    // The registry says when, by whom.
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM actions WHERE kind = 'webhook_secret_rotated'
+             AND endpoint_id = '{id}' AND actor_id IS NOT NULL"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn endpoints_down_hanging_or_throttling_do_not_hold_up_a_healthy_one() {
+    let config = EndpointsConfig {
+        timeout: Duration::from_secs(2),
+        ..Hooks::local()
+    };
+    let h = Hooks::start(config).await;
+    h.holder("ADA").await;
+    let healthy = h.endpoint("healthy", json!({})).await;
+    let hanging = h.endpoint("hanging", json!({})).await;
+    let throttling = h.endpoint("throttling", json!({})).await;
+    for (name, faults) in [
+        (
+            "hanging",
+            latch_sim::SinkFaults {
+                hang: true,
+                ..latch_sim::SinkFaults::default()
+            },
+        ),
+        (
+            "throttling",
+            latch_sim::SinkFaults {
+                rate_limit: Some(latch_sim::RateLimit {
+                    per_second: 0,
+                    retry_after_secs: 30,
+                }),
+                ..latch_sim::SinkFaults::default()
+            },
+        ),
+    ] {
+        h.sim
+            .set_subscriber_faults(
+                name,
+                SubscriberFaults {
+                    sink: faults,
+                    ..SubscriberFaults::default()
+                },
+            )
+            .unwrap();
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let down: Uuid = h.created(ENDPOINTS, json!({"url": refused_url})).await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let sent = h.traffic("hq", "ADA", 10).await;
+    h.delivered("healthy", &sent).await;
+    // The faulty ones got none of it, and were called (each is failing its own way).
+    for name in ["hanging", "throttling"] {
+        assert_eq!(h.sim.subscriber_stats(name).unwrap().counters.applied, 0);
+    }
+    wait_until("every faulty endpoint tried", DEADLINE, || async {
+        let tried = h
+            .count(&format!(
+                "SELECT count(DISTINCT endpoint_id) FROM webhook_attempts
+                 WHERE endpoint_id IN ('{down}', '{throttling}') AND outcome = 'retry'"
+            ))
+            .await;
+        (tried == 2).then_some(())
+    })
+    .await;
+    // The throttled endpoint honoured Retry-After (30 s): the calls that were already under
+    // way when the first 429 came (one per lane at most), then a pause for the endpoint.
+    let throttled = h
+        .sim
+        .subscriber_stats("throttling")
+        .unwrap()
+        .counters
+        .answered
+        .get("429")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        (1..=4).contains(&throttled),
+        "{throttled} calls answered 429"
+    );
+    // The healthy endpoint's calls were answered at once: none waited on another's.
+    let slowest = h
+        .count(&format!(
+            "SELECT COALESCE(max(latency_ms), 0)::bigint FROM webhook_attempts WHERE endpoint_id = '{healthy}'"
+        ))
+        .await;
+    assert!(slowest < 1000, "{slowest} ms");
+    let _ = hanging;
+}
