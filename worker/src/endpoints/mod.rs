@@ -286,14 +286,15 @@ impl Endpoints {
         let mut running: HashMap<Uuid, Arc<Runtime>> = HashMap::new();
         let mut last_prune = None::<std::time::Instant>;
         let mut failing = false;
+        let mut known = Known::default();
         tracing::info!("delivering to webhook endpoints");
         loop {
-            match store::load(&shared.pool).await {
-                Ok(rows) => {
+            match known.refresh(&shared.pool).await {
+                Ok(()) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("reading the webhook endpoints again");
                     }
-                    follow(&shared, &routing, &mut running, rows, &shutdown)
+                    follow(&shared, &routing, &mut running, &known.rows, &shutdown)
                 }
                 Err(error) => {
                     if !std::mem::replace(&mut failing, true) {
@@ -355,18 +356,52 @@ impl EndpointMetrics {
     }
 }
 
+/// The endpoints table as last read. Each refresh reads the rows changed since the latest
+/// change seen (with a margin for transactions that committed late); a count that differs
+/// from what is known (a row deleted), or a minute gone by, reads the whole table again.
+#[derive(Default)]
+struct Known {
+    rows: HashMap<Uuid, store::EndpointRow>,
+    latest: Option<time::OffsetDateTime>,
+    full_at: Option<std::time::Instant>,
+}
+
+/// How far back an incremental read looks before the latest change seen: an endpoint's
+/// change is stamped when its transaction starts and may commit after a later one.
+const LATE_COMMIT: Duration = Duration::from_secs(30);
+/// The whole table is read again at least this often.
+const FULL_READ: Duration = Duration::from_secs(60);
+
+impl Known {
+    async fn refresh(&mut self, pool: &Pool) -> anyhow::Result<()> {
+        let (count, latest) = store::census(pool).await?;
+        let full = self.full_at.is_none_or(|at| at.elapsed() >= FULL_READ)
+            || count != self.rows.len() as i64;
+        if full {
+            let rows = store::load(pool, None).await?;
+            self.rows = rows.into_iter().map(|row| (row.id, row)).collect();
+            self.full_at = Some(std::time::Instant::now());
+        } else if latest != self.latest {
+            let since = self.latest.map(|at| at - LATE_COMMIT);
+            for row in store::load(pool, since).await? {
+                self.rows.insert(row.id, row);
+            }
+        }
+        self.latest = latest;
+        Ok(())
+    }
+}
+
 /// Starts, changes and stops endpoint tasks to match the table.
 fn follow(
     shared: &Arc<Shared>,
     routing: &Routing,
     running: &mut HashMap<Uuid, Arc<Runtime>>,
-    rows: Vec<store::EndpointRow>,
+    rows: &HashMap<Uuid, store::EndpointRow>,
     shutdown: &CancellationToken,
 ) {
     let mut changed = false;
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    for row in rows {
-        seen.insert(row.id);
+    for row in rows.values() {
         let current = running.get(&row.id).cloned();
         match current {
             Some(runtime) if row.disabled || runtime.row().start_at != row.start_at => {
@@ -378,20 +413,20 @@ fn follow(
                 changed = true;
             }
             Some(runtime) => {
-                if !runtime.row().same_version(&row) {
-                    runtime.update(row);
+                if !runtime.row().same_version(row) {
+                    runtime.update(row.clone());
                 }
             }
             None if row.disabled => {}
             None => {
-                let runtime = Runtime::start(shared.clone(), row, shutdown);
+                let runtime = Runtime::start(shared.clone(), row.clone(), shutdown);
                 running.insert(runtime.id(), runtime);
                 changed = true;
             }
         }
     }
     running.retain(|id, runtime| {
-        let deleted = !seen.contains(id);
+        let deleted = !rows.contains_key(id);
         if deleted || runtime.is_stopped() {
             runtime.stop();
             if !deleted {

@@ -70,16 +70,31 @@ impl EndpointRow {
     }
 }
 
-/// Every endpoint (an endpoint whose row cannot be read is logged and left out).
-pub async fn load(pool: &Pool) -> anyhow::Result<Vec<EndpointRow>> {
+/// How many endpoints there are, and the latest change.
+pub async fn census(pool: &Pool) -> anyhow::Result<(i64, Option<OffsetDateTime>)> {
+    let row = pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT count(*), max(updated_at) FROM webhook_endpoints",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The endpoints changed since `since` (every one when `None`); one whose row cannot be
+/// read is logged and left out.
+pub async fn load(pool: &Pool, since: Option<OffsetDateTime>) -> anyhow::Result<Vec<EndpointRow>> {
     let client = pool.get().await?;
     let rows = client
         .query(
             "SELECT id, url, kinds, sites, rate_per_second, secret, previous_secret,
                     previous_secret_until, disabled_at IS NOT NULL AS disabled, updated_at,
                     start_at, position, last_success_at, failing_since
-             FROM webhook_endpoints",
-            &[],
+             FROM webhook_endpoints
+             WHERE $1::timestamptz IS NULL OR updated_at >= $1",
+            &[&since],
         )
         .await?;
     let mut endpoints = Vec::with_capacity(rows.len());
