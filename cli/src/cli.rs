@@ -96,6 +96,15 @@ enum Command {
     /// Grants (through the API).
     #[command(subcommand)]
     Grants(site::GrantsCommand),
+    /// Webhook endpoints: subscribe, change, disable, rotate secrets, look at deliveries,
+    /// recover (through the API).
+    ///
+    /// Through the API (LATCH_API_URL) with LATCH_ADMIN_TOKEN, a token with the `admin` scope
+    /// for every site. Each change is recorded in the registry and published.
+    ///
+    /// Example: latch webhooks create --url https://hr.example.com/hooks/latch --kinds check_in,check_out
+    #[command(subcommand)]
+    Webhooks(crate::webhooks::WebhooksCommand),
     /// Manage administrators, integrators and their tokens (as the schema's owner:
     /// LATCH_MIGRATION_DATABASE_URL); each change is recorded in the registry.
     #[command(subcommand, visible_alias = "tokens")]
@@ -152,6 +161,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Holders(command) => site::holders(&source, command).await?,
         Command::Readers(command) => site::readers(&source, command).await?,
         Command::Grants(command) => site::grants(&source, command).await?,
+        Command::Webhooks(command) => crate::webhooks::run(&source, command).await?,
         Command::Outbox(outbox::OutboxCommand::Status {
             max_age,
             max_pending,

@@ -470,7 +470,7 @@ async fn record_replay(
     Ok(())
 }
 
-fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
+pub(crate) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }

@@ -12,6 +12,7 @@ mod exit;
 mod outbox;
 mod roles;
 mod site;
+mod webhooks;
 mod when;
 
 #[tokio::main]

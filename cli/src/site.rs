@@ -138,7 +138,7 @@ pub enum GrantsCommand {
 pub const API_URL: Setting = Setting {
     key: "api.url",
     default: Some("http://127.0.0.1:8080"),
-    meaning: "the API that `latch doors/holders/readers/grants` administer",
+    meaning: "the API that `latch doors/holders/readers/grants/webhooks` administer",
 };
 pub const API_CA_FILE: Setting = Setting {
     key: "api.ca_file",
@@ -188,7 +188,12 @@ impl Admin {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -213,7 +218,7 @@ impl Admin {
     }
 }
 
-fn columns(items: &Value, fields: &[(&str, &str)]) -> String {
+pub(crate) fn columns(items: &Value, fields: &[(&str, &str)]) -> String {
     let rows: Vec<Vec<String>> = items
         .as_array()
         .map(Vec::as_slice)

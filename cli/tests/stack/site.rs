@@ -363,3 +363,473 @@ async fn administrators_are_made_listed_and_revoked_by_the_owner_only() {
         .await;
     assert_eq!(recorded, 3);
 }
+
+/// `latch webhooks` against an API whose endpoints may be on loopback, with its event feed,
+/// the relay and an endpoint worker in this process delivering to the simulator's named
+/// subscribers (which check every signature).
+struct Hooked {
+    site: Site,
+    sim: latch_sim::Simulator,
+    _nats: latch_testkit::NatsServer,
+}
+
+impl Hooked {
+    async fn start() -> Hooked {
+        let stack = Stack::new().await;
+        let nats = latch_testkit::NatsServer::start();
+        let sim = latch_sim::Simulator::start(latch_sim::SimConfig::default())
+            .await
+            .unwrap();
+        let api = stack
+            .api_with(2, |config| {
+                config.outbound = latch_core::outbound::Policy::local();
+                config.nats = Some(latch_core::nats::NatsConfig::for_url(nats.url()));
+            })
+            .base;
+        stack.relay(&nats).await;
+        stack
+            .endpoint_worker(
+                &nats,
+                latch_worker::endpoints::EndpointsConfig {
+                    refresh: std::time::Duration::from_millis(200),
+                    ..latch_worker::endpoints::EndpointsConfig::with_policy(
+                        latch_core::outbound::Policy::local(),
+                    )
+                },
+            )
+            .await;
+        let token = first_admin(&stack.db, "shell").await;
+        Hooked {
+            site: Site { stack, api, token },
+            sim,
+            _nats: nats,
+        }
+    }
+}
+
+const HOOKS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The rest of the line that starts with `prefix`.
+fn after_prefix(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text:?}"))
+        .to_owned()
+}
+
+/// The value of a `  name:   value` line of `latch webhooks show|stats`.
+fn field(text: &str, name: &str) -> String {
+    after_prefix(text, &format!("  {name}:")).trim().to_owned()
+}
+
+fn failed(output: &Output, code: i32) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_webhook_endpoint_is_managed_and_watched_from_the_shell() {
+    let h = Hooked::start().await;
+    let site = &h.site;
+    let url = h.sim.subscriber_url("crm");
+
+    // Created: the endpoint and its secret, once.
+    let created = stdout(
+        &site
+            .latch(&[
+                "webhooks",
+                "create",
+                "--url",
+                &url,
+                "--description",
+                "CRM",
+                "--kinds",
+                "holder_created",
+                "--rate",
+                "20",
+            ])
+            .await,
+    );
+    let id = id_after(&created, "endpoint");
+    let secret = after_prefix(&created, "secret (shown once): ");
+    assert!(
+        created.starts_with(&format!("endpoint {id} created\n"))
+            && secret.starts_with("whsec_")
+            && created.contains("shown only this once"),
+        "{created}"
+    );
+    assert_eq!(field(&created, "kinds"), "holder_created");
+    assert_eq!(field(&created, "sites"), "all");
+    assert_eq!(field(&created, "rate"), "20/s");
+    h.sim.put_subscriber("crm", &[&secret]).unwrap();
+
+    let listed = stdout(&site.latch(&["webhooks", "list"]).await);
+    assert!(listed.starts_with("ID "), "{listed}");
+    let line = after_prefix(&listed, &id);
+    assert!(
+        line.contains(&url)
+            && line.contains(" holder_created ")
+            && line.contains(" all ")
+            && line.contains(" 20/s ")
+            && line.contains(" enabled"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret), "a secret is never shown again");
+
+    // An event of its kinds reaches it, signed with the secret the shell printed; the
+    // attempt and the figures are there to see.
+    stdout(
+        &site
+            .latch(&["holders", "add", "--card", "C-1", "--name", "Ada"])
+            .await,
+    );
+    latch_testkit::wait_until(
+        "the holder's creation is delivered",
+        HOOKS_DEADLINE,
+        || async { (h.sim.subscriber_stats("crm").unwrap().counters.applied == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        h.sim
+            .subscriber_stats("crm")
+            .unwrap()
+            .counters
+            .rejected_signature,
+        0
+    );
+    let attempts = latch_testkit::wait_until("the attempt is recorded", HOOKS_DEADLINE, || async {
+        let out = stdout(&site.latch(&["webhooks", "attempts", &id]).await);
+        out.contains(" delivered ").then_some(out)
+    })
+    .await;
+    assert!(attempts.starts_with("TIME (UTC) "), "{attempts}");
+    let row = attempts.lines().nth(1).unwrap();
+    assert!(
+        row.contains(" delivered ") && row.contains(" 200 "),
+        "{attempts}"
+    );
+    assert!(
+        attempts.ends_with("\n1 attempt(s), newest first\n"),
+        "{attempts}"
+    );
+    let stats = latch_testkit::wait_until("the delivery is counted", HOOKS_DEADLINE, || async {
+        let out = stdout(&site.latch(&["webhooks", "stats", &id]).await);
+        (field(&out, "delivered") == "1 call(s)").then_some(out)
+    })
+    .await;
+    assert_eq!(field(&stats, "failed"), "0 call(s)", "{stats}");
+    assert_eq!(field(&stats, "breaker"), "closed", "{stats}");
+    assert_eq!(field(&stats, "failing since"), "not failing", "{stats}");
+    assert!(
+        field(&stats, "dead-lettered").starts_with("0 event(s)"),
+        "{stats}"
+    );
+
+    // Many older attempts: the shell follows the API's pages up to --limit.
+    site.stack
+        .db
+        .owner()
+        .await
+        .execute(
+            "INSERT INTO webhook_attempts
+                 (endpoint_id, attempted_at, event_id, outcome, status, latency_ms, response)
+             SELECT $1, now() - interval '2 hours', gen_random_uuid(), 'retry', 503, 7, 'busy'
+             FROM generate_series(1, 600)",
+            &[&id.parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    let every: serde_json::Value = serde_json::from_str(&stdout(
+        &site
+            .latch(&["webhooks", "attempts", &id, "--limit", "1000", "--json"])
+            .await,
+    ))
+    .unwrap();
+    assert_eq!(every.as_array().unwrap().len(), 601);
+    let some = stdout(
+        &site
+            .latch(&["webhooks", "attempts", &id, "--limit", "550"])
+            .await,
+    );
+    assert_eq!(some.lines().count(), 1 + 550 + 1, "{some}");
+    assert!(
+        some.ends_with("550 attempt(s), newest first; older ones not shown (raise --limit)\n"),
+        "{some}"
+    );
+    let busy = stdout(
+        &site
+            .latch(&[
+                "webhooks", "attempts", &id, "--status", "503", "--limit", "1000",
+            ])
+            .await,
+    );
+    assert!(busy.ends_with("\n600 attempt(s), newest first\n"), "{busy}");
+    let recent = stdout(
+        &site
+            .latch(&["webhooks", "attempts", &id, "--since", "1h"])
+            .await,
+    );
+    assert!(
+        recent.ends_with("\n1 attempt(s), newest first\n"),
+        "{recent}"
+    );
+
+    // Changed: every kind, one site, a new description; the rate stays. A site no door is
+    // on is refused first, with nothing changed.
+    let change = [
+        "webhooks",
+        "update",
+        &id,
+        "--all-kinds",
+        "--sites",
+        "hq",
+        "--description",
+        "CRM, HQ only",
+    ];
+    let unknown = failed(&site.latch(&change).await, 1);
+    assert!(unknown.contains("422 unknown_site"), "{unknown}");
+    stdout(
+        &site
+            .latch(&["doors", "add", "--site", "hq", "--name", "Lobby"])
+            .await,
+    );
+    let updated = stdout(&site.latch(&change).await);
+    assert!(
+        updated.starts_with(&format!("endpoint {id} updated\n")),
+        "{updated}"
+    );
+    assert_eq!(field(&updated, "kinds"), "all");
+    assert_eq!(field(&updated, "sites"), "hq");
+    assert_eq!(field(&updated, "description"), "CRM, HQ only");
+    assert_eq!(field(&updated, "rate"), "20/s");
+
+    // Disabled and enabled again (new events only); doing either twice changes nothing.
+    let disabled = stdout(&site.latch(&["webhooks", "disable", &id]).await);
+    assert!(
+        disabled.contains(&format!("endpoint {id} disabled")),
+        "{disabled}"
+    );
+    let shown = stdout(&site.latch(&["webhooks", "show", &id]).await);
+    assert!(
+        field(&shown, "state").starts_with("disabled since ")
+            && field(&shown, "state").ends_with("(disabled by an administrator)"),
+        "{shown}"
+    );
+    let listed = stdout(&site.latch(&["webhooks", "list"]).await);
+    assert!(
+        after_prefix(&listed, &id).contains(" disabled (disabled by an administrator)"),
+        "{listed}"
+    );
+    let again = stdout(&site.latch(&["webhooks", "disable", &id]).await);
+    assert!(again.contains("disabled already"), "{again}");
+    let enabled = stdout(&site.latch(&["webhooks", "enable", &id, "--from-now"]).await);
+    assert!(enabled.contains("new events only"), "{enabled}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout(
+        &site.latch(&["webhooks", "show", &id, "--json"]).await,
+    ))
+    .unwrap();
+    assert!(shown["disabled_at"].is_null(), "{shown}");
+    assert_eq!(shown["sites"], serde_json::json!(["hq"]));
+    let again = stdout(&site.latch(&["webhooks", "enable", &id]).await);
+    assert!(again.contains("enabled already"), "{again}");
+
+    // A new secret, once; the old one signs beside it for the grace period.
+    let rotated = stdout(
+        &site
+            .latch(&["webhooks", "rotate", &id, "--grace", "1h"])
+            .await,
+    );
+    let new_secret = after_prefix(&rotated, "secret (shown once): ");
+    assert!(
+        rotated.contains("the previous one signs beside it until")
+            && new_secret.starts_with("whsec_")
+            && new_secret != secret
+            && rotated.contains("shown only this once"),
+        "{rotated}"
+    );
+    let shown = stdout(&site.latch(&["webhooks", "show", &id]).await);
+    assert!(
+        field(&shown, "old secret").starts_with("signs beside the new one until "),
+        "{shown}"
+    );
+    assert!(!shown.contains(&new_secret), "{shown}");
+
+    // A recovery from an hour ago is under way.
+    let recovering = stdout(
+        &site
+            .latch(&["webhooks", "recover", &id, "--since", "1h"])
+            .await,
+    );
+    assert!(recovering.contains("delivering again"), "{recovering}");
+    let stats = stdout(&site.latch(&["webhooks", "stats", &id]).await);
+    assert!(
+        field(&stats, "recovering from").starts_with("20"),
+        "{stats}"
+    );
+
+    // Deleted only when confirmed.
+    let unconfirmed = failed(&site.latch(&["webhooks", "delete", &id]).await, 1);
+    assert!(unconfirmed.contains("--yes"), "{unconfirmed}");
+    stdout(&site.latch(&["webhooks", "show", &id]).await);
+    let deleted = stdout(&site.latch(&["webhooks", "delete", &id, "--yes"]).await);
+    assert_eq!(deleted, format!("endpoint {id} deleted\n"));
+    let gone = failed(&site.latch(&["webhooks", "show", &id]).await, 1);
+    assert!(gone.contains("404 endpoint_not_found"), "{gone}");
+    assert_eq!(
+        stdout(&site.latch(&["webhooks", "list"]).await),
+        "no webhook endpoints\n"
+    );
+
+    // Every change is in the registry, naming the endpoint.
+    let kinds: Vec<String> = site
+        .stack
+        .db
+        .owner()
+        .await
+        .query(
+            "SELECT kind FROM actions WHERE endpoint_id = $1 ORDER BY recorded_at, id",
+            &[&id.parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "webhook_endpoint_created",
+            "webhook_endpoint_updated",
+            "webhook_endpoint_disabled",
+            "webhook_endpoint_enabled",
+            "webhook_secret_rotated",
+            "webhook_recovery_started",
+            "webhook_endpoint_deleted",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn webhook_mistakes_and_narrow_tokens_are_refused_clearly() {
+    // The API's own outbound policy: https to public addresses only.
+    let site = Site::start().await;
+    let public = "https://93.184.215.14/hooks/latch";
+
+    // Bad arguments: refused by the command line (exit 2) before any request.
+    let bad_url = failed(
+        &site
+            .latch(&["webhooks", "create", "--url", "hooks.example/latch"])
+            .await,
+        2,
+    );
+    assert!(
+        bad_url.contains("invalid value 'hooks.example/latch' for '--url <URL>'")
+            && bad_url.contains("not a URL"),
+        "{bad_url}"
+    );
+    let bad_kind = failed(
+        &site
+            .latch(&[
+                "webhooks",
+                "create",
+                "--url",
+                public,
+                "--kinds",
+                "check_in,teleport",
+            ])
+            .await,
+        2,
+    );
+    assert!(
+        bad_kind.contains("unknown event kind \"teleport\"") && bad_kind.contains("check_out"),
+        "{bad_kind}"
+    );
+    let bad_grace = failed(
+        &site
+            .latch(&[
+                "webhooks",
+                "rotate",
+                &Uuid::now_v7().to_string(),
+                "--grace",
+                "1y",
+            ])
+            .await,
+        2,
+    );
+    assert!(bad_grace.contains("--grace"), "{bad_grace}");
+
+    // What only the API can tell: its code and message, exit 1.
+    let refused = failed(
+        &site
+            .latch(&["webhooks", "create", "--url", "http://127.0.0.1:9/hook"])
+            .await,
+        1,
+    );
+    assert!(refused.contains("422 url_refused"), "{refused}");
+    let unknown_site = failed(
+        &site
+            .latch(&["webhooks", "create", "--url", public, "--sites", "nowhere"])
+            .await,
+        1,
+    );
+    assert!(
+        unknown_site.contains("422 unknown_site") && unknown_site.contains("nowhere"),
+        "{unknown_site}"
+    );
+    let missing = failed(
+        &site
+            .latch(&["webhooks", "show", &Uuid::now_v7().to_string()])
+            .await,
+        1,
+    );
+    assert!(missing.contains("404 endpoint_not_found"), "{missing}");
+
+    // A token without `admin`, or for some sites only, manages no endpoint.
+    let viewer = crate::harness::token(
+        &site.stack.db,
+        "viewer",
+        &["sites:read", "sites:write"],
+        None,
+    )
+    .await;
+    let no_admin = failed(
+        &site
+            .latch_with(&["webhooks", "list"], &viewer, &site.api)
+            .await,
+        1,
+    );
+    assert!(
+        no_admin.contains("403 insufficient_scope") && no_admin.contains("admin"),
+        "{no_admin}"
+    );
+    let hq_admin =
+        crate::harness::token(&site.stack.db, "hq admin", &["admin"], Some(&["hq"])).await;
+    let one_site = failed(
+        &site
+            .latch_with(
+                &["webhooks", "create", "--url", public],
+                &hq_admin,
+                &site.api,
+            )
+            .await,
+        1,
+    );
+    assert!(
+        one_site.contains("403 site_not_allowed") && one_site.contains("every site"),
+        "{one_site}"
+    );
+
+    assert_eq!(
+        site.stack
+            .count("SELECT count(*) FROM webhook_endpoints")
+            .await,
+        0
+    );
+    assert_eq!(site.stack.count("SELECT count(*) FROM actions").await, 0);
+}
