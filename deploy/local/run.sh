@@ -372,6 +372,42 @@ PY
 }
 ((WANT_PROMETHEUS == 0)) || start_prometheus
 
+# --- a webhook endpoint: the simulator's subscriber "demo" --------------------------------------
+
+# An endpoint for every event, delivering to latch-sim's named subscriber "demo". Its secret is
+# shown once, so a run that finds the endpoint from an earlier run rotates it (at once) to
+# hand the new one to the simulator, which forgot its subscribers when it stopped.
+DEMO_ENDPOINT=
+subscribe_demo_endpoint() {
+    DEMO_ENDPOINT=$(python3 - "$API_URL" "$LATCH_DEMO_ADMIN_TOKEN" "${LATCH_HTTP_CA:-}" \
+        "$SIM_URL/webhooks/endpoints/demo" "$SIM_ADMIN_URL/endpoints/demo" <<'PY'
+import json, ssl, sys, urllib.request
+api, token, ca, url, subscriber = sys.argv[1:6]
+context = ssl.create_default_context(cafile=ca) if ca else None
+def call(method, path, body=None):
+    request = urllib.request.Request(api + path, method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+        return json.load(answer)
+found = [e for e in call("GET", "/v1/webhooks/endpoints") if e["url"] == url]
+if found:
+    endpoint = call("POST", f"/v1/webhooks/endpoints/{found[0]['id']}/secret:rotate", {"grace_secs": 0})
+    if endpoint.get("disabled_at"):
+        call("PATCH", f"/v1/webhooks/endpoints/{endpoint['id']}", {"disabled": False})
+else:
+    endpoint = call("POST", "/v1/webhooks/endpoints",
+                    {"url": url, "description": "latch-sim demo subscriber"})
+put = urllib.request.Request(subscriber, method="PUT",
+    data=json.dumps({"secrets": [endpoint["secret"]]}).encode(),
+    headers={"Content-Type": "application/json"})
+urllib.request.urlopen(put, timeout=10).close()
+print(endpoint["id"])
+PY
+    ) || warn "could not subscribe the simulator's demo endpoint; webhook endpoints are not shown"
+}
+subscribe_demo_endpoint
+
 # --- a burst of simulated card-reader traffic ------------------------------------------------
 
 # Each prints a number, or ? when it cannot tell.
@@ -381,10 +417,14 @@ relayed() {
     http_get "http://$RELAY_ADDR/metrics" |
         awk '$1 == "latch_relay_published_total" { printf "%d\n", $2; found = 1 } END { if (!found) print "?" }'
 }
-# "LEGACY WEBHOOKS": effects (first applications of an event) at each simulated sink.
+# "LEGACY WEBHOOKS ENDPOINT": effects (first applications of an event) at each simulated sink
+# and at the demo endpoint's subscriber.
 delivered() {
-    http_get "$SIM_ADMIN_URL/stats" | json_get '"%d %d" % (d["legacy"]["effects"], d["webhooks"]["effects"])' 2>/dev/null ||
-        echo '? ?'
+    local sinks endpoint
+    sinks=$(http_get "$SIM_ADMIN_URL/stats" | json_get '"%d %d" % (d["legacy"]["effects"], d["webhooks"]["effects"])' 2>/dev/null) ||
+        sinks='? ?'
+    endpoint=$(http_get "$SIM_ADMIN_URL/endpoints/demo/stats" | json_get 'd["applied"]' 2>/dev/null) || endpoint='?'
+    echo "$sinks $endpoint"
 }
 # `latch outbox status --json`; it exits 3 when a threshold is exceeded, which is data here.
 outbox_status() {
@@ -419,10 +459,10 @@ burst() {
         warn "this latch-load has no 'readers' subcommand; no traffic sent"
         return 0
     fi
-    local actions0 relayed0 legacy0 webhooks0 dead0 actions1 relayed1 legacy1 webhooks1 dead1 pid
+    local actions0 relayed0 legacy0 webhooks0 endpoint0 dead0 actions1 relayed1 legacy1 webhooks1 endpoint1 dead1 pid
     actions0=$(count_actions)
     relayed0=$(relayed)
-    read -r legacy0 webhooks0 < <(delivered)
+    read -r legacy0 webhooks0 endpoint0 < <(delivered)
     dead0=$(dead_letters)
 
     log "sending simulated card-reader traffic for 5 s: check-ins/outs at 40/s, unlocks at 20/s"
@@ -447,12 +487,13 @@ burst() {
     wait_for 60 drained || warn "the pipeline has not drained within 60 s; the numbers below are what got through so far"
     actions1=$(count_actions)
     relayed1=$(relayed)
-    read -r legacy1 webhooks1 < <(delivered)
+    read -r legacy1 webhooks1 endpoint1 < <(delivered)
     dead1=$(dead_letters)
     cat <<REPORT
     committed      $(diff_of "$actions1" "$actions0") actions (PostgreSQL table actions, each with its outbox row)
     relayed        $(diff_of "$relayed1" "$relayed0") events into LATCH_EVENTS (the relay's latch_relay_published_total)
-    delivered      $(diff_of "$legacy1" "$legacy0") to the legacy T&A (check-ins/outs), $(diff_of "$webhooks1" "$webhooks0") to the webhook receiver (latch-sim /stats)
+    delivered      $(diff_of "$legacy1" "$legacy0") to the legacy T&A (check-ins/outs), $(diff_of "$webhooks1" "$webhooks0") to the webhook receiver (latch-sim /stats),
+                   $(diff_of "$endpoint1" "$endpoint0") to the webhook endpoint ${DEMO_ENDPOINT:-?} (latch-sim /endpoints/demo/stats)
     dead-lettered  $(diff_of "$dead1" "$dead0") (latch outbox status: dead_letters; $dead1 in LATCH_DLQ)
 REPORT
 }
@@ -502,6 +543,7 @@ latch is running
               (/readyz and /healthz beside each)
   Simulator   legacy T&A $SIM_URL/tna/v2/punches   webhooks $SIM_URL/webhooks/latch
               what they received: $SIM_ADMIN_URL/stats   fault knobs: $SIM_ADMIN_URL/faults
+              webhook endpoint ${DEMO_ENDPOINT:-(none)} -> subscriber "demo": $SIM_ADMIN_URL/endpoints/demo/stats
   Prometheus  $prom_line
   PostgreSQL  127.0.0.1:$PGPORT, database latch   data $LATCH_PG_DATA   log $LATCH_PG_DATA/log
   NATS        $LATCH_NATS_URL   monitoring $NATS_MONITOR_URL
@@ -529,6 +571,11 @@ $(unlock "$granted")$denied_lines
   # The event feed: a page from the oldest event, then every new event as it happens:
   $curl_api -s '$API_URL/v1/events?limit=5' -H 'Authorization: Bearer $admin'
   $curl_api -sN $API_URL/v1/events/stream -H 'Authorization: Bearer $admin'
+
+  # Webhook endpoints: the list, one's delivery figures and its last calls:
+  $curl_api -s $API_URL/v1/webhooks/endpoints -H 'Authorization: Bearer $admin'
+  $curl_api -s $API_URL/v1/webhooks/endpoints/${DEMO_ENDPOINT:-ID}/stats -H 'Authorization: Bearer $admin'
+  $curl_api -s '$API_URL/v1/webhooks/endpoints/${DEMO_ENDPOINT:-ID}/attempts?limit=3' -H 'Authorization: Bearer $admin'
 
   # The rows behind them:
   $psql_cmd -c 'SELECT kind, decision, reason, card_id, occurred_at FROM actions ORDER BY occurred_at DESC LIMIT 5'
