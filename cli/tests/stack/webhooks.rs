@@ -418,17 +418,30 @@ async fn the_worker_refuses_at_delivery_an_address_its_policy_forbids() {
     let h = Hooks::start(strict).await;
     h.holder("ADA").await;
     let id = h.endpoint("inside", json!({"kinds": ["check_in"]})).await;
+    // The same subscriber by a name that resolves to loopback: refused by the resolver.
+    let by_name = h
+        .created(
+            ENDPOINTS,
+            json!({
+                "url": h.sim.subscriber_url("inside").replace("127.0.0.1", "localhost"),
+                "kinds": ["check_in"],
+            }),
+        )
+        .await;
+    let by_name: Uuid = by_name["id"].as_str().unwrap().parse().unwrap();
     h.traffic("hq", "ADA", 1).await;
-    wait_until("a refused attempt", DEADLINE, || async {
-        (h.count(&format!(
-            "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{id}'
-             AND error = 'address_refused' AND status IS NULL"
-        ))
-        .await
-            > 0)
-        .then_some(())
-    })
-    .await;
+    for endpoint in [id, by_name] {
+        wait_until("a refused attempt", DEADLINE, || async {
+            (h.count(&format!(
+                "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{endpoint}'
+                 AND error = 'address_refused' AND status IS NULL"
+            ))
+            .await
+                > 0)
+            .then_some(())
+        })
+        .await;
+    }
     assert_eq!(
         h.sim.subscriber_stats("inside").unwrap().counters.received,
         0

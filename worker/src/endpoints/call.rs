@@ -4,7 +4,8 @@
 //! the outbound policy's ([`latch_core::outbound::Policy::resolve`]): a name is resolved
 //! at connection time and every address checked, and the connection goes to those very
 //! addresses; an address literal in the URL is checked before the call. Redirects are not
-//! followed.
+//! followed, and no proxy is used (`HTTP_PROXY`/`HTTPS_PROXY` are ignored here: a proxy
+//! would resolve and connect past the check).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub fn client(policy: Arc<Policy>, timeout: Duration) -> anyhow::Result<reqwest:
         .pool_max_idle_per_host(4)
         .user_agent(concat!("latch/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy from HTTP(S)_PROXY would resolve and connect for us, past the check.
+        .no_proxy()
         .dns_resolver(Arc::new(Resolver(policy)))
         .build()?)
 }
