@@ -168,6 +168,19 @@ pub struct Endpoint {
     pub failing_since: Option<OffsetDateTime>,
 }
 
+/// An endpoint with its signing secret: the answer to its creation and to each rotation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EndpointWithSecret {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// The signing secret (`whsec_` and the base64 of 32 random bytes), for the Standard
+    /// Webhooks libraries. Shown only in this answer: latch never shows it again. A replay of
+    /// the request (the same `Idempotency-Key`) answers without it; if the first answer was
+    /// lost, rotate the secret again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
 const ENDPOINT_COLUMNS: &str = "id, url, description, kinds, sites, rate_per_second, \
      previous_secret_until, disabled_at, disabled_reason, created_by, created_at, updated_at, \
      last_success_at, failing_since";
@@ -233,6 +246,11 @@ async fn check_url(config: &ApiConfig, url: &str) -> Result<String, ApiError> {
         ));
     }
     match config.outbound.check(url).await {
+        // As written once parsed (percent-encoded): what is stored must fit too.
+        Ok(parsed) if parsed.as_str().len() > MAX_URL => Err(ApiError::unprocessable(
+            "invalid_url",
+            format!("url must be at most {MAX_URL} bytes"),
+        )),
         Ok(parsed) => Ok(parsed.to_string()),
         Err(refused @ latch_core::outbound::Refused::Invalid(_)) => Err(ApiError::unprocessable(
             "invalid_url",
@@ -304,7 +322,7 @@ fn check_rate(rate: Option<i64>) -> Result<Option<i32>, ApiError> {
     tag = "webhooks",
     request_body = NewEndpoint,
     responses(
-        (status = 201, description = "The endpoint and its `secret` (`whsec_…`), shown this once", body = Endpoint),
+        (status = 201, description = "The endpoint and its `secret` (`whsec_…`), shown this once (`Idempotent-Replayed: true`, and no secret, when it answers an `Idempotency-Key` sent before)", body = EndpointWithSecret),
         (status = 403, description = "Not an `admin` token for every site", body = ErrorBody),
         (status = 422, description = "Invalid or refused URL, unknown kind or site, bad description or rate", body = ErrorBody),
     ),
@@ -518,7 +536,7 @@ pub async fn delete_endpoint(
     params(("id" = Uuid, Path, description = "Endpoint id")),
     request_body(content = Option<SecretRotation>, description = "Empty, `{}` or `null`: the default grace period"),
     responses(
-        (status = 200, description = "The endpoint and its new `secret`, shown this once", body = Endpoint),
+        (status = 200, description = "The endpoint and its new `secret`, shown this once (`Idempotent-Replayed: true`, and no secret, when it answers an `Idempotency-Key` sent before)", body = EndpointWithSecret),
         (status = 404, description = "No such endpoint", body = ErrorBody),
         (status = 422, description = "grace_secs out of range", body = ErrorBody),
     ),
