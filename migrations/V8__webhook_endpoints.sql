@@ -10,6 +10,8 @@
 --   the schema's owner and the worker's group (`latch_deliverer`) may read it; the API's
 --   login sees every other column. After a rotation the previous secret signs beside the
 --   new one until `previous_secret_until`.
+-- - An action's reason names the endpoint by its id, never its URL: events go to every
+--   subscriber, and URLs often carry a receiver's token.
 -- - Delivery state, written by the worker: `position` (the event stream's sequence up to
 --   which every event routed to the endpoint has been delivered or dead-lettered; NULL:
 --   not started, it starts with the first event stored at or after `start_at`),
@@ -17,9 +19,10 @@
 --   dead-lettered, and the breaker's state. A disabled endpoint keeps its position:
 --   enabling it resumes from there, or from `start_at` = now when the operator asks.
 -- - A recovery (`latch_recover_webhook_endpoint`) moves the endpoint's cursor back to a
---   time: every event routed to it since then is delivered again, in order, with its
---   original id, before newer ones; the cursor is saved as it goes, so a recovery survives
---   a restart, and `position` shows how far it is.
+--   time — never forward: what it has not delivered yet stays to deliver. Every event
+--   routed to it since then is delivered again, in order, with its original id, before
+--   newer ones; the cursor is saved as it goes, so a recovery survives a restart, and
+--   `position` shows how far it is.
 -- - `webhook_attempts`: every call made to an endpoint (time, event, status or error
 --   class, latency, the first KiB of the answer), pruned by the worker after a retention
 --   period.
@@ -60,7 +63,10 @@ CREATE TABLE webhook_endpoints (
     breaker               text NOT NULL DEFAULT 'closed'
                           CHECK (breaker IN ('closed', 'open', 'half_open')),
     recover_since         timestamptz,
-    recover_requested_at  timestamptz
+    recover_requested_at  timestamptz,
+    -- The recovery the worker has moved the cursor back for (= recover_requested_at once
+    -- applied): a restart in the middle of a recovery resumes it, not starts it again.
+    recover_applied_at    timestamptz
 );
 
 CREATE TABLE webhook_attempts (
@@ -84,14 +90,15 @@ ALTER TABLE actions ADD COLUMN endpoint_id uuid;
 -- The worker's group reads the endpoints (secrets included), writes what delivery learns.
 GRANT SELECT ON webhook_endpoints TO latch_deliverer;
 GRANT UPDATE (position, last_success_at, failing_since, delivered_count, failed_count,
-               dead_lettered_count, breaker)
+               dead_lettered_count, breaker, recover_applied_at)
     ON webhook_endpoints TO latch_deliverer;
 GRANT SELECT, INSERT, DELETE ON webhook_attempts TO latch_deliverer;
 -- The API reads everything but the secrets.
 GRANT SELECT (id, url, description, kinds, sites, rate_per_second, previous_secret_until,
               disabled_at, disabled_reason, created_by, created_at, updated_at, start_at,
               position, last_success_at, failing_since, delivered_count, failed_count,
-              dead_lettered_count, breaker, recover_since, recover_requested_at)
+              dead_lettered_count, breaker, recover_since, recover_requested_at,
+              recover_applied_at)
     ON webhook_endpoints TO latch_app, latch_operator;
 GRANT SELECT ON webhook_attempts TO latch_app, latch_operator;
 
@@ -153,7 +160,7 @@ BEGIN
                                    secret, created_by)
     VALUES (p_id, p_url, p_description, p_kinds, p_sites, p_rate, p_secret, actor);
     PERFORM latch_record_endpoint_action(p_action, 'webhook_endpoint_created', actor, p_trace,
-        p_id, format('endpoint %s created: %s', p_id, p_url));
+        p_id, format('endpoint %s created', p_id));
     RETURN 'done';
 END
 $$;
@@ -215,14 +222,13 @@ RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     actor uuid := latch_admin_id(p_token);
-    gone_url text;
 BEGIN
     IF actor IS NULL THEN RETURN 'unauthorized'; END IF;
     IF latch_endpoint_admin(p_token) IS NULL THEN RETURN 'forbidden'; END IF;
-    DELETE FROM webhook_endpoints WHERE id = p_id RETURNING url INTO gone_url;
+    DELETE FROM webhook_endpoints WHERE id = p_id;
     IF NOT FOUND THEN RETURN 'not_found'; END IF;
     PERFORM latch_record_endpoint_action(p_action, 'webhook_endpoint_deleted', actor, p_trace,
-        p_id, format('endpoint %s deleted: %s', p_id, gone_url));
+        p_id, format('endpoint %s deleted', p_id));
     RETURN 'done';
 END
 $$;
@@ -256,7 +262,8 @@ BEGIN
 END
 $$;
 
--- Delivers again everything routed to the endpoint since `p_since` (its cursor moves back).
+-- Delivers again everything routed to the endpoint since `p_since`: the worker moves its
+-- cursor back to the first event stored since then, if that is before it.
 CREATE FUNCTION latch_recover_webhook_endpoint(p_token bytea, p_action uuid, p_trace text,
                                                p_id uuid, p_since timestamptz)
 RETURNS text
@@ -267,8 +274,8 @@ BEGIN
     IF actor IS NULL THEN RETURN 'unauthorized'; END IF;
     IF latch_endpoint_admin(p_token) IS NULL THEN RETURN 'forbidden'; END IF;
     UPDATE webhook_endpoints SET
-        start_at = p_since, position = NULL, recover_since = p_since,
-        recover_requested_at = now(), updated_at = now()
+        start_at = LEAST(start_at, p_since), recover_since = p_since,
+        recover_requested_at = clock_timestamp(), updated_at = now()
     WHERE id = p_id;
     IF NOT FOUND THEN RETURN 'not_found'; END IF;
     PERFORM latch_record_endpoint_action(p_action, 'webhook_recovery_started', actor, p_trace,

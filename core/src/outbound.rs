@@ -8,9 +8,11 @@
 //! - the scheme is `https` (or `http` when [`ALLOW_HTTP`] says so); no user name or
 //!   password in the URL;
 //! - every address the host resolves to must be public: loopback, private (RFC 1918, IPv6
-//!   unique-local), link-local (which holds the metadata addresses), shared (RFC 6598),
-//!   unspecified, multicast and broadcast addresses are refused — all of a name's
-//!   addresses, so a name cannot slip one in beside public ones;
+//!   unique-local and site-local), link-local (which holds the metadata addresses), shared
+//!   (RFC 6598), unspecified, multicast, broadcast and other reserved addresses are refused
+//!   — IPv4 addresses inside IPv6 ones (mapped, compatible, NAT64, 6to4) by the IPv4
+//!   address, Teredo altogether — all of a name's addresses, so a name cannot slip one in
+//!   beside public ones;
 //! - [`ALLOW_ADDRESSES`] names ranges to allow anyway (`loopback`, `private`,
 //!   `link_local`, `shared`): the local stack and the tests deliver to loopback.
 //!
@@ -79,7 +81,7 @@ impl Range {
     }
 
     fn of_v4(ip: Ipv4Addr) -> Option<Range> {
-        let [a, b, ..] = ip.octets();
+        let [a, b, c, _] = ip.octets();
         if ip.is_loopback() {
             Some(Range::Loopback)
         } else if ip.is_private() {
@@ -88,7 +90,16 @@ impl Range {
             Some(Range::LinkLocal)
         } else if a == 100 && (64..128).contains(&b) {
             Some(Range::Shared)
-        } else if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || a == 0 {
+        } else if ip.is_unspecified()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || a == 0
+            // 240/4 (reserved), 192.0.0/24 (IETF protocol assignments), 198.18/15
+            // (benchmarking)
+            || a >= 240
+            || (a, b, c) == (192, 0, 0)
+            || (a == 198 && (b == 18 || b == 19))
+        {
             Some(Range::Reserved)
         } else {
             None
@@ -96,15 +107,35 @@ impl Range {
     }
 
     fn of_v6(ip: Ipv6Addr) -> Option<Range> {
-        let first = ip.segments()[0];
+        let segments = ip.segments();
+        let first = segments[0];
+        let embedded = |high: u16, low: u16| {
+            let [a, b] = high.to_be_bytes();
+            let [c, d] = low.to_be_bytes();
+            Ipv4Addr::new(a, b, c, d)
+        };
         if ip.is_loopback() {
             Some(Range::Loopback)
-        } else if first & 0xfe00 == 0xfc00 {
+        } else if ip.is_unspecified() || ip.is_multicast() {
+            Some(Range::Reserved)
+        } else if segments[..6] == [0; 6] {
+            // IPv4-compatible ::a.b.c.d (deprecated, but still routed by some stacks).
+            Self::of_v4(embedded(segments[6], segments[7])).or(Some(Range::Reserved))
+        } else if segments[..2] == [0x64, 0xff9b] {
+            // NAT64 (64:ff9b::/96, and the local-use 64:ff9b:1::/48): an IPv4 address
+            // behind a translator, in the last 32 bits.
+            Self::of_v4(embedded(segments[6], segments[7]))
+        } else if first == 0x2002 {
+            // 6to4: the IPv4 address in the next 32 bits.
+            Self::of_v4(embedded(segments[1], segments[2]))
+        } else if first == 0x2001 && segments[1] == 0 {
+            // Teredo: a tunnel to anywhere.
+            Some(Range::Reserved)
+        } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+            // Unique-local, and the deprecated site-local.
             Some(Range::Private)
         } else if first & 0xffc0 == 0xfe80 {
             Some(Range::LinkLocal)
-        } else if ip.is_unspecified() || ip.is_multicast() {
-            Some(Range::Reserved)
         } else {
             None
         }
@@ -285,6 +316,15 @@ mod tests {
             ("255.255.255.255", Some(Range::Reserved)),
             ("224.0.0.1", Some(Range::Reserved)),
             ("::", Some(Range::Reserved)),
+            ("::10.0.0.1", Some(Range::Private)),
+            ("64:ff9b::a00:1", Some(Range::Private)),
+            ("64:ff9b::5db8:d70e", None),
+            ("2002:a00:1::1", Some(Range::Private)),
+            ("2001:0:4136:e378::1", Some(Range::Reserved)),
+            ("fec0::1", Some(Range::Private)),
+            ("240.0.0.1", Some(Range::Reserved)),
+            ("198.18.0.1", Some(Range::Reserved)),
+            ("192.0.0.8", Some(Range::Reserved)),
             ("93.184.215.14", None),
             ("2606:4700::1111", None),
             ("172.32.0.1", None),

@@ -40,7 +40,11 @@ pub fn client(policy: Arc<Policy>, timeout: Duration) -> anyhow::Result<reqwest:
     Ok(reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(2)))
-        .pool_max_idle_per_host(4)
+        // Several endpoints may share a host (one integrator's service, or a gateway), each
+        // with its lanes: keep enough idle connections for them to be reused rather than
+        // opened anew per call, and let idle ones go soon (many endpoints, many hosts).
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(30))
         .user_agent(concat!("latch/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         // A proxy from HTTP(S)_PROXY would resolve and connect for us, past the check.
@@ -141,7 +145,18 @@ pub async fn call(http: &reqwest::Client, policy: &Policy, request: Request<'_>)
                 }
             }
             kept.truncate(RESPONSE_KEPT);
-            let mut text = String::from_utf8_lossy(&kept).into_owned();
+            // PostgreSQL's text takes no NUL; other control characters but line breaks
+            // and tabs are shown as U+FFFD too (an answer is anything the receiver sent).
+            let mut text: String = String::from_utf8_lossy(&kept)
+                .chars()
+                .map(|c| {
+                    if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                        char::REPLACEMENT_CHARACTER
+                    } else {
+                        c
+                    }
+                })
+                .collect();
             while text.len() > RESPONSE_KEPT {
                 text.pop();
             }
@@ -168,7 +183,11 @@ pub async fn call(http: &reqwest::Client, policy: &Policy, request: Request<'_>)
             } else if error.is_connect() {
                 ("connection_failed", "connection failed".to_owned())
             } else {
-                ("transport", format!("transport error: {error}"))
+                // Without the URL: a receiver's URL may carry its token.
+                (
+                    "transport",
+                    format!("transport error: {}", error.without_url()),
+                )
             };
             Called {
                 outcome: Outcome::Retry {

@@ -34,6 +34,11 @@ const MESSAGE_WAIT: Duration = Duration::from_secs(5);
 const LANE_QUEUE: usize = 32;
 /// A lane without work this long ends (it starts again with the next event for it).
 const LANE_IDLE: Duration = Duration::from_secs(30);
+/// How often an idle endpoint's position, following the tail, is saved at most.
+const IDLE_SAVE: Duration = Duration::from_secs(30);
+/// Events stored up to this long before an endpoint's start are read too (and skipped by
+/// their `recorded_at`): the stream's clock may be behind the database's.
+const CLOCK_MARGIN: Duration = Duration::from_secs(300);
 /// How often a lane waiting for the breaker looks again.
 const BREAKER_POLL: Duration = Duration::from_millis(50);
 
@@ -133,6 +138,12 @@ struct State {
     failed: i64,
     dead_lettered: i64,
     saved: Option<Progress>,
+    saved_at: Option<Instant>,
+    /// A recovery to apply at the first page: move the cursor back to the first event
+    /// stored at or after this time, if that is before it.
+    rewind: Option<OffsetDateTime>,
+    /// While reading again after a recovery: (the position before it, its `since`).
+    rewound: Option<(u64, OffsetDateTime)>,
 }
 
 pub struct Runtime {
@@ -160,10 +171,12 @@ fn limiter(rate: u32) -> Arc<DefaultDirectRateLimiter> {
 }
 
 impl Runtime {
-    /// Starts delivering to the endpoint of `row`.
-    pub fn start(shared: Arc<Shared>, row: EndpointRow, shutdown: &CancellationToken) -> Arc<Self> {
+    /// Prepares delivery to the endpoint of `row`; [`Runtime::launch`] starts it, once the
+    /// tail offers events to it (else the events between its first page and the tail's
+    /// first offer would be missed).
+    pub fn new(shared: Arc<Shared>, row: EndpointRow, shutdown: &CancellationToken) -> Arc<Self> {
         let config = &shared.config;
-        let runtime = Arc::new(Runtime {
+        Arc::new(Runtime {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open, 1),
             limiter: RwLock::new(limiter(row.rate_per_second)),
             state: Mutex::new(State {
@@ -171,6 +184,7 @@ impl Runtime {
                 last_success_at: row.last_success_at,
                 failing_since: row.failing_since,
                 catching_up: true,
+                rewind: row.pending_recovery(),
                 ..State::default()
             }),
             row: RwLock::new(Arc::new(row)),
@@ -182,10 +196,23 @@ impl Runtime {
             tasks: TaskTracker::new(),
             pause_until: Mutex::new(None),
             shared,
+        })
+    }
+
+    /// Starts delivering; after `previous` (the same endpoint's runtime before a restart)
+    /// has let go, so that its last calls cannot overtake this one's first.
+    pub fn launch(self: &Arc<Self>, previous: Option<Arc<Runtime>>) {
+        let runtime = self.clone();
+        self.tasks.spawn(async move {
+            if let Some(previous) = previous {
+                tokio::select! {
+                    _ = runtime.stop.cancelled() => return,
+                    _ = previous.stopped() => {}
+                }
+            }
+            runtime.run().await;
         });
-        runtime.tasks.spawn(runtime.clone().run());
-        runtime.tasks.close();
-        runtime
+        self.tasks.close();
     }
 
     pub fn id(&self) -> Uuid {
@@ -217,6 +244,11 @@ impl Runtime {
 
     pub fn is_stopped(&self) -> bool {
         self.stop.is_cancelled()
+    }
+
+    /// True once the task and its lanes have ended.
+    pub fn finished(&self) -> bool {
+        self.tasks.is_closed() && self.tasks.is_empty()
     }
 
     /// Waits until the task and its lanes have ended.
@@ -254,14 +286,18 @@ impl Runtime {
         let row = self.row();
         let state = lock(&self.state);
         let read_through = state.read_through?;
+        let mut idle_advance = false;
         let position = match state.in_flight.first() {
             Some(first) => first.saturating_sub(1).min(read_through),
             // Nothing in hand and nothing waiting: every event the tail offered was
-            // delivered (the inbox is taken from under this lock).
+            // delivered (the inbox is taken from under this lock). Not once stopped: the
+            // tail offers a stopped endpoint nothing.
             None if state.idle
+                && !self.is_stopped()
                 && !self.overflowed.load(Ordering::SeqCst)
                 && lock(&self.inbox).is_empty() =>
             {
+                idle_advance = tail > read_through;
                 read_through.max(tail)
             }
             None => read_through,
@@ -269,6 +305,8 @@ impl Runtime {
         let progress = Progress {
             id: row.id,
             start_at: row.start_at,
+            recover_requested_at: row.recover_requested_at,
+            recover_applied: state.rewind.is_none() && row.pending_recovery().is_some(),
             position,
             last_success_at: state.last_success_at,
             failing_since: state.failing_since,
@@ -277,12 +315,28 @@ impl Runtime {
             dead_lettered: state.dead_lettered,
             breaker: self.breaker.state().as_str(),
         };
-        (state.saved.as_ref() != Some(&progress)).then_some(progress)
+        if let Some(saved) = state.saved.as_ref() {
+            if *saved == progress {
+                return None;
+            }
+            // An idle endpoint following the tail is saved now and then, not at every
+            // event: a stale position only means more to read after a restart.
+            let only_followed = idle_advance
+                && Progress {
+                    position: saved.position,
+                    ..progress.clone()
+                } == *saved;
+            if only_followed && state.saved_at.is_some_and(|at| at.elapsed() < IDLE_SAVE) {
+                return None;
+            }
+        }
+        Some(progress)
     }
 
     /// `progress` is saved: its counts are no longer pending.
     pub fn saved(&self, progress: Progress) {
         let mut state = lock(&self.state);
+        state.saved_at = Some(Instant::now());
         state.delivered -= progress.delivered;
         state.failed -= progress.failed;
         state.dead_lettered -= progress.dead_lettered;
@@ -297,11 +351,15 @@ impl Runtime {
     /// Reads, pages or inbox, and hands events to the lanes, until stopped.
     async fn run(self: Arc<Self>) {
         let lanes = self.shared.config.concurrency.max(1);
-        let mut senders: Vec<Option<mpsc::Sender<Arc<Routed>>>> = vec![None; lanes];
+        let mut senders: Vec<Option<Lane>> = (0..lanes).map(|_| None).collect();
         while !self.is_stopped() {
             if self.overflowed.swap(false, Ordering::SeqCst) {
                 lock(&self.state).catching_up = true;
-                match self.read_page().await {
+                let page = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    page = self.read_page() => page,
+                };
+                match page {
                     Ok(page) => {
                         for event in page.events {
                             if !self.dispatch(&mut senders, event).await {
@@ -311,6 +369,9 @@ impl Runtime {
                         let mut state = lock(&self.state);
                         state.read_through =
                             Some(state.read_through.unwrap_or(0).max(page.through));
+                        if state.rewound.is_some_and(|(old, _)| page.through >= old) {
+                            state.rewound = None;
+                        }
                         if !page.caught_up {
                             self.overflowed.store(true, Ordering::SeqCst);
                         }
@@ -355,11 +416,7 @@ impl Runtime {
     }
 
     /// Hands an event to its lane (waiting for room); `false` when stopped.
-    async fn dispatch(
-        self: &Arc<Self>,
-        senders: &mut [Option<mpsc::Sender<Arc<Routed>>>],
-        event: Arc<Routed>,
-    ) -> bool {
+    async fn dispatch(self: &Arc<Self>, senders: &mut [Option<Lane>], event: Arc<Routed>) -> bool {
         {
             let mut state = lock(&self.state);
             state.in_flight.insert(event.seq);
@@ -367,25 +424,32 @@ impl Runtime {
         }
         let lane = lane_of(&event, senders.len());
         let mut event = event;
+        let mut previous = None;
         loop {
             let sender = match &senders[lane] {
-                Some(sender) => sender.clone(),
+                Some(current) => current.sender.clone(),
                 None => {
                     let (sender, receiver) = mpsc::channel(LANE_QUEUE);
                     self.tasks.reopen();
-                    self.tasks.spawn(self.clone().lane(receiver));
+                    let task = self
+                        .tasks
+                        .spawn(self.clone().lane(receiver, previous.take()));
                     self.tasks.close();
-                    senders[lane] = Some(sender.clone());
+                    senders[lane] = Some(Lane {
+                        sender: sender.clone(),
+                        task,
+                    });
                     sender
                 }
             };
             tokio::select! {
                 sent = sender.send(event) => match sent {
                     Ok(()) => return true,
-                    // The lane ended (idle): start another with this event.
+                    // The lane is ending (idle): another takes this event, once the
+                    // ending one has delivered what it still holds.
                     Err(mpsc::error::SendError(back)) => {
                         event = back;
-                        senders[lane] = None;
+                        previous = senders[lane].take().map(|ending| ending.task);
                     }
                 },
                 _ = self.stop.cancelled() => return false,
@@ -394,7 +458,14 @@ impl Runtime {
     }
 
     /// One lane: its events one at a time, in order.
-    async fn lane(self: Arc<Self>, mut events: mpsc::Receiver<Arc<Routed>>) {
+    async fn lane(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<Arc<Routed>>,
+        previous: Option<tokio::task::JoinHandle<()>>,
+    ) {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
         loop {
             let next = tokio::select! {
                 next = events.recv() => next,
@@ -479,8 +550,7 @@ impl Runtime {
             if called.gone() {
                 permit.failure();
                 self.record(event, &called, now, "failed");
-                self.disable(&format!("{} answered 410 Gone", row.url))
-                    .await;
+                self.disable("the endpoint answered 410 Gone").await;
                 return;
             }
             match &called.outcome {
@@ -507,7 +577,7 @@ impl Runtime {
                                     .max(0.0),
                             );
                     }
-                    self.finished(event.seq);
+                    self.settled(event.seq);
                     return;
                 }
                 Outcome::Permanent { reason, status } => {
@@ -556,7 +626,8 @@ impl Runtime {
         }
     }
 
-    fn finished(&self, seq: u64) {
+    /// An event is delivered or dead-lettered: no longer in hand.
+    fn settled(&self, seq: u64) {
         lock(&self.state).in_flight.remove(&seq);
     }
 
@@ -648,7 +719,7 @@ impl Runtime {
                         .with_label_values(&[METRICS_SINK, "dead"])
                         .inc();
                     lock(&self.state).dead_lettered += 1;
-                    self.finished(event.seq);
+                    self.settled(event.seq);
                     return;
                 }
                 Err(error) => {
@@ -666,6 +737,23 @@ impl Runtime {
         let shared = &self.shared;
         let _permit = shared.reads.acquire().await?;
         let row = self.row();
+        let rewind = lock(&self.state).rewind;
+        if let Some(since) = rewind {
+            // A recovery: back to the first event stored since then, if that is before
+            // where the cursor is (what it has not delivered yet stays to deliver).
+            let first = self.first_stored_since(since - CLOCK_MARGIN).await?;
+            let mut state = lock(&self.state);
+            if let (Some(through), Some(first)) = (state.read_through, first)
+                && first <= through
+            {
+                state.read_through = Some(first.saturating_sub(1));
+                // Read again from a little before `since` (clocks): what was delivered
+                // and recorded before `since` is not sent again.
+                state.rewound = Some((through, since));
+            }
+            state.rewind = None;
+            tracing::info!(endpoint = %row.id, position = state.read_through, "recovery: delivering again from here");
+        }
         let mut stream = shared.stream.clone();
         let info = stream.info().await?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
@@ -688,7 +776,7 @@ impl Runtime {
                 start_sequence: after + 1,
             },
             None => consumer::DeliverPolicy::ByStartTime {
-                start_time: row.start_at,
+                start_time: row.start_at - CLOCK_MARGIN,
             },
         };
         let mut filter_subjects: Vec<String> = match &row.kinds {
@@ -706,6 +794,7 @@ impl Runtime {
             })
             .await?;
         let name = consumer.cached_info().name.clone();
+        let rewound = lock(&self.state).rewound;
         let read = async {
             let mut page = Page {
                 events: Vec::new(),
@@ -717,18 +806,15 @@ impl Runtime {
             } else {
                 let mut messages = consumer.messages().await?;
                 for _ in 0..PAGE {
-                    let message = tokio::time::timeout(MESSAGE_WAIT, messages.next())
-                        .await
-                        .map_err(|_| anyhow::anyhow!("the stream stopped answering"))?
-                        .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
-                    let info = message
-                        .info()
-                        .map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?;
-                    let (seq, pending) = (info.stream_sequence, info.pending);
-                    if let Some(event) = Routed::parse(seq, &message)
-                        && row.routes(&event)
-                    {
-                        page.events.push(Arc::new(event));
+                    let (message, seq, pending) = next_message(&mut messages).await?;
+                    if let Some(event) = Routed::parse(seq, &message) {
+                        // Read again for a recovery, delivered and recorded before `since`.
+                        let again = rewound.is_some_and(|(old, since)| {
+                            seq <= old && event.recorded_at.is_some_and(|at| at < since)
+                        });
+                        if row.routes(&event) && !again {
+                            page.events.push(Arc::new(event));
+                        }
                     }
                     page.through = seq;
                     if pending == 0 {
@@ -749,6 +835,59 @@ impl Runtime {
         });
         read
     }
+}
+
+/// The next message of an ordered read, with its stream sequence and how many are pending
+/// after it; an error when the stream stops answering within [`MESSAGE_WAIT`].
+async fn next_message(
+    messages: &mut consumer::pull::Ordered,
+) -> anyhow::Result<(jetstream::Message, u64, u64)> {
+    let message = tokio::time::timeout(MESSAGE_WAIT, messages.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("the stream stopped answering"))?
+        .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
+    let info = message
+        .info()
+        .map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?;
+    let (seq, pending) = (info.stream_sequence, info.pending);
+    Ok((message, seq, pending))
+}
+
+impl Runtime {
+    /// The sequence of the first event stored at or after `since`, if any.
+    async fn first_stored_since(&self, since: OffsetDateTime) -> anyhow::Result<Option<u64>> {
+        let shared = &self.shared;
+        let consumer = shared
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: since },
+                max_batch: 1,
+                ..Default::default()
+            })
+            .await?;
+        let name = consumer.cached_info().name.clone();
+        let first = if consumer.cached_info().num_pending == 0 {
+            Ok(None)
+        } else {
+            async {
+                let mut messages = consumer.messages().await?;
+                let (_, seq, _) = next_message(&mut messages).await?;
+                anyhow::Ok(Some(seq))
+            }
+            .await
+        };
+        let stream = shared.stream.clone();
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+        first
+    }
+}
+
+/// A lane's queue and task.
+struct Lane {
+    sender: mpsc::Sender<Arc<Routed>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// What one page read.

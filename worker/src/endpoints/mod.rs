@@ -63,7 +63,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream;
 use deadpool_postgres::Pool;
 use latch_core::config::{ConfigError, DatabaseConfig, Setting, Source};
@@ -213,6 +212,8 @@ impl EndpointMetrics {
 pub struct Shared {
     pub config: EndpointsConfig,
     pub pool: Pool,
+    /// For the deliverers' lock, held on a connection of its own.
+    pub database_url: latch_core::config::Secret<String>,
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
     pub http: reqwest::Client,
@@ -257,6 +258,7 @@ impl Endpoints {
                 reads: Semaphore::new(config.max_reads),
                 config,
                 pool,
+                database_url: database.url.clone(),
                 js,
                 stream,
                 http,
@@ -268,69 +270,189 @@ impl Endpoints {
         })
     }
 
-    /// Delivers until `shutdown`.
+    /// Delivers until `shutdown` — while this worker holds the deliverers' lock: another
+    /// worker with a database stands by, and takes over when this one stops.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let shared = self.shared;
-        let routing: Routing = Arc::default();
-        // The tail's start is fixed before any endpoint reads its first page, so that a
-        // page read to the stream's end meets the events the tail offers.
-        let tail = tail::Tail::start(&shared)
-            .await
-            .context("cannot follow the event stream")?;
-        let tail_task = tokio::spawn(tail.run(shared.clone(), routing.clone(), shutdown.clone()));
+        let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(write_attempts(
             shared.clone(),
             self.attempts,
-            shutdown.clone(),
+            writer_stop.clone(),
         ));
-        let mut running: HashMap<Uuid, Arc<Runtime>> = HashMap::new();
-        let mut last_prune = None::<std::time::Instant>;
-        let mut failing = false;
-        let mut known = Known::default();
-        tracing::info!("delivering to webhook endpoints");
-        loop {
-            match known.refresh(&shared.pool).await {
-                Ok(()) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!("reading the webhook endpoints again");
+        while let Some(lock) = DelivererLock::acquire(&shared, &shutdown).await {
+            let session = shutdown.child_token();
+            let watch = {
+                let (session, lost) = (session.clone(), lock.lost.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = lost.cancelled() => session.cancel(),
+                        _ = session.cancelled() => {}
                     }
-                    follow(&shared, &routing, &mut running, &known.rows, &shutdown)
-                }
-                Err(error) => {
-                    if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(
-                            error = format!("{error:#}"),
-                            "cannot read the webhook endpoints; retrying"
-                        );
-                    }
-                }
+                })
+            };
+            deliver(&shared, &self.metrics, &session).await;
+            session.cancel();
+            let _ = watch.await;
+            drop(lock);
+            if shutdown.is_cancelled() {
+                break;
             }
-            save_progress(&shared, running.values()).await;
-            self.metrics.observe(running.values());
-            if last_prune.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
-                last_prune = Some(std::time::Instant::now());
-                match store::prune(&shared.pool, shared.config.attempts_retention).await {
-                    Ok(0) => {}
-                    Ok(pruned) => tracing::info!(pruned, "old endpoint attempts pruned"),
-                    Err(error) => tracing::warn!(%error, "cannot prune endpoint attempts"),
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(shared.config.refresh) => {}
-            }
+            tracing::warn!(
+                "lost the webhook deliverers' lock (the database connection); standing by"
+            );
         }
-        for runtime in running.values() {
-            runtime.stop();
-        }
-        for runtime in running.values() {
-            runtime.stopped().await;
-        }
-        save_progress(&shared, running.values()).await;
-        let _ = tail_task.await;
+        // Last: the lanes' final attempts are recorded.
+        writer_stop.cancel();
         let _ = writer.await;
         Ok(())
     }
+}
+
+/// The session-level advisory lock that makes one worker the endpoints' deliverer, held on
+/// a connection of its own: it goes with the connection, so a worker that dies or loses
+/// the database hands over within a refresh.
+struct DelivererLock {
+    _client: tokio_postgres::Client,
+    lost: CancellationToken,
+}
+
+/// The lock's key (`latchwh` in ASCII).
+const DELIVERER_LOCK: i64 = 0x6c_61_74_63_68_77_68;
+
+impl DelivererLock {
+    /// Waits for the lock; `None` at shutdown.
+    async fn acquire(shared: &Shared, shutdown: &CancellationToken) -> Option<DelivererLock> {
+        let mut said = false;
+        loop {
+            match Self::try_acquire(shared).await {
+                Ok(Some(lock)) => {
+                    tracing::info!("delivering to webhook endpoints");
+                    return Some(lock);
+                }
+                Ok(None) if !said => {
+                    said = true;
+                    tracing::info!("another worker delivers to the webhook endpoints; standing by");
+                }
+                Ok(None) => {}
+                Err(error) if !said => {
+                    said = true;
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot take the webhook deliverers' lock; retrying"
+                    );
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(shared.config.refresh) => {}
+            }
+        }
+    }
+
+    async fn try_acquire(shared: &Shared) -> anyhow::Result<Option<DelivererLock>> {
+        let (client, mut messages) =
+            latch_core::db::connect_listening(&shared.database_url).await?;
+        let lost = CancellationToken::new();
+        {
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                while let Some(message) = messages.next().await {
+                    if message.is_err() {
+                        break;
+                    }
+                }
+                lost.cancel();
+            });
+        }
+        let acquired: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&DELIVERER_LOCK])
+            .await?
+            .get(0);
+        Ok(acquired.then_some(DelivererLock {
+            _client: client,
+            lost,
+        }))
+    }
+}
+
+/// Delivers to the endpoints until `stop`.
+async fn deliver(shared: &Arc<Shared>, metrics: &EndpointMetrics, stop: &CancellationToken) {
+    let routing: Routing = Arc::default();
+    // The tail's start is fixed before any endpoint reads its first page, so that a page
+    // read to the stream's end meets the events the tail offers.
+    let mut said = false;
+    let tail = loop {
+        match tail::Tail::start(shared).await {
+            Ok(tail) => break tail,
+            Err(error) => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot follow the event stream for the endpoints; retrying"
+                    );
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let tail_task = tokio::spawn(tail.run(shared.clone(), routing.clone(), stop.clone()));
+    let mut endpoints = Delivering {
+        running: HashMap::new(),
+        retiring: HashMap::new(),
+    };
+    let mut last_prune = None::<std::time::Instant>;
+    let mut failing = false;
+    let mut known = Known::default();
+    loop {
+        match known.refresh(&shared.pool).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("reading the webhook endpoints again");
+                }
+                endpoints.follow(shared, &routing, &known.rows, stop);
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot read the webhook endpoints; retrying"
+                    );
+                }
+            }
+        }
+        save_progress(shared, endpoints.running.values()).await;
+        metrics.observe(endpoints.running.values());
+        if last_prune.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
+            match store::prune(&shared.pool, shared.config.attempts_retention).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "old endpoint attempts pruned"),
+                Err(error) => tracing::warn!(%error, "cannot prune endpoint attempts"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(shared.config.refresh) => {}
+        }
+    }
+    for runtime in endpoints.running.values() {
+        runtime.stop();
+    }
+    for runtime in endpoints
+        .running
+        .values()
+        .chain(endpoints.retiring.values())
+    {
+        runtime.stopped().await;
+    }
+    save_progress(shared, endpoints.running.values()).await;
+    let _ = tail_task.await;
 }
 
 impl EndpointMetrics {
@@ -356,92 +478,120 @@ impl EndpointMetrics {
     }
 }
 
-/// The endpoints table as last read. Each refresh reads the rows changed since the latest
-/// change seen (with a margin for transactions that committed late); a count that differs
-/// from what is known (a row deleted), or a minute gone by, reads the whole table again.
+/// The endpoints table as last read. Each refresh reads the rows changed in the last
+/// [`LATE_COMMIT`] before the latest change seen (a change is stamped when its transaction
+/// starts and may commit after a later one), the ids when their fingerprint changed (a
+/// deletion), and the whole table once a minute.
 #[derive(Default)]
 struct Known {
     rows: HashMap<Uuid, store::EndpointRow>,
-    latest: Option<time::OffsetDateTime>,
+    census: Option<store::Census>,
     full_at: Option<std::time::Instant>,
 }
 
-/// How far back an incremental read looks before the latest change seen: an endpoint's
-/// change is stamped when its transaction starts and may commit after a later one.
 const LATE_COMMIT: Duration = Duration::from_secs(30);
 /// The whole table is read again at least this often.
 const FULL_READ: Duration = Duration::from_secs(60);
 
 impl Known {
     async fn refresh(&mut self, pool: &Pool) -> anyhow::Result<()> {
-        let (count, latest) = store::census(pool).await?;
-        let full = self.full_at.is_none_or(|at| at.elapsed() >= FULL_READ)
-            || count != self.rows.len() as i64;
-        if full {
+        let census = store::census(pool).await?;
+        if self.full_at.is_none_or(|at| at.elapsed() >= FULL_READ) {
             let rows = store::load(pool, None).await?;
             self.rows = rows.into_iter().map(|row| (row.id, row)).collect();
             self.full_at = Some(std::time::Instant::now());
-        } else if latest != self.latest {
-            let since = self.latest.map(|at| at - LATE_COMMIT);
-            for row in store::load(pool, since).await? {
-                self.rows.insert(row.id, row);
+        } else {
+            if self.census.is_some_and(|known| known.ids != census.ids) {
+                let ids = store::ids(pool).await?;
+                self.rows.retain(|id, _| ids.contains(id));
+            }
+            let since = census.latest.map(|at| at - LATE_COMMIT);
+            if since.is_some() {
+                for row in store::load(pool, since).await? {
+                    self.rows.insert(row.id, row);
+                }
             }
         }
-        self.latest = latest;
+        self.census = Some(census);
         Ok(())
     }
 }
 
-/// Starts, changes and stops endpoint tasks to match the table.
-fn follow(
-    shared: &Arc<Shared>,
-    routing: &Routing,
-    running: &mut HashMap<Uuid, Arc<Runtime>>,
-    rows: &HashMap<Uuid, store::EndpointRow>,
-    shutdown: &CancellationToken,
-) {
-    let mut changed = false;
-    for row in rows.values() {
-        let current = running.get(&row.id).cloned();
-        match current {
-            Some(runtime) if row.disabled || runtime.row().start_at != row.start_at => {
-                // Disabled, or enabled again "from now": this task stops; an enabled one
-                // starts afresh below on the next pass.
-                runtime.stop();
-                running.remove(&row.id);
-                retire(shared, runtime);
-                changed = true;
-            }
-            Some(runtime) => {
-                if !runtime.row().same_version(row) {
-                    runtime.update(row.clone());
+/// The endpoints delivered to, and those stopping.
+struct Delivering {
+    running: HashMap<Uuid, Arc<Runtime>>,
+    /// Stopped, their lanes maybe still finishing a call: a restart of the same endpoint
+    /// waits for them.
+    retiring: HashMap<Uuid, Arc<Runtime>>,
+}
+
+impl Delivering {
+    /// Starts, changes and stops endpoint tasks to match the table.
+    fn follow(
+        &mut self,
+        shared: &Arc<Shared>,
+        routing: &Routing,
+        rows: &HashMap<Uuid, store::EndpointRow>,
+        stop: &CancellationToken,
+    ) {
+        self.retiring.retain(|_, runtime| !runtime.finished());
+        let mut changed = false;
+        let mut started = Vec::new();
+        for row in rows.values() {
+            match self.running.get(&row.id).cloned() {
+                // Disabled, enabled again "from now", or recovering: this task stops; an
+                // enabled one starts afresh on the next pass.
+                Some(runtime) if row.disabled || runtime.row().restarts(row) => {
+                    self.retire(shared, runtime);
+                    changed = true;
+                }
+                Some(runtime) => {
+                    if !runtime.row().same_version(row) {
+                        runtime.update(row.clone());
+                    }
+                }
+                None if row.disabled => {}
+                None => {
+                    let runtime = Runtime::new(shared.clone(), row.clone(), stop);
+                    self.running.insert(row.id, runtime.clone());
+                    started.push(runtime);
+                    changed = true;
                 }
             }
-            None if row.disabled => {}
-            None => {
-                let runtime = Runtime::start(shared.clone(), row.clone(), shutdown);
-                running.insert(runtime.id(), runtime);
-                changed = true;
+        }
+        let gone: Vec<Arc<Runtime>> = self
+            .running
+            .values()
+            .filter(|r| !rows.contains_key(&r.id()) || r.is_stopped())
+            .cloned()
+            .collect();
+        for runtime in gone {
+            self.retire(shared, runtime);
+            changed = true;
+        }
+        if changed {
+            let snapshot: Vec<Arc<Runtime>> = self.running.values().cloned().collect();
+            if let Ok(mut routes) = routing.write() {
+                *routes = Arc::new(snapshot);
             }
+        }
+        // Only now that the tail offers them events.
+        for runtime in started {
+            let previous = self.retiring.remove(&runtime.id());
+            runtime.launch(previous);
         }
     }
-    running.retain(|id, runtime| {
-        let deleted = !rows.contains_key(id);
-        if deleted || runtime.is_stopped() {
-            runtime.stop();
-            if !deleted {
-                retire(shared, runtime.clone());
-            }
-            changed = true;
-            return false;
-        }
-        true
-    });
-    if changed {
-        let snapshot: Vec<Arc<Runtime>> = running.values().cloned().collect();
-        if let Ok(mut routes) = routing.write() {
-            *routes = Arc::new(snapshot);
-        }
+
+    /// Stops an endpoint's task and saves its progress once its lanes have let go.
+    fn retire(&mut self, shared: &Arc<Shared>, runtime: Arc<Runtime>) {
+        runtime.stop();
+        self.running.remove(&runtime.id());
+        self.retiring.insert(runtime.id(), runtime.clone());
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            runtime.stopped().await;
+            save_progress(&shared, std::iter::once(&runtime)).await;
+        });
     }
 }
 
@@ -465,15 +615,6 @@ async fn save_progress<'a>(shared: &Shared, runtimes: impl Iterator<Item = &'a A
             "cannot save the endpoints' progress; retrying"
         ),
     }
-}
-
-/// Saves a stopped endpoint's progress once its lanes have let go.
-fn retire(shared: &Arc<Shared>, runtime: Arc<Runtime>) {
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        runtime.stopped().await;
-        save_progress(&shared, std::iter::once(&runtime)).await;
-    });
 }
 
 /// Writes attempts in batches until shutdown (and what is left then).

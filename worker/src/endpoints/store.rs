@@ -33,9 +33,20 @@ pub struct EndpointRow {
     pub position: Option<u64>,
     pub last_success_at: Option<OffsetDateTime>,
     pub failing_since: Option<OffsetDateTime>,
+    pub recover_since: Option<OffsetDateTime>,
+    pub recover_requested_at: Option<OffsetDateTime>,
+    pub recover_applied_at: Option<OffsetDateTime>,
 }
 
 impl EndpointRow {
+    /// The `since` of a recovery asked for and not yet applied.
+    pub fn pending_recovery(&self) -> Option<OffsetDateTime> {
+        match self.recover_requested_at {
+            Some(requested) if self.recover_applied_at != Some(requested) => self.recover_since,
+            _ => None,
+        }
+    }
+
     /// True if the event is routed to this endpoint: of its kinds, on its sites, and
     /// recorded at or after it started (its creation, the time it was enabled "from now",
     /// or a recovery's `since`) — or a dead letter replayed to it.
@@ -68,19 +79,48 @@ impl EndpointRow {
     pub fn same_version(&self, other: &EndpointRow) -> bool {
         self.updated_at == other.updated_at && self.start_at == other.start_at
     }
+
+    /// Delivery must start again from the table's position: enabled "from now", or a new
+    /// recovery.
+    pub fn restarts(&self, other: &EndpointRow) -> bool {
+        self.start_at != other.start_at || self.recover_requested_at != other.recover_requested_at
+    }
 }
 
-/// How many endpoints there are, and the latest change.
-pub async fn census(pool: &Pool) -> anyhow::Result<(i64, Option<OffsetDateTime>)> {
+/// Which endpoints there are (a fingerprint of their ids: it changes when one is deleted,
+/// even if another is created), and the latest change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub ids: (i64, i64),
+    pub latest: Option<OffsetDateTime>,
+}
+
+pub async fn census(pool: &Pool) -> anyhow::Result<Census> {
     let row = pool
         .get()
         .await?
         .query_one(
-            "SELECT count(*), max(updated_at) FROM webhook_endpoints",
+            "SELECT count(*), COALESCE(sum(hashtext(id::text)), 0)::bigint, max(updated_at)
+             FROM webhook_endpoints",
             &[],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Census {
+        ids: (row.get(0), row.get(1)),
+        latest: row.get(2),
+    })
+}
+
+/// The ids of every endpoint.
+pub async fn ids(pool: &Pool) -> anyhow::Result<std::collections::HashSet<Uuid>> {
+    Ok(pool
+        .get()
+        .await?
+        .query("SELECT id FROM webhook_endpoints", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 /// The endpoints changed since `since` (every one when `None`); one whose row cannot be
@@ -91,7 +131,8 @@ pub async fn load(pool: &Pool, since: Option<OffsetDateTime>) -> anyhow::Result<
         .query(
             "SELECT id, url, kinds, sites, rate_per_second, secret, previous_secret,
                     previous_secret_until, disabled_at IS NOT NULL AS disabled, updated_at,
-                    start_at, position, last_success_at, failing_since
+                    start_at, position, last_success_at, failing_since, recover_since,
+                    recover_requested_at, recover_applied_at
              FROM webhook_endpoints
              WHERE $1::timestamptz IS NULL OR updated_at >= $1",
             &[&since],
@@ -128,6 +169,9 @@ pub async fn load(pool: &Pool, since: Option<OffsetDateTime>) -> anyhow::Result<
                 position: row.get::<_, Option<i64>>("position").map(|p| p as u64),
                 last_success_at: row.get("last_success_at"),
                 failing_since: row.get("failing_since"),
+                recover_since: row.get("recover_since"),
+                recover_requested_at: row.get("recover_requested_at"),
+                recover_applied_at: row.get("recover_applied_at"),
             })
         })();
         match parsed {
@@ -147,6 +191,10 @@ pub struct Progress {
     /// The `start_at` the worker delivers from: the position of an endpoint enabled "from
     /// now", or recovering, since is not saved over its fresh start (its counts are).
     pub start_at: OffsetDateTime,
+    /// The recovery it delivers under (its position is not saved over a newer one's).
+    pub recover_requested_at: Option<OffsetDateTime>,
+    /// That recovery's cursor has been moved back.
+    pub recover_applied: bool,
     pub position: u64,
     pub last_success_at: Option<OffsetDateTime>,
     pub failing_since: Option<OffsetDateTime>,
@@ -165,6 +213,9 @@ pub async fn save(pool: &Pool, progress: &[Progress]) -> anyhow::Result<()> {
     }
     let ids: Vec<Uuid> = progress.iter().map(|p| p.id).collect();
     let starts: Vec<OffsetDateTime> = progress.iter().map(|p| p.start_at).collect();
+    let recoveries: Vec<Option<OffsetDateTime>> =
+        progress.iter().map(|p| p.recover_requested_at).collect();
+    let applied: Vec<bool> = progress.iter().map(|p| p.recover_applied).collect();
     let positions: Vec<i64> = progress.iter().map(|p| p.position as i64).collect();
     let successes: Vec<Option<OffsetDateTime>> =
         progress.iter().map(|p| p.last_success_at).collect();
@@ -177,8 +228,12 @@ pub async fn save(pool: &Pool, progress: &[Progress]) -> anyhow::Result<()> {
         .await?
         .execute(
             "UPDATE webhook_endpoints AS e
-             SET position = CASE WHEN e.start_at = v.start_at THEN v.position
-                                 ELSE e.position END,
+             SET position = CASE WHEN e.start_at = v.start_at
+                                      AND e.recover_requested_at IS NOT DISTINCT FROM v.recovery
+                                 THEN v.position ELSE e.position END,
+                 recover_applied_at = CASE WHEN v.applied AND e.start_at = v.start_at
+                                      AND e.recover_requested_at IS NOT DISTINCT FROM v.recovery
+                                 THEN e.recover_requested_at ELSE e.recover_applied_at END,
                  last_success_at = v.last_success_at,
                  failing_since = v.failing_since,
                  delivered_count = e.delivered_count + v.delivered,
@@ -186,9 +241,9 @@ pub async fn save(pool: &Pool, progress: &[Progress]) -> anyhow::Result<()> {
                  dead_lettered_count = e.dead_lettered_count + v.dead, breaker = v.breaker
              FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::timestamptz[],
                          $5::timestamptz[], $6::bigint[], $7::bigint[], $8::bigint[],
-                         $9::text[])
+                         $9::text[], $10::timestamptz[], $11::boolean[])
                  AS v(id, start_at, position, last_success_at, failing_since, delivered,
-                      failed, dead, breaker)
+                      failed, dead, breaker, recovery, applied)
              WHERE e.id = v.id",
             &[
                 &ids as &(dyn ToSql + Sync),
@@ -200,6 +255,8 @@ pub async fn save(pool: &Pool, progress: &[Progress]) -> anyhow::Result<()> {
                 &failed,
                 &dead,
                 &breakers,
+                &recoveries,
+                &applied,
             ],
         )
         .await?;
