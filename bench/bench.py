@@ -10,6 +10,10 @@ Standard library only (the plots, which need matplotlib, are in plot.py). Subcom
   record          append one result line from JSON files and key=value pairs
   prom-delta      quantiles of a Prometheus histogram between two /metrics snapshots
   cpu-delta       CPU time per event of every process of the stack during a load
+  cpu-use         CPU time of every process of the stack between two snapshots (per
+                  second, and per unit of work such as a delivery)
+  prom-value      the sum of a counter's or gauge's samples in one /metrics snapshot
+  subscribers     create the simulator's named webhook subscribers, or sum their counters
   pending         a sink's backlog from `latch outbox status --json`
   stream-last     when a stream stored its last message (epoch seconds), from /jsz
   summary         one line about a latch-load readers or jetstream JSON report
@@ -484,6 +488,100 @@ def cmd_cpu_delta(args):
     print(json.dumps(result))
 
 
+def cmd_cpu_use(args):
+    """CPU seconds of each part between two cpu_snapshot files; per second of wall time
+    (cores), and per unit of work (`--count`, e.g. deliveries) in microseconds."""
+    before, after = read_cpu(args.before), read_cpu(args.after)
+    wall = after["wall"] - before["wall"]
+    result = {"wall_s": round(wall, 3), "seconds": {}, "cores": {}}
+    if args.count:
+        result["count"] = args.count
+        result["per_count_us"] = {}
+    total = 0.0
+    for part in CPU_PARTS:
+        used = max(0.0, after.get(part, 0.0) - before.get(part, 0.0))
+        total += used
+        result["seconds"][part] = round(used, 3)
+        if wall > 0:
+            result["cores"][part] = round(used / wall, 4)
+        if args.count:
+            result["per_count_us"][part] = round(used / args.count * 1e6, 2)
+    result["seconds"]["total"] = round(total, 3)
+    if wall > 0:
+        result["cores"]["total"] = round(total / wall, 4)
+    if args.count:
+        result["per_count_us"]["total"] = round(total / args.count * 1e6, 2)
+    print(json.dumps(result))
+
+
+# --- prom-value -------------------------------------------------------------------------
+
+
+def cmd_prom_value(args):
+    want = dict(pair.split("=", 1) for pair in args.label or [])
+    values = [
+        value
+        for name, labels, value in read_metrics(args.file)
+        if name == args.metric and all(labels.get(k) == v for k, v in want.items())
+    ]
+    if not values:
+        if args.default is None:
+            labels = ",".join(f'{k}="{v}"' for k, v in want.items())
+            fail(f"no sample {args.metric}{{{labels}}} in {args.file}")
+        print(args.default)
+        return
+    total = sum(values)
+    print(int(total) if total == int(total) else total)
+
+
+# --- subscribers ------------------------------------------------------------------------
+
+
+def sim_request(method, url, body=None):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    with opener.open(request, timeout=10) as answer:
+        text = answer.read()
+    return json.loads(text) if text else None
+
+
+SUBSCRIBER_COUNTERS = ("received", "applied", "duplicates", "rejected_signature", "abandoned", "order_violations")
+
+
+def cmd_subscribers(args):
+    admin = args.admin.rstrip("/")
+    if args.action == "create":
+        for n in range(1, args.count + 1):
+            try:
+                sim_request("PUT", f"{admin}/endpoints/{args.prefix}{n}", {"secrets": [args.secret]})
+            except OSError as error:
+                fail(f"cannot create the simulator's subscriber {args.prefix}{n}: {error}")
+        return
+    # sum: the counters of every subscriber whose name starts with the prefix, in one
+    # request (GET /endpoints lists them with their counters, without their events).
+    listed = sim_request("GET", f"{admin}/endpoints")
+    totals = {key: 0 for key in SUBSCRIBER_COUNTERS}
+    totals["subscribers"] = 0
+    answered = {}
+    for entry in listed.get("endpoints", []):
+        if not entry.get("name", "").startswith(args.prefix):
+            continue
+        totals["subscribers"] += 1
+        stats = entry.get("stats", {})
+        for key in SUBSCRIBER_COUNTERS:
+            totals[key] += stats.get(key, 0)
+        for status, n in stats.get("answered", {}).items():
+            answered[status] = answered.get(status, 0) + n
+    totals["answered"] = answered
+    if args.field:
+        print(totals[args.field])
+    else:
+        print(json.dumps(totals))
+
+
 # --- pending ----------------------------------------------------------------------------
 
 
@@ -734,6 +832,228 @@ def p99_target(t, case, name, stage, baseline, most):
         f"{fmt_num(got99, 3)} ms vs {fmt_num(base99, 3)} ms: {ratio_text(ratio)}×",
         verdict(None if ratio is None else ratio <= most),
     )
+
+
+def webhook_section(t, add, targets, machine):
+    """Section 7: the worker delivering to many webhook endpoints (stages `webhooks`, one
+    record per load case and repetition, and `webhooks_idle`, one per idle size)."""
+    load_cases = t.cases("webhooks")
+    idle_cases = t.cases("webhooks_idle")
+    if not load_cases and not idle_cases:
+        return
+    settings = None
+    for record in t.records:
+        if record.get("stage") in ("webhooks", "webhooks_idle") and record.get("settings"):
+            settings = record["settings"]
+    cores = machine.get("cores") or 1
+    add("## 7. Webhook endpoints: one worker delivering to many")
+    add("")
+    add(
+        "A worker with a database and no sinks delivers to endpoints written straight into "
+        "`webhook_endpoints` (`bench/webhook_endpoints.sql`); each healthy one is a named "
+        "subscriber of `latch-sim legacy` (`/webhooks/endpoints/ok-N`, which verifies the "
+        "signature and applies each event once), every event is routed to every endpoint, and "
+        "readers check in through the API (`latch-load readers --endpoint check-in`, open "
+        "loop). Each case starts a fresh worker on fresh endpoints, warms up, waits for the "
+        "healthy endpoints to have every event, then measures for the run's duration and "
+        "lets the backlog drain (bounded). Deliveries/s come from the worker's "
+        "`latch_worker_deliveries_total{sink=\"endpoints\",outcome=\"ok\"}` and from the "
+        "simulator's applied counts; commit→delivered from the worker's histogram "
+        "(`latch_worker_commit_to_delivered_seconds{sink=\"endpoints\"}`, before → drained; "
+        "it is observed only for delivered calls, so with endpoints down it holds the healthy "
+        "ones alone) and, as a cross-check, from the worker's attempt records "
+        "(`bench/webhook_latency.sql`: a delivered attempt's `attempted_at + latency_ms` minus "
+        "its action's `recorded_at`, for the events recorded in the measured window)."
+    )
+    add("")
+    if settings:
+        add(f"Worker settings: {settings}.")
+        add("")
+    labels = {"healthy": "all healthy", "down": "some down (closed port)"}
+
+    def ceiling(case):
+        total = t.median("webhooks", case, "cpu.per_count_us.total")
+        return cores * 1e6 / total if total else None
+
+    if load_cases:
+        add(
+            "| case | endpoints (healthy + down) | offered deliveries/s | delivered/s during the load "
+            "(worker) | applied/s (simulator) | achieved / offered | CPU ceiling/s | achieved / "
+            "ceiling | backlog at load end | drained after s | delivered/s, load start → drained |"
+        )
+        add("|---|---|---|---|---|---|---|---|---|---|---|")
+        for case in load_cases:
+            offered = t.median("webhooks", case, "offered_deliveries_per_s")
+            got = t.median("webhooks", case, "deliveries_per_s_load")
+            ceil = ceiling(case)
+            healthy = t.median("webhooks", case, "healthy")
+            down = t.median("webhooks", case, "down")
+            caught = t.values("webhooks", case, "caught_up")
+            drained = t.cell("webhooks", case, "drain_s", 1)
+            if caught and min(caught) == 0:
+                drained += " (not drained in some run: bounded)"
+            add(
+                f"| {labels.get(case, case)} | {fmt_num(healthy)} + {fmt_num(down)} | {fmt_num(offered)} "
+                f"| {t.cell('webhooks', case, 'deliveries_per_s_load')} "
+                f"| {t.cell('webhooks', case, 'applied_per_s_load')} "
+                f"| {ratio_text(got / offered if got is not None and offered else None)} "
+                f"| {fmt_num(ceil)} | {ratio_text(got / ceil if got is not None and ceil else None)} "
+                f"| {t.cell('webhooks', case, 'backlog_at_load_end')} | {drained} "
+                f"| {t.cell('webhooks', case, 'deliveries_per_s_to_drained')} |"
+            )
+        add("")
+        add(
+            "Offered deliveries are the check-in rate times the healthy endpoints. The limit on "
+            "this machine is its CPU: every delivery costs the worker (a signed HTTP call), the "
+            "simulator (verifying and applying it) and nats-server, all on the same "
+            f"{cores} cores; the CPU ceiling divides the cores by the whole stack's CPU time "
+            "per delivery (measured in the same run, table below). A backlog at the load's end "
+            "means the offered rate was above what the worker delivers; it is the stream "
+            "itself (each endpoint's cursor), drained after the load stops."
+        )
+        add("")
+        add(
+            "| case | commit→delivered p50 | p90 | p99 | from attempt records p50 | p99 "
+            "| attempts recorded / deliveries | one call p50 | one call p99 |"
+        )
+        add("|---|---|---|---|---|---|---|---|---|")
+        for case in load_cases:
+            add(
+                f"| {labels.get(case, case)} | {t.cell('webhooks', case, 'latency.p50_ms', 1)} "
+                f"| {t.cell('webhooks', case, 'latency.p90_ms', 1)} | {t.cell('webhooks', case, 'latency.p99_ms', 1)} "
+                f"| {t.cell('webhooks', case, 'attempts.p50_ms', 1)} | {t.cell('webhooks', case, 'attempts.p99_ms', 1)} "
+                f"| {t.cell('webhooks', case, 'attempts.coverage', 2)} "
+                f"| {t.cell('webhooks', case, 'call.p50_ms', 2)} | {t.cell('webhooks', case, 'call.p99_ms', 2)} |"
+            )
+        add("")
+        # A backlog of more than a second's offered deliveries at the load's end: the worker
+        # was offered more than it delivers, and the p99 is mostly time spent in the backlog.
+        saturated = [
+            case for case in load_cases
+            if (t.median("webhooks", case, "backlog_at_load_end") or 0)
+            > (t.median("webhooks", case, "offered_deliveries_per_s") or 0)
+        ]
+        if len(saturated) == len(load_cases):
+            saturation_note = (
+                " Both runs were offered more than the worker delivers (a backlog at the load's "
+                "end), so both p99s are mostly the time events waited in the backlog, and the "
+                "ratio compares two saturated workers rather than one endpoint's neighbours."
+            )
+        elif saturated:
+            saturation_note = (
+                f" Only {', '.join(labels.get(c, c) for c in saturated)} built a backlog: its p99 "
+                "includes the time events waited in it."
+            )
+        else:
+            saturation_note = " Neither run built a backlog."
+        base99 = t.median("webhooks", "healthy", "latency.p99_ms")
+        down99 = t.median("webhooks", "down", "latency.p99_ms")
+        if base99 is not None and down99 is not None:
+            ratio = down99 / base99 if base99 else None
+            down_n = t.median("webhooks", "down", "down")
+            total_n = t.median("webhooks", "down", "endpoints")
+            add(
+                f"With {fmt_num(down_n)} of {fmt_num(total_n)} endpoints down, the healthy ones' "
+                f"commit→delivered p99 is {fmt_num(down99, 1)} ms against {fmt_num(base99, 1)} ms "
+                f"with all healthy: {ratio_text(ratio)}× (target ≤ 1.2×)."
+                + saturation_note
+            )
+            add("")
+            targets.append(
+                (
+                    f"healthy endpoints' p99 with {fmt_num(down_n)} of {fmt_num(total_n)} down ≤ 1.2× the all-healthy p99",
+                    f"{fmt_num(down99, 1)} ms vs {fmt_num(base99, 1)} ms: {ratio_text(ratio)}×",
+                    verdict(None if ratio is None else ratio <= 1.2),
+                )
+            )
+        add(
+            "CPU time per delivery (µs; every delivered call from the measured load's start "
+            "until the backlog drained), cores busy while the load was on, and the worker's "
+            "memory:"
+        )
+        add("")
+        add(
+            "| case | worker | simulator | nats-server | postgres | api + relay + load gen. and harness | total "
+            "| worker cores busy | all cores busy | worker RSS MB at load end | after the drain | peak |"
+        )
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for case in load_cases:
+            others = []
+            for record in t.records:
+                if record.get("stage") == "webhooks" and record.get("case") == case:
+                    per = get_path(record, "cpu.per_count_us") or {}
+                    others.append(sum(per.get(p, 0.0) for p in ("api", "relay", "harness")))
+            rest = fmt_num(statistics.median(others), 1) if others else "–"
+            add(
+                f"| {labels.get(case, case)} | {t.cell('webhooks', case, 'cpu.per_count_us.worker', 1)} "
+                f"| {t.cell('webhooks', case, 'cpu.per_count_us.sim', 1)} "
+                f"| {t.cell('webhooks', case, 'cpu.per_count_us.nats', 1)} "
+                f"| {t.cell('webhooks', case, 'cpu.per_count_us.postgres', 1)} | {rest} "
+                f"| {t.cell('webhooks', case, 'cpu.per_count_us.total', 1)} "
+                f"| {t.cell('webhooks', case, 'cpu_load.cores.worker', 2)} "
+                f"| {t.cell('webhooks', case, 'cpu_load.cores.total', 2)} "
+                f"| {t.cell('webhooks', case, 'rss_mb_load_end', 1)} | {t.cell('webhooks', case, 'rss_mb_end', 1)} "
+                f"| {t.cell('webhooks', case, 'vmhwm_mb', 1)} |"
+            )
+        add("")
+        notes = []
+        for case in load_cases:
+            notes.append(
+                f"{labels.get(case, case)}: {t.cell('webhooks', case, 'retries')} retries, "
+                f"{t.cell('webhooks', case, 'dead_lettered')} dead-lettered, "
+                f"{t.cell('webhooks', case, 'subscribers.duplicates')} duplicates and "
+                f"{t.cell('webhooks', case, 'subscribers.order_violations')} order violations at the "
+                f"subscribers, {t.cell('webhooks', case, 'log.warn')} warnings and "
+                f"{t.cell('webhooks', case, 'log.error')} errors in the worker's log, "
+                f"{t.cell('webhooks', case, 'tcp_opens_per_s_load')} TCP connections opened per second "
+                f"during the load, machine-wide ({t.cell('webhooks', case, 'tcp_opens_per_delivery_load', 3)} "
+                f"per delivery), {t.cell('webhooks', case, 'time_wait_sockets')} connections to the "
+                "simulator in TIME_WAIT at the load's end"
+            )
+        add("Meanwhile — " + "; ".join(notes) + ".")
+        add("")
+    if idle_cases:
+        add(
+            "Idle endpoints: endpoints whose filter (`{reader_tamper_restored}`) no event "
+            "matches, no load. Startup runs from the worker's launch until its gauge "
+            "`latch_webhook_endpoints` shows every endpoint `delivering` and none "
+            "`catching_up` (each endpoint first reads what it missed from the stream, from its start time to the stream's end; "
+            "the gauge is set once per refresh, so ±1 s); then, after a settling pause, RSS "
+            "and CPU over the run's duration (CPU in cores: seconds per second)."
+        )
+        add("")
+        add(
+            "| endpoints | start → at rest s | worker RSS MB | worker peak RSS MB | worker CPU at rest (cores) "
+            "| postgres CPU (cores) | nats-server CPU (cores) |"
+        )
+        add("|---|---|---|---|---|---|---|")
+        for case in idle_cases:
+            add(
+                f"| {fmt_num(t.median('webhooks_idle', case, 'endpoints'))} "
+                f"| {t.cell('webhooks_idle', case, 'startup_s', 1)} | {t.cell('webhooks_idle', case, 'rss_mb', 1)} "
+                f"| {t.cell('webhooks_idle', case, 'vmhwm_mb', 1)} "
+                f"| {t.cell('webhooks_idle', case, 'cpu.cores.worker', 4)} "
+                f"| {t.cell('webhooks_idle', case, 'cpu.cores.postgres', 4)} "
+                f"| {t.cell('webhooks_idle', case, 'cpu.cores.nats', 4)} |"
+            )
+        add("")
+        sizes = sorted(
+            (t.median("webhooks_idle", c, "endpoints"), c) for c in idle_cases
+            if t.median("webhooks_idle", c, "endpoints") is not None
+        )
+        if len(sizes) >= 2 and sizes[-1][0]:
+            (n0, c0), (n1, c1) = sizes[0], sizes[-1]
+            rss0, rss1 = t.median("webhooks_idle", c0, "rss_mb"), t.median("webhooks_idle", c1, "rss_mb")
+            cpu0 = t.median("webhooks_idle", c0, "cpu.cores.worker")
+            cpu1 = t.median("webhooks_idle", c1, "cpu.cores.worker")
+            if None not in (rss0, rss1, cpu0, cpu1):
+                add(
+                    f"{fmt_num(n1)} idle endpoints against {fmt_num(n0)}: "
+                    f"{rss1 - rss0:+.1f} MB RSS "
+                    f"({fmt_num((rss1 - rss0) * 1024 / (n1 - n0), 2)} KB per endpoint), "
+                    f"{(cpu1 - cpu0) * 100:+.2f}% of a core at rest (worker)."
+                )
+                add("")
 
 
 def cmd_report(args):
@@ -1164,9 +1484,12 @@ def cmd_report(args):
             )
         )
 
-    # 7: memory.
+    # 7: webhook endpoints.
+    webhook_section(t, add, targets, machine)
+
+    # 8: memory.
     if t.cases("memory"):
-        add("## 7. Memory: peak RSS (VmHWM) of each latch process")
+        add("## 8. Memory: peak RSS (VmHWM) of each latch process")
         add("")
         add("| process | peak RSS MB |")
         add("|---|---|")
@@ -1265,6 +1588,28 @@ def main():
     p.add_argument("--after", required=True)
     p.add_argument("--events", required=True, help="the latch-load readers JSON report of the load")
     p.set_defaults(func=cmd_cpu_delta)
+
+    p = sub.add_parser("cpu-use")
+    p.add_argument("--before", required=True)
+    p.add_argument("--after", required=True)
+    p.add_argument("--count", type=int, help="units of work done meanwhile (per-unit figures)")
+    p.set_defaults(func=cmd_cpu_use)
+
+    p = sub.add_parser("prom-value")
+    p.add_argument("--file", required=True)
+    p.add_argument("--metric", required=True)
+    p.add_argument("--label", action="append")
+    p.add_argument("--default", help="printed when no sample matches (else an error)")
+    p.set_defaults(func=cmd_prom_value)
+
+    p = sub.add_parser("subscribers")
+    p.add_argument("action", choices=("create", "sum"))
+    p.add_argument("--admin", required=True, help="the simulator's admin URL")
+    p.add_argument("--prefix", required=True, help="names: PREFIX1 .. PREFIXN")
+    p.add_argument("--count", type=int, default=0)
+    p.add_argument("--secret")
+    p.add_argument("--field", help="sum: print this counter alone")
+    p.set_defaults(func=cmd_subscribers)
 
     p = sub.add_parser("pending")
     p.add_argument("what", help="outbox, stream, or a sink name")

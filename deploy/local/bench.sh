@@ -21,7 +21,13 @@
 #      check in at 200/s (commit->client latency against a JetStream consumer reading the
 #      stream directly, the API's memory per client and CPU per event sent), and paging
 #      through the stream with GET /v1/events against an ordered consumer reading it all;
-#   7. the peak RSS of every latch process.
+#   7. webhook endpoints (the worker with LATCH_DATABASE_URL, endpoints seeded in
+#      webhook_endpoints, each a named subscriber of latch-sim): 100 endpoints receiving
+#      every event while readers check in at 200/s (20,000 deliveries/s offered: deliveries/s
+#      achieved, commit->delivered, CPU per delivery, RSS, the backlog's drain), the same with
+#      10 of them on a closed port (the healthy ones' figures against the first run's), and
+#      10,000 idle endpoints against none (startup to rest, RSS and CPU at rest);
+#   8. the peak RSS of every latch process.
 # Writes bench-results/<UTC timestamp>/: results.md (BENCHMARKS.md-ready tables, targets
 # met or missed), plots/*.png, results.jsonl (every run), machine.json, raw/, logs/.
 # Numbers are never asserted; any stage that fails makes the script exit non-zero. Ctrl-C
@@ -31,7 +37,7 @@
 #   --smoke          tiny sizes, a few seconds per stage, 1 repetition
 #   --reps N         repetitions of every measurement (default 3; smoke 1)
 #   --duration S     seconds of each measured run (default 10; smoke 2)
-#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay,feed
+#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay,feed,webhooks
 #   --no-build       use the binaries already in target/
 #   --dev            build and use debug binaries: quicker to build, meaningless numbers
 #                    (for --smoke in CI, to check that the harness still works)
@@ -75,6 +81,7 @@ if ((SMOKE)); then
     OUTAGE=3 OUTAGE_LEAD=2 OUTAGE_TAIL=5 DRAIN_MAX=60
     PIPE_SHARES=(25)
     FEED_CLIENTS=20 FEED_RATE=50 FEED_ROWS=2000
+    WH_ENDPOINTS=10 WH_DOWN=1 WH_RATE=20 WH_IDLE=100 WH_DRAIN_MAX=120 WH_START_MAX=120
 else
     MODE=full
     CONCURRENCIES=(1 4 16 64)
@@ -86,6 +93,7 @@ else
     OUTAGE=60 OUTAGE_LEAD=5 OUTAGE_TAIL=30 DRAIN_MAX=300
     PIPE_SHARES=(25 50 75)
     FEED_CLIENTS=1000 FEED_RATE=200 FEED_ROWS=100000
+    WH_ENDPOINTS=100 WH_DOWN=10 WH_RATE=200 WH_IDLE=10000 WH_DRAIN_MAX=600 WH_START_MAX=600
 fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive whole number"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
@@ -98,7 +106,7 @@ API_POOL=16
 
 want() { [[ -z $ONLY || ,$ONLY, == *,"$1",* ]]; }
 for stage in ${ONLY//,/ }; do
-    case $stage in write | limits | jetstream | pipeline | relay | feed) ;; *) die "--only: unknown stage $stage" ;; esac
+    case $stage in write | limits | jetstream | pipeline | relay | feed | webhooks) ;; *) die "--only: unknown stage $stage" ;; esac
 done
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain (https://rustup.rs)"
@@ -883,7 +891,265 @@ if want feed; then
     end_stage
 fi
 
-# --- 7: memory, report, plots --------------------------------------------------------------
+# --- 7: webhook endpoints --------------------------------------------------------------------
+# The worker delivering to many endpoints (migration V8, worker/src/endpoints): a worker with
+# a database and no sinks, endpoints written straight into webhook_endpoints
+# (bench/webhook_endpoints.sql), each healthy one a named subscriber of the simulator
+# (ok-N). Every case starts a fresh worker on fresh endpoints.
+WH_SETTINGS="no sinks, LATCH_DATABASE_URL a login of latch_deliverer; LATCH_WEBHOOKS_ALLOW_HTTP=true, LATCH_WEBHOOKS_ALLOW_ADDRESSES=loopback; every other LATCH_WEBHOOKS_* at its default (timeout 5s, concurrency 4 lanes per endpoint, max_attempts 8, refresh 1s, max_reads 8, disable_after 3d); each endpoint rate_per_second 1000, every kind and site"
+start_endpoints_worker() {
+    local logfile=$1
+    WORKER_ADMIN="127.0.0.1:$(free_port)"
+    spawn "$logfile" env LATCH_ADMIN_ADDR="$WORKER_ADMIN" \
+        LATCH_DATABASE_URL="postgres://latch_worker@127.0.0.1:$PGPORT/latch" \
+        LATCH_WEBHOOKS_ALLOW_HTTP=true LATCH_WEBHOOKS_ALLOW_ADDRESSES=loopback \
+        "$LATCH_BIN" worker
+    WORKER_PID=$SPAWNED
+    wait_http 60 "$WORKER_PID" "http://$WORKER_ADMIN/healthz" "latch worker (endpoints)" "$logfile"
+}
+
+stop_endpoints_worker() {
+    record_memory "$1" "$WORKER_PID"
+    stop_pid "$WORKER_PID" "latch worker (endpoints)" 20
+    WORKER_PID=
+}
+
+# TCP connections this machine opened so far (connect()s: /proc/net/snmp Tcp ActiveOpens).
+tcp_active_opens() {
+    awk '$1 == "Tcp:" && !n { for (i = 2; i <= NF; i++) col[$i] = i; n = 1; next }
+         $1 == "Tcp:" { print $col["ActiveOpens"]; exit }' /proc/net/snmp
+}
+
+# proc_mb FIELD PID: VmRSS or VmHWM of PID in MB.
+proc_mb() { awk -v f="$1:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$2/status" 2>/dev/null; }
+
+worker_metrics() {
+    curl -sf --noproxy '*' "http://$WORKER_ADMIN/metrics" >"$1" || die "cannot read the worker's metrics"
+}
+# deliveries FILE OUTCOME: latch_worker_deliveries_total{sink="endpoints",outcome=OUTCOME}.
+deliveries() {
+    "${BENCH_PY[@]}" prom-value --file "$1" --metric latch_worker_deliveries_total \
+        --label sink=endpoints --label "outcome=$2" --default 0
+}
+
+# wh_wait_rest N SECONDS: until the worker delivers to N endpoints and none is catching up
+# (the gauge is set once per refresh, every second); WH_REST_AT is when that was seen.
+wh_wait_rest() {
+    local want=$1 deadline=$((SECONDS + $2)) metrics delivering catching
+    while ((SECONDS < deadline)); do
+        pid_alive "$WORKER_PID" || return 1
+        if metrics=$(curl -sf --noproxy '*' "http://$WORKER_ADMIN/metrics"); then
+            delivering=$(awk '$1 == "latch_webhook_endpoints{state=\"delivering\"}" { print $2 }' <<<"$metrics")
+            catching=$(awk '$1 == "latch_webhook_endpoints{state=\"catching_up\"}" { print $2 }' <<<"$metrics")
+            if [[ $delivering == "$want" && $catching == 0 ]]; then
+                WH_REST_AT=$(now)
+                return 0
+            fi
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+wh_applied() { "${BENCH_PY[@]}" subscribers sum --admin "http://$SIM_ADMIN" --prefix ok- --field applied; }
+actions_count() { psql_su -tAc 'SELECT count(*) FROM actions'; }
+
+# wh_wait_drained HEALTHY SECONDS: until the healthy subscribers (ok-*) have applied every
+# recorded event each (every event is routed to every endpoint); WH_DRAINED_AT is when that
+# was seen (polled every second).
+wh_wait_drained() {
+    local healthy=$1 deadline=$((SECONDS + $2)) expected
+    WH_DRAINED_AT=
+    while ((SECONDS < deadline)); do
+        pid_alive "$WORKER_PID" || die "the worker exited while delivering to the endpoints (see $LOGS)"
+        expected=$(($(actions_count) * healthy))
+        if (($(wh_applied) >= expected)); then
+            WH_DRAINED_AT=$(now)
+            return 0
+        fi
+        sleep 1
+    done
+    return 1
+}
+
+seed_endpoints() {
+    psql_su -v count="$1" -v url_prefix="$2" -v description="$3" -v kinds="$4" \
+        -v secret="$BENCH_WEBHOOK_SECRET" -f bench/webhook_endpoints.sql >/dev/null
+}
+clear_endpoints() { psql_su -c 'TRUNCATE webhook_attempts, webhook_endpoints' >/dev/null; }
+
+# worker_log_summary LOG OUT: the worker's warnings and errors, counted by message.
+worker_log_summary() {
+    python3 - "$1" >"$2" <<'PY'
+import collections, json, sys
+counts = collections.Counter()
+with open(sys.argv[1], encoding="utf-8", errors="replace") as src:
+    for line in src:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        level = entry.get("level", "")
+        if level in ("WARN", "ERROR"):
+            message = entry.get("fields", {}).get("message", "") or entry.get("message", "")
+            counts[f"{level} {message}"] += 1
+print(json.dumps({"warn": sum(n for k, n in counts.items() if k.startswith("WARN")),
+                  "error": sum(n for k, n in counts.items() if k.startswith("ERROR")),
+                  "messages": dict(counts.most_common(10))}))
+PY
+}
+
+# webhooks_load CASE HEALTHY DOWN REP: HEALTHY endpoints on the simulator and DOWN on a
+# closed port, every event routed to each, while readers check in at WH_RATE/s for DURATION
+# seconds; then the healthy ones' backlog is left to drain (at most WH_DRAIN_MAX seconds).
+webhooks_load() {
+    local case=$1 healthy=$2 down=$3 rep=$4
+    local name="webhooks_${case}_r${rep}" wlog closed t_start startup_s actions0 actions1 events
+    local applied0 applied1 applied2 rss_load rss_end hwm time_wait caught_up t_end
+    local ok_load ok_all retry_all dead_all load_s total_s backlog drain_s t_before t_load_end opens0 opens1
+    wlog=$LOGS/$name.worker.log
+    clear_endpoints
+    reset_tables
+    curl -sf --noproxy '*' -X POST "http://$SIM_ADMIN/admin/reset" >/dev/null || die "cannot reset the simulator"
+    seed_endpoints "$healthy" "http://$SIM_ADDR/webhooks/endpoints/ok-" "bench healthy" ''
+    if ((down)); then
+        # A port nothing listens on: every call is refused at once.
+        closed=$(free_port)
+        seed_endpoints "$down" "http://127.0.0.1:$closed/webhooks/endpoints/down-" "bench down" ''
+    fi
+    t_start=$(now)
+    start_endpoints_worker "$wlog"
+    wh_wait_rest "$((healthy + down))" "$WH_START_MAX" ||
+        die "the worker did not reach rest with $((healthy + down)) endpoints within ${WH_START_MAX}s (see $wlog)"
+    startup_s=$(calc "$WH_REST_AT - $t_start")
+    readers "$name.warmup" --endpoint check-in --rate "$WH_RATE" --duration "${WARMUP}s" --seed "$((300 + rep))"
+    wh_wait_drained "$healthy" "$WH_DRAIN_MAX" ||
+        warn "the healthy endpoints did not catch up within ${WH_DRAIN_MAX}s of the warm-up; measuring anyway"
+
+    worker_metrics "$RAW/$name.before.prom"
+    cpu_snapshot "$RAW/$name.cpu.before"
+    applied0=$(wh_applied)
+    actions0=$(actions_count)
+    opens0=$(tcp_active_opens)
+    t_before=$(now)
+    readers "$name" --endpoint check-in --rate "$WH_RATE" --duration "${DURATION}s" --seed "$rep"
+    t_load_end=$(now)
+    opens1=$(tcp_active_opens)
+    worker_metrics "$RAW/$name.load-end.prom"
+    cpu_snapshot "$RAW/$name.cpu.load-end"
+    applied1=$(wh_applied)
+    actions1=$(actions_count)
+    rss_load=$(proc_mb VmRSS "$WORKER_PID")
+    # Connections to the simulator waiting out TIME_WAIT (60 s): how many the worker's
+    # calls opened and closed lately.
+    time_wait=$(ss -Htan state time-wait "( dport = :${SIM_ADDR##*:} or sport = :${SIM_ADDR##*:} )" 2>/dev/null | wc -l || echo 0)
+    caught_up=1
+    wh_wait_drained "$healthy" "$WH_DRAIN_MAX" || caught_up=0
+    t_end=${WH_DRAINED_AT:-$(now)}
+    worker_metrics "$RAW/$name.after.prom"
+    cpu_snapshot "$RAW/$name.cpu.after"
+    applied2=$(wh_applied)
+    rss_end=$(proc_mb VmRSS "$WORKER_PID")
+    hwm=$(proc_mb VmHWM "$WORKER_PID")
+    "${BENCH_PY[@]}" subscribers sum --admin "http://$SIM_ADMIN" --prefix ok- >"$RAW/$name.subscribers.json"
+
+    events=$((actions1 - actions0))
+    ok_load=$(($(deliveries "$RAW/$name.load-end.prom" ok) - $(deliveries "$RAW/$name.before.prom" ok)))
+    ok_all=$(($(deliveries "$RAW/$name.after.prom" ok) - $(deliveries "$RAW/$name.before.prom" ok)))
+    retry_all=$(($(deliveries "$RAW/$name.after.prom" retry) - $(deliveries "$RAW/$name.before.prom" retry)))
+    dead_all=$(($(deliveries "$RAW/$name.after.prom" dead) - $(deliveries "$RAW/$name.before.prom" dead)))
+    load_s=$(calc "$t_load_end - $t_before")
+    total_s=$(calc "$t_end - $t_before")
+    backlog=$((actions1 * healthy - applied1))
+    drain_s=$(calc "$t_end - $t_load_end")
+    "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.before.prom" --after "$RAW/$name.after.prom" \
+        --metric latch_worker_commit_to_delivered_seconds --label sink=endpoints >"$RAW/$name.latency.json"
+    "${BENCH_PY[@]}" prom-delta --before "$RAW/$name.before.prom" --after "$RAW/$name.after.prom" \
+        --metric latch_worker_delivery_duration_seconds --label sink=endpoints >"$RAW/$name.call.json"
+    "${BENCH_PY[@]}" cpu-use --before "$RAW/$name.cpu.before" --after "$RAW/$name.cpu.after" \
+        --count "$((ok_all > 0 ? ok_all : 1))" >"$RAW/$name.cpu.json"
+    "${BENCH_PY[@]}" cpu-use --before "$RAW/$name.cpu.before" --after "$RAW/$name.cpu.load-end" \
+        >"$RAW/$name.cpu-load.json"
+    psql_su -tA -v since="$t_before" -v until="$t_load_end" -v description='bench healthy' \
+        -f bench/webhook_latency.sql >"$RAW/$name.attempts.json"
+    worker_log_summary "$wlog" "$RAW/$name.worker-log.json"
+    "${BENCH_PY[@]}" record --results "$RESULTS" --stage webhooks --case "$case" --rep "$rep" \
+        --json "latency=$RAW/$name.latency.json" --json "call=$RAW/$name.call.json" \
+        --json "cpu=$RAW/$name.cpu.json" --json "cpu_load=$RAW/$name.cpu-load.json" \
+        --json "attempts=$RAW/$name.attempts.json" --json "readers=$RAW/$name.json" \
+        --json "subscribers=$RAW/$name.subscribers.json" --json "log=$RAW/$name.worker-log.json" \
+        "endpoints=$((healthy + down))" "healthy=$healthy" "down=$down" "rate=$WH_RATE" \
+        "offered_deliveries_per_s=$((WH_RATE * healthy))" "events=$events" \
+        "deliveries_load=$ok_load" "deliveries_all=$ok_all" "retries=$retry_all" "dead_lettered=$dead_all" \
+        "load_s=$load_s" "total_s=$total_s" \
+        "deliveries_per_s_load=$(calc "$ok_load / $load_s")" \
+        "applied_per_s_load=$(calc "($applied1 - $applied0) / $load_s")" \
+        "deliveries_per_s_to_drained=$(calc "$ok_all / $total_s")" \
+        "applied_all=$((applied2 - applied0))" "expected_all=$((events * healthy))" \
+        "backlog_at_load_end=$backlog" "caught_up=$caught_up" "drain_s=$drain_s" \
+        "drain_rate=$(calc "$backlog / ($drain_s > 0 ? $drain_s : 1)")" \
+        "startup_s=$startup_s" "rss_mb_load_end=$rss_load" "rss_mb_end=$rss_end" "vmhwm_mb=$hwm" \
+        "time_wait_sockets=$time_wait" "tcp_opens_per_s_load=$(calc "($opens1 - $opens0) / $load_s")" \
+        "tcp_opens_per_delivery_load=$(calc "($opens1 - $opens0) / ($ok_load > 0 ? $ok_load : 1)")" \
+        "settings=$WH_SETTINGS"
+    printf '  webhooks %s rep %s: %s deliveries/s during the load (offered %s), backlog %s, %s after the load: latency %s\n' \
+        "$case" "$rep" "$(calc "$ok_load / $load_s")" "$((WH_RATE * healthy))" "$backlog" \
+        "$( ((caught_up)) && echo "drained ${drain_s}s" || echo "NOT drained within ${WH_DRAIN_MAX}s")" \
+        "$(cat "$RAW/$name.latency.json")" >&2
+    ((caught_up)) || warn "the healthy endpoints' backlog did not drain within ${WH_DRAIN_MAX}s after the load ($name; see $wlog)"
+    stop_endpoints_worker "worker endpoints-$case"
+}
+
+# webhooks_idle COUNT REP: COUNT endpoints whose filter no event matches, no load: the time
+# from the worker's start to rest, then its RSS and CPU over DURATION seconds.
+webhooks_idle() {
+    local count=$1 rep=$2 name="webhooks_idle_e${1}_r${2}" wlog t_start t_up
+    wlog=$LOGS/$name.worker.log
+    clear_endpoints
+    seed_endpoints "$count" "http://$SIM_ADDR/webhooks/endpoints/idle-" "bench idle" '{reader_tamper_restored}'
+    t_start=$(now)
+    start_endpoints_worker "$wlog"
+    t_up=$(now)
+    wh_wait_rest "$count" "$WH_START_MAX" ||
+        die "the worker did not reach rest with $count idle endpoints within ${WH_START_MAX}s (see $wlog)"
+    # Settled: the first save of every endpoint's position is behind it.
+    sleep "$WARMUP"
+    cpu_snapshot "$RAW/$name.cpu.before"
+    sleep "$DURATION"
+    cpu_snapshot "$RAW/$name.cpu.after"
+    worker_metrics "$RAW/$name.prom"
+    "${BENCH_PY[@]}" cpu-use --before "$RAW/$name.cpu.before" --after "$RAW/$name.cpu.after" >"$RAW/$name.cpu.json"
+    worker_log_summary "$wlog" "$RAW/$name.worker-log.json"
+    "${BENCH_PY[@]}" record --results "$RESULTS" --stage webhooks_idle --case "e$count" --rep "$rep" \
+        --json "cpu=$RAW/$name.cpu.json" --json "log=$RAW/$name.worker-log.json" \
+        "endpoints=$count" "startup_s=$(calc "$WH_REST_AT - $t_start")" "ready_s=$(calc "$t_up - $t_start")" \
+        "rss_mb=$(proc_mb VmRSS "$WORKER_PID")" "vmhwm_mb=$(proc_mb VmHWM "$WORKER_PID")" \
+        "settings=$WH_SETTINGS"
+    printf '  webhooks idle %s endpoints rep %s: at rest %ss after start, RSS %s MB, %s\n' "$count" "$rep" \
+        "$(calc "$WH_REST_AT - $t_start")" "$(proc_mb VmRSS "$WORKER_PID")" "$(cat "$RAW/$name.cpu.json")" >&2
+    stop_endpoints_worker "worker endpoints-idle-$count"
+}
+
+if want webhooks; then
+    begin_stage "webhook endpoints"
+    start_sim
+    start_relay
+    "${BENCH_PY[@]}" subscribers create --admin "http://$SIM_ADMIN" --prefix ok- --count "$WH_ENDPOINTS" \
+        --secret "$BENCH_WEBHOOK_SECRET"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        webhooks_load healthy "$WH_ENDPOINTS" 0 "$rep"
+        webhooks_load down "$((WH_ENDPOINTS - WH_DOWN))" "$WH_DOWN" "$rep"
+        webhooks_idle 0 "$rep"
+        webhooks_idle "$WH_IDLE" "$rep"
+    done
+    clear_endpoints
+    stop_relay
+    stop_pid "$SIM_PID" "latch-sim legacy" 20
+    SIM_PID=
+    end_stage
+fi
+
+# --- 8: memory, report, plots --------------------------------------------------------------
 begin_stage "report"
 record_memory api "$API_PID"
 stop_pid "$API_PID" "latch api" 20
