@@ -156,9 +156,11 @@ impl Stack {
         &self,
         nats: &NatsServer,
         config: latch_worker::endpoints::EndpointsConfig,
-    ) {
+    ) -> CancellationToken {
         let nats = NatsConfig::for_url(nats.url());
-        let worker = Worker::build(&nats, Vec::new(), config.retry, &self.registry)
+        // A registry of its own: a test may run two of them, as two processes would.
+        let registry = prometheus::Registry::new();
+        let worker = Worker::build(&nats, Vec::new(), config.retry, &registry)
             .await
             .unwrap()
             .with_endpoints(
@@ -168,11 +170,14 @@ impl Stack {
                     ..DatabaseConfig::with_url(self.db.worker_url())
                 },
                 config,
-                &self.registry,
+                &registry,
             )
             .await
             .unwrap();
-        tokio::spawn(worker.run(self.stop.clone()));
+        // Its own token, so that a test can stop this worker alone (the stack's stops it too).
+        let stop = self.stop.child_token();
+        tokio::spawn(worker.run(stop.clone()));
+        stop
     }
 
     /// Stops what this stack started (API, relay, worker), as a shutdown would.

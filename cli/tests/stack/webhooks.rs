@@ -24,6 +24,8 @@ struct Hooks {
     sim: Simulator,
     api: Api,
     admin: String,
+    /// Stops the endpoint worker alone.
+    worker: latch_core::shutdown::CancellationToken,
     /// Reader keys by site.
     readers: HashMap<&'static str, String>,
 }
@@ -41,7 +43,7 @@ impl Hooks {
             api.nats = Some(latch_core::nats::NatsConfig::for_url(nats.url()));
         });
         stack.relay(&nats).await;
-        stack.endpoint_worker(&nats, config).await;
+        let worker = stack.endpoint_worker(&nats, config).await;
         let admin = first_admin(&stack.db, "webhooks test").await;
         let mut hooks = Hooks {
             stack,
@@ -49,6 +51,7 @@ impl Hooks {
             sim,
             api,
             admin,
+            worker,
             readers: HashMap::new(),
         };
         for site in ["hq", "lab"] {
@@ -718,4 +721,38 @@ async fn endpoints_down_hanging_or_throttling_do_not_hold_up_a_healthy_one() {
         .await;
     assert!(slowest < 1000, "{slowest} ms");
     let _ = hanging;
+}
+
+#[tokio::test]
+async fn one_worker_delivers_to_the_endpoints_and_another_takes_over_when_it_stops() {
+    let h = Hooks::start(Hooks::local()).await;
+    h.holder("ADA").await;
+    let _all = h
+        .endpoint(
+            "all",
+            json!({"kinds": ["check_in", "unlock_granted", "check_out"]}),
+        )
+        .await;
+    let first = h.traffic("hq", "ADA", 3).await;
+    h.delivered("all", &first).await;
+    // A second worker with the database: it stands by while the first delivers. Were it to
+    // deliver too, every event from here on would reach the subscriber twice.
+    let _second = h.stack.endpoint_worker(&h.nats, Hooks::local()).await;
+    let standby = h.traffic("hq", "ADA", 5).await;
+    h.delivered("all", &standby).await;
+    let stats = h.sim.subscriber_stats("all").unwrap().counters;
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    assert_eq!(stats.applied, (first.len() + standby.len()) as u64);
+    // The first stops (its lock goes with its connection): the second takes over, from the
+    // cursor the first saved.
+    h.worker.cancel();
+    let after = h.traffic("hq", "ADA", 5).await;
+    h.delivered("all", &after).await;
+    let stats = h.sim.subscriber_stats("all").unwrap().counters;
+    assert_eq!(
+        stats.applied,
+        (first.len() + standby.len() + after.len()) as u64
+    );
+    assert_eq!(stats.order_violations, 0, "{stats:?}");
+    assert_eq!(stats.rejected_signature, 0, "{stats:?}");
 }
