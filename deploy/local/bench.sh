@@ -25,7 +25,8 @@
 #      webhook_endpoints, each a named subscriber of latch-sim): 100 endpoints receiving
 #      every event while readers check in at 200/s (20,000 deliveries/s offered: deliveries/s
 #      achieved, commit->delivered, CPU per delivery, RSS, the backlog's drain), the same with
-#      10 of them on a closed port (the healthy ones' figures against the first run's), and
+#      10 of them on a closed port (the healthy ones' figures against the first run's), both
+#      again at 50/s (below the worker's capacity), and
 #      10,000 idle endpoints against none (startup to rest, RSS and CPU at rest);
 #   8. the peak RSS of every latch process.
 # Writes bench-results/<UTC timestamp>/: results.md (BENCHMARKS.md-ready tables, targets
@@ -81,7 +82,7 @@ if ((SMOKE)); then
     OUTAGE=3 OUTAGE_LEAD=2 OUTAGE_TAIL=5 DRAIN_MAX=60
     PIPE_SHARES=(25)
     FEED_CLIENTS=20 FEED_RATE=50 FEED_ROWS=2000
-    WH_ENDPOINTS=10 WH_DOWN=1 WH_RATE=20 WH_IDLE=100 WH_DRAIN_MAX=120 WH_START_MAX=120
+    WH_ENDPOINTS=10 WH_DOWN=1 WH_RATE=20 WH_LOW_RATE=10 WH_IDLE=100 WH_DRAIN_MAX=120 WH_START_MAX=120
 else
     MODE=full
     CONCURRENCIES=(1 4 16 64)
@@ -93,7 +94,7 @@ else
     OUTAGE=60 OUTAGE_LEAD=5 OUTAGE_TAIL=30 DRAIN_MAX=300
     PIPE_SHARES=(25 50 75)
     FEED_CLIENTS=1000 FEED_RATE=200 FEED_ROWS=100000
-    WH_ENDPOINTS=100 WH_DOWN=10 WH_RATE=200 WH_IDLE=10000 WH_DRAIN_MAX=600 WH_START_MAX=600
+    WH_ENDPOINTS=100 WH_DOWN=10 WH_RATE=200 WH_LOW_RATE=50 WH_IDLE=10000 WH_DRAIN_MAX=600 WH_START_MAX=600
 fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive whole number"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
@@ -999,11 +1000,11 @@ print(json.dumps({"warn": sum(n for k, n in counts.items() if k.startswith("WARN
 PY
 }
 
-# webhooks_load CASE HEALTHY DOWN REP: HEALTHY endpoints on the simulator and DOWN on a
-# closed port, every event routed to each, while readers check in at WH_RATE/s for DURATION
+# webhooks_load CASE HEALTHY DOWN REP RATE: HEALTHY endpoints on the simulator and DOWN on a
+# closed port, every event routed to each, while readers check in at RATE/s for DURATION
 # seconds; then the healthy ones' backlog is left to drain (at most WH_DRAIN_MAX seconds).
 webhooks_load() {
-    local case=$1 healthy=$2 down=$3 rep=$4
+    local case=$1 healthy=$2 down=$3 rep=$4 rate=$5
     local name="webhooks_${case}_r${rep}" wlog closed t_start startup_s actions0 actions1 events
     local applied0 applied1 applied2 rss_load rss_end hwm time_wait caught_up t_end
     local ok_load ok_all retry_all dead_all load_s total_s backlog drain_s t_before t_load_end opens0 opens1
@@ -1022,7 +1023,7 @@ webhooks_load() {
     wh_wait_rest "$((healthy + down))" "$WH_START_MAX" ||
         die "the worker did not reach rest with $((healthy + down)) endpoints within ${WH_START_MAX}s (see $wlog)"
     startup_s=$(calc "$WH_REST_AT - $t_start")
-    readers "$name.warmup" --endpoint check-in --rate "$WH_RATE" --duration "${WARMUP}s" --seed "$((300 + rep))"
+    readers "$name.warmup" --endpoint check-in --rate "$rate" --duration "${WARMUP}s" --seed "$((300 + rep))"
     wh_wait_drained "$healthy" "$WH_DRAIN_MAX" ||
         warn "the healthy endpoints did not catch up within ${WH_DRAIN_MAX}s of the warm-up; measuring anyway"
 
@@ -1032,7 +1033,7 @@ webhooks_load() {
     actions0=$(actions_count)
     opens0=$(tcp_active_opens)
     t_before=$(now)
-    readers "$name" --endpoint check-in --rate "$WH_RATE" --duration "${DURATION}s" --seed "$rep"
+    readers "$name" --endpoint check-in --rate "$rate" --duration "${DURATION}s" --seed "$rep"
     t_load_end=$(now)
     opens1=$(tcp_active_opens)
     worker_metrics "$RAW/$name.load-end.prom"
@@ -1078,8 +1079,8 @@ webhooks_load() {
         --json "cpu=$RAW/$name.cpu.json" --json "cpu_load=$RAW/$name.cpu-load.json" \
         --json "attempts=$RAW/$name.attempts.json" --json "readers=$RAW/$name.json" \
         --json "subscribers=$RAW/$name.subscribers.json" --json "log=$RAW/$name.worker-log.json" \
-        "endpoints=$((healthy + down))" "healthy=$healthy" "down=$down" "rate=$WH_RATE" \
-        "offered_deliveries_per_s=$((WH_RATE * healthy))" "events=$events" \
+        "endpoints=$((healthy + down))" "healthy=$healthy" "down=$down" "rate=$rate" \
+        "offered_deliveries_per_s=$((rate * healthy))" "events=$events" \
         "deliveries_load=$ok_load" "deliveries_all=$ok_all" "retries=$retry_all" "dead_lettered=$dead_all" \
         "load_s=$load_s" "total_s=$total_s" \
         "deliveries_per_s_load=$(calc "$ok_load / $load_s")" \
@@ -1093,7 +1094,7 @@ webhooks_load() {
         "tcp_opens_per_delivery_load=$(calc "($opens1 - $opens0) / ($ok_load > 0 ? $ok_load : 1)")" \
         "settings=$WH_SETTINGS"
     printf '  webhooks %s rep %s: %s deliveries/s during the load (offered %s), backlog %s, %s after the load: latency %s\n' \
-        "$case" "$rep" "$(calc "$ok_load / $load_s")" "$((WH_RATE * healthy))" "$backlog" \
+        "$case" "$rep" "$(calc "$ok_load / $load_s")" "$((rate * healthy))" "$backlog" \
         "$( ((caught_up)) && echo "drained ${drain_s}s" || echo "NOT drained within ${WH_DRAIN_MAX}s")" \
         "$(cat "$RAW/$name.latency.json")" >&2
     ((caught_up)) || warn "the healthy endpoints' backlog did not drain within ${WH_DRAIN_MAX}s after the load ($name; see $wlog)"
@@ -1137,8 +1138,12 @@ if want webhooks; then
     "${BENCH_PY[@]}" subscribers create --admin "http://$SIM_ADMIN" --prefix ok- --count "$WH_ENDPOINTS" \
         --secret "$BENCH_WEBHOOK_SECRET"
     for ((rep = 1; rep <= REPS; rep++)); do
-        webhooks_load healthy "$WH_ENDPOINTS" 0 "$rep"
-        webhooks_load down "$((WH_ENDPOINTS - WH_DOWN))" "$WH_DOWN" "$rep"
+        webhooks_load healthy "$WH_ENDPOINTS" 0 "$rep" "$WH_RATE"
+        webhooks_load down "$((WH_ENDPOINTS - WH_DOWN))" "$WH_DOWN" "$rep" "$WH_RATE"
+        # Below the worker's capacity, where a faulty neighbour's cost would show in the
+        # healthy endpoints' latency rather than drown in a backlog.
+        webhooks_load healthy_low "$WH_ENDPOINTS" 0 "$rep" "$WH_LOW_RATE"
+        webhooks_load down_low "$((WH_ENDPOINTS - WH_DOWN))" "$WH_DOWN" "$rep" "$WH_LOW_RATE"
         webhooks_idle 0 "$rep"
         webhooks_idle "$WH_IDLE" "$rep"
     done

@@ -683,6 +683,7 @@ impl Runtime {
             response: called.response.clone(),
         };
         if self.shared.attempts.try_send(attempt).is_err() {
+            self.shared.attempts_dropped.inc();
             tracing::debug!("the attempt log is full; an attempt is not recorded");
         }
     }

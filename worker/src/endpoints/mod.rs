@@ -68,7 +68,7 @@ use deadpool_postgres::Pool;
 use latch_core::config::{ConfigError, DatabaseConfig, Setting, Source};
 use latch_core::outbound::Policy;
 use latch_core::shutdown::CancellationToken;
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
@@ -192,6 +192,8 @@ impl EndpointsConfig {
 pub struct EndpointMetrics {
     /// Endpoints by state: `delivering`, `catching_up`, `breaker_open`.
     pub endpoints: IntGaugeVec,
+    /// Attempts not recorded because the attempt log's queue was full.
+    pub attempts_dropped: IntCounter,
 }
 
 impl EndpointMetrics {
@@ -204,7 +206,15 @@ impl EndpointMetrics {
             &["state"],
         )?;
         registry.register(Box::new(endpoints.clone()))?;
-        Ok(EndpointMetrics { endpoints })
+        let attempts_dropped = IntCounter::new(
+            "latch_webhook_attempts_dropped_total",
+            "Webhook endpoint attempts not recorded in webhook_attempts: the writer's queue was full",
+        )?;
+        registry.register(Box::new(attempts_dropped.clone()))?;
+        Ok(EndpointMetrics {
+            endpoints,
+            attempts_dropped,
+        })
     }
 }
 
@@ -220,6 +230,7 @@ pub struct Shared {
     pub policy: Arc<Policy>,
     pub reads: Semaphore,
     pub attempts: mpsc::Sender<Attempt>,
+    pub attempts_dropped: IntCounter,
     pub metrics: WorkerMetrics,
     /// The tail's position: every event up to here has been offered to the inboxes.
     pub tail: Arc<std::sync::atomic::AtomicU64>,
@@ -251,8 +262,8 @@ impl Endpoints {
         let policy = Arc::new(config.policy.clone());
         let http = call::client(policy.clone(), config.timeout)?;
         let (sender, attempts) = mpsc::channel(ATTEMPT_BUFFER);
+        let endpoint_metrics = EndpointMetrics::new(registry)?;
         Ok(Endpoints {
-            metrics: EndpointMetrics::new(registry)?,
             attempts,
             shared: Arc::new(Shared {
                 reads: Semaphore::new(config.max_reads),
@@ -264,9 +275,11 @@ impl Endpoints {
                 http,
                 policy,
                 attempts: sender,
+                attempts_dropped: endpoint_metrics.attempts_dropped.clone(),
                 metrics,
                 tail: Arc::default(),
             }),
+            metrics: endpoint_metrics,
         })
     }
 
