@@ -1,6 +1,6 @@
 //! `latch dlq`: look at, replay and purge dead letters.
 //!
-//! Dead letters are read from `LATCH_DLQ` (see `latch_worker::dlq` for their format) and
+//! Dead letters are read from `LATCH_DLQ` (see `latch_core::dlq` for their format) and
 //! grouped by (sink, event): an event dead-lettered twice is shown and replayed once.
 //! A replay publishes the event to `latch.replay.<sink>` — that sink only — with its
 //! event id unchanged, records who replayed what in the actions registry, and only then
@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use latch_core::config::{DatabaseConfig, Source};
+use latch_core::dlq::{self, Entry, Group, display_id, stale_reason};
 use latch_core::event::EventKind;
 use latch_core::nats::NatsConfig;
-use latch_worker::dlq::{self, Entry, Group};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -115,33 +115,27 @@ pub struct ReplayArgs {
 }
 
 impl Filter {
-    fn matches(
-        &self,
-        entry: &Entry,
-        since: Option<OffsetDateTime>,
-        until: Option<OffsetDateTime>,
-    ) -> bool {
-        self.sink.as_ref().is_none_or(|s| &entry.sink == s)
-            && self
-                .kind
-                .as_ref()
-                .is_none_or(|k| entry.kind.as_ref() == Some(k))
-            && self.reason_class.as_ref().is_none_or(|c| &entry.class == c)
-            && since.is_none_or(|t| entry.at >= t)
-            && until.is_none_or(|t| entry.at < t)
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
-        if let Some(kind) = &self.kind {
-            kind.parse::<EventKind>().map_err(anyhow::Error::msg)?;
-        }
-        if let Some(class) = &self.reason_class {
-            anyhow::ensure!(
-                ["permanent", "exhausted", "malformed"].contains(&class.as_str()),
-                "--reason-class must be permanent, exhausted or malformed"
-            );
-        }
-        Ok(())
+    /// The filter as `latch_core::dlq` takes it: times read, kind and class checked.
+    fn read(&self) -> anyhow::Result<dlq::Filter> {
+        let now = OffsetDateTime::now_utc();
+        let when = |t: &Option<String>| t.as_deref().map(|t| parse_when(t, now)).transpose();
+        let filter = dlq::Filter {
+            sink: self.sink.clone(),
+            kind: self.kind.clone(),
+            reason_class: self.reason_class.clone(),
+            since: when(&self.since)?,
+            until: when(&self.until)?,
+            ids: Vec::new(),
+            limit: self.limit,
+        };
+        filter.validate().map_err(|e| {
+            if self.reason_class.is_some() && e.starts_with("unknown reason class") {
+                anyhow::anyhow!("--reason-class must be permanent, exhausted or malformed")
+            } else {
+                anyhow::Error::msg(e)
+            }
+        })?;
+        Ok(filter)
     }
 }
 
@@ -161,26 +155,7 @@ async fn select(
     js: &async_nats::jetstream::Context,
     filter: &Filter,
 ) -> anyhow::Result<Vec<Group>> {
-    filter.validate()?;
-    let now = OffsetDateTime::now_utc();
-    let since = filter
-        .since
-        .as_deref()
-        .map(|t| parse_when(t, now))
-        .transpose()?;
-    let until = filter
-        .until
-        .as_deref()
-        .map(|t| parse_when(t, now))
-        .transpose()?;
-    let mut groups: Vec<Group> = dlq::group(dlq::entries(js).await?)
-        .into_iter()
-        .filter(|g| filter.matches(&g.entry, since, until))
-        .collect();
-    if let Some(limit) = filter.limit {
-        groups.truncate(limit);
-    }
-    Ok(groups)
+    dlq::select(js, &filter.read()?).await
 }
 
 pub async fn run(source: &Source, command: DlqCommand) -> anyhow::Result<()> {
@@ -257,68 +232,6 @@ pub async fn run(source: &Source, command: DlqCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Why the stale-replay guard refuses an entry, if it does.
-async fn stale_reason(
-    db: &tokio_postgres::Client,
-    entry: &Entry,
-) -> anyhow::Result<Option<String>> {
-    let envelope = &entry.envelope;
-    let uuid = |field: &str| {
-        envelope[field]
-            .as_str()
-            .and_then(|s| s.parse::<Uuid>().ok())
-    };
-    match entry.kind.as_deref() {
-        Some("grant_created") => {
-            let Some(grant) = uuid("grant_id") else {
-                return Ok(None);
-            };
-            let revoked = db
-                .query_opt(
-                    "SELECT recorded_at FROM actions WHERE kind = 'grant_revoked' AND grant_id = $1
-                     ORDER BY recorded_at LIMIT 1",
-                    &[&grant],
-                )
-                .await?;
-            Ok(revoked.map(|row| {
-                let at: OffsetDateTime = row.get(0);
-                format!(
-                    "grant {grant} was revoked at {}; replaying its creation would announce a grant that no longer exists",
-                    at.format(&Rfc3339).unwrap_or_default()
-                )
-            }))
-        }
-        // Webhook subscribers (the webhook sink, the endpoints) track presence from the
-        // latest event; the legacy system
-        // takes timestamped punches, where a late check-in is still right.
-        Some("check_in") if entry.sink == "webhooks" || entry.sink.starts_with("endpoint.") => {
-            let (Some(holder), Some(occurred)) = (
-                uuid("holder_id"),
-                envelope["occurred_at"]
-                    .as_str()
-                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
-            ) else {
-                return Ok(None);
-            };
-            let later = db
-                .query_opt(
-                    "SELECT occurred_at FROM actions WHERE kind = 'check_out' AND holder_id = $1
-                     AND occurred_at > $2 ORDER BY occurred_at LIMIT 1",
-                    &[&holder, &occurred],
-                )
-                .await?;
-            Ok(later.map(|row| {
-                let at: OffsetDateTime = row.get(0);
-                format!(
-                    "holder {holder} checked out later ({}); replaying this check-in would show them inside",
-                    at.format(&Rfc3339).unwrap_or_default()
-                )
-            }))
-        }
-        _ => Ok(None),
-    }
 }
 
 async fn replay(
@@ -447,12 +360,7 @@ async fn record_replay(
             .as_str()
             .and_then(|s| s.parse::<Uuid>().ok())
     };
-    let reason = format!(
-        "replayed event {} ({}) to {} by {operator}",
-        display_id(entry),
-        entry.kind.as_deref().unwrap_or("unknown kind"),
-        entry.sink
-    );
+    let reason = dlq::replay_reason(entry, operator);
     db.execute(
         "INSERT INTO actions (id, kind, site, door_id, holder_id, grant_id, reason, occurred_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
@@ -487,12 +395,6 @@ pub(crate) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
     } else {
         Err(Failure::new(REFUSED, "not confirmed; nothing changed").into())
     }
-}
-
-fn display_id(entry: &Entry) -> String {
-    entry
-        .event_id
-        .map_or_else(|| format!("dlq#{}", entry.dlq_seq), |id| id.to_string())
 }
 
 fn short(text: &str, width: usize) -> String {

@@ -62,6 +62,7 @@ kinds! {
     ReaderDisabled => "reader_disabled",
     ReaderKeyRotated => "reader_key_rotated",
     DlqReplayed => "dlq_replayed",
+    DlqPurged => "dlq_purged",
     AdminCreated => "admin_created",
     AdminRevoked => "admin_revoked",
     OfflineDecisionDisputed => "offline_decision_disputed",

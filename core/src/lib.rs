@@ -38,6 +38,7 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod db;
+pub mod dlq;
 pub mod event;
 pub mod metrics;
 pub mod nats;

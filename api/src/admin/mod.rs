@@ -1,4 +1,5 @@
-//! Administrator endpoints: doors, holders, readers, grants and webhook endpoints.
+//! Administrator endpoints: doors, holders, readers, grants, webhook endpoints and dead
+//! letters.
 //!
 //! Every change is one call of a database function that checks the admin's token, makes
 //! the change and records its action (who did what) in the same transaction, so the
@@ -6,6 +7,7 @@
 //! change permissions without both (see migration V5). Reader keys are returned once, at
 //! enrolment; only their hash is stored.
 
+mod dead_letters;
 mod doors;
 mod grants;
 mod holders;
@@ -13,6 +15,7 @@ mod readers;
 mod webhook_delivery;
 mod webhooks;
 
+pub use dead_letters::*;
 pub use doors::*;
 pub use grants::*;
 pub use holders::*;

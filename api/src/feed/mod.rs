@@ -302,6 +302,11 @@ impl Feed {
         })
     }
 
+    /// The JetStream client the feed reads through (the dead letters are read with it too).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.ring.subscribe()
     }

@@ -121,6 +121,17 @@ fn rejecting_holder(holder: Uuid) -> Faults {
     )
 }
 
+/// The webhook sink refusing every `grant_created`.
+fn rejecting_grant_creations() -> Faults {
+    Faults::only(
+        Endpoint::Webhooks,
+        SinkFaults::rejecting(Reject {
+            kinds: vec!["grant_created".into()],
+            ..Reject::default()
+        }),
+    )
+}
+
 #[tokio::test]
 async fn a_dead_lettered_batch_is_replayed_once_after_the_sink_is_fixed() {
     let holder = Uuid::now_v7();
@@ -231,14 +242,7 @@ async fn an_interrupted_replay_finishes_without_duplicates() {
 
 #[tokio::test]
 async fn the_stale_replay_guard_refuses_a_revoked_grant_unless_forced() {
-    let stack = Stack::start(Faults::only(
-        Endpoint::Webhooks,
-        SinkFaults::rejecting(Reject {
-            kinds: vec!["grant_created".into()],
-            ..Reject::default()
-        }),
-    ))
-    .await;
+    let stack = Stack::start(rejecting_grant_creations()).await;
     let holder = Uuid::now_v7();
     let grant = Uuid::now_v7();
     let created = stack.record("grant_created", holder, Some(grant)).await;
@@ -372,4 +376,252 @@ async fn outbox_status_exits_non_zero_when_lagging() {
             .contains("nats://127.0.0.1:1"),
         "{report}"
     );
+}
+
+/// `/v1/dead-letters` as an administrator sees it: the API reading this stack's stream.
+struct Http {
+    api: harness::Api,
+    admin: String,
+}
+
+impl Http {
+    async fn start(stack: &Stack) -> Http {
+        Http {
+            api: stack.base.api_with_feed(&stack.nats),
+            admin: harness::first_admin(&stack.base.db, "dead letters").await,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.api.get(&self.admin, path).await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.api.post(&self.admin, path, body).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_over_http_are_listed_shown_and_replayed_after_a_dry_run_each_recorded() {
+    let holder = Uuid::now_v7();
+    let stack = Stack::start(rejecting_holder(holder)).await;
+    let http = Http::start(&stack).await;
+    let mut ids = Vec::new();
+    for kind in ["check_in", "check_out", "check_in"] {
+        ids.push(stack.record(kind, holder, None).await);
+    }
+    stack.wait_for_dead_letters(3).await;
+
+    let (status, list) = http.get("/v1/dead-letters?sink=legacy").await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    let listed: Vec<String> = items
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    assert_eq!(listed, expected, "oldest first, one per event");
+    assert_eq!(items[0]["reason_class"], "permanent");
+    assert_eq!(items[0]["status"], 422);
+    assert_eq!(items[0]["site"], "hq");
+    let (_, none) = http.get("/v1/dead-letters?sink=webhooks").await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+    let (_, one) = http.get("/v1/dead-letters?limit=1").await;
+    assert_eq!(
+        (one["items"].as_array().unwrap().len(), one["more"].as_u64()),
+        (1, Some(2))
+    );
+
+    let (status, shown) = http.get(&format!("/v1/dead-letters/{}", ids[0])).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown[0]["envelope"]["id"], ids[0].to_string());
+    assert_eq!(shown[0]["envelope"]["kind"], "check_in");
+    assert_eq!(shown[0]["failures_recorded"].as_array().unwrap().len(), 1);
+    assert!(
+        shown[0]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "Latch-Event-Id" && h["value"] == ids[0].to_string()),
+        "{shown}"
+    );
+
+    // Bad input: a clear error, nothing changed.
+    let (status, body) = http.get("/v1/dead-letters?kind=teleport").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_filter"))
+    );
+    let (status, _) = http
+        .get(&format!("/v1/dead-letters/{}", Uuid::now_v7()))
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = http
+        .post("/v1/dead-letters:replay", serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("nothing_selected"))
+    );
+    let (status, body) = http
+        .post(
+            "/v1/dead-letters:replay",
+            serde_json::json!({"all": true, "reason_class": "bad"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_filter"))
+    );
+    let (status, _) = http
+        .post(
+            "/v1/dead-letters:replay",
+            serde_json::json!({"all": true, "surprise": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "unknown fields are refused");
+    // Wrong scope, a token for one site, and no token: refused.
+    for token in [
+        harness::token(&stack.base.db, "reader of hq", &["registry:read"], None).await,
+        harness::token(&stack.base.db, "admin of hq", &["admin"], Some(&["hq"])).await,
+    ] {
+        let (status, _) = http.api.get(&token, "/v1/dead-letters").await;
+        assert_eq!(status, 403);
+        let refused = http
+            .api
+            .post(
+                &token,
+                "/v1/dead-letters:replay",
+                serde_json::json!({"all": true}),
+            )
+            .await;
+        assert_eq!(refused.status(), 403);
+    }
+    let (status, _) = http.api.get("lat_not_a_token", "/v1/dead-letters").await;
+    assert_eq!(status, 401);
+    assert_eq!(stack.dead_letters().await, 3);
+
+    // A dry run says what would happen and changes nothing.
+    let (status, dry) = http
+        .post(
+            "/v1/dead-letters:replay",
+            serde_json::json!({"all": true, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["replayed"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(stack.dead_letters().await, 3);
+    assert_eq!(stack.replays_recorded().await, 0);
+
+    stack.sim.set_faults(Faults::none()).await.unwrap();
+    let (status, done) = http
+        .post(
+            "/v1/dead-letters:replay",
+            serde_json::json!({"ids": [ids[1], ids[0], ids[2]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["replayed"].as_array().unwrap().len(), 3);
+    wait_until("the replays to take effect", DEADLINE, || async {
+        (stack.sim.stats().await.legacy.effects == 3).then_some(())
+    })
+    .await;
+    assert_eq!(stack.dead_letters().await, 0);
+    let stats = stack.sim.stats().await;
+    assert_eq!(
+        stats.legacy.order_of(&holder.to_string()),
+        expected.as_slice(),
+        "replayed oldest first, whatever order the ids came in"
+    );
+    // Each replay is in the registry with the administrator who asked.
+    assert_eq!(
+        stack
+            .base
+            .count(
+                "SELECT count(*) FROM actions a JOIN admins ad ON ad.id = a.actor_id
+                 WHERE a.kind = 'dlq_replayed' AND ad.name = 'dead letters'"
+            )
+            .await,
+        3
+    );
+    // Again: nothing left, nothing changes.
+    let (_, again) = http
+        .post("/v1/dead-letters:replay", serde_json::json!({"all": true}))
+        .await;
+    assert_eq!(again["replayed"].as_array().unwrap().len(), 0);
+    assert_eq!(stack.sim.stats().await.legacy.effects, 3);
+}
+
+#[tokio::test]
+async fn over_http_the_stale_replay_guard_gives_its_reason_and_a_purge_is_recorded() {
+    let stack = Stack::start(rejecting_grant_creations()).await;
+    let http = Http::start(&stack).await;
+    let holder = Uuid::now_v7();
+    let grant = Uuid::now_v7();
+    let created = stack.record("grant_created", holder, Some(grant)).await;
+    let other = stack
+        .record("grant_created", holder, Some(Uuid::now_v7()))
+        .await;
+    stack.wait_for_dead_letters(2).await;
+    stack.record("grant_revoked", holder, Some(grant)).await;
+    stack.sim.set_faults(Faults::none()).await.unwrap();
+
+    let (status, dry) = http
+        .post(
+            "/v1/dead-letters:replay",
+            serde_json::json!({"ids": [created], "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["replayed"].as_array().unwrap().len(), 0);
+    let refusal = &dry["refused"][0];
+    assert_eq!(refusal["event_id"], created.to_string());
+    assert!(
+        refusal["reason"].as_str().unwrap().contains("revoked"),
+        "{refusal}"
+    );
+    let (_, refused) = http
+        .post(
+            "/v1/dead-letters:replay",
+            serde_json::json!({"ids": [created]}),
+        )
+        .await;
+    assert_eq!(refused["refused"].as_array().unwrap().len(), 1);
+    assert_eq!(stack.dead_letters().await, 2, "a refusal changes nothing");
+
+    // Purged for good instead, and recorded.
+    let (status, purged) = http
+        .post(
+            "/v1/dead-letters:purge",
+            serde_json::json!({"ids": [created]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{purged}");
+    assert_eq!(purged["purged"][0]["event_id"], created.to_string());
+    assert_eq!(stack.dead_letters().await, 1);
+    assert_eq!(
+        stack
+            .base
+            .count(
+                "SELECT count(*) FROM actions WHERE kind = 'dlq_purged' AND actor_id IS NOT NULL"
+            )
+            .await,
+        1
+    );
+    let (status, _) = http.get(&format!("/v1/dead-letters/{created}")).await;
+    assert_eq!(status, 404);
+    let (_, left) = http.get("/v1/dead-letters").await;
+    assert_eq!(left["items"][0]["event_id"], other.to_string());
+}
+
+#[tokio::test]
+async fn without_nats_the_dead_letters_answer_503() {
+    let stack = Stack::start(Faults::none()).await;
+    let api = stack.base.api(1);
+    let admin = harness::first_admin(&stack.base.db, "dead letters").await;
+    let (status, body) = api.get(&admin, "/v1/dead-letters").await;
+    assert_eq!(status, 503, "{body}");
 }

@@ -1,0 +1,36 @@
+-- Dead letters through the API (`/v1/dead-letters`): an administrator's replay or purge is
+-- recorded in the registry with its author, like every other administrative change.
+--
+-- - `latch_record_dead_letter_action` records one dead letter replayed (`dlq_replayed`) or
+--   purged (`dlq_purged`), with the event's site, door, holder and grant (and the webhook
+--   endpoint, for an endpoint's dead letter) so the registry can be read by any of them.
+--   Dead letters hold events of every site: only an `admin` token for every site may act
+--   on them (as for webhook endpoints). `latch dlq` keeps recording its replays as the
+--   operator's login (migration V5), without an administrator.
+
+CREATE FUNCTION latch_record_dead_letter_action(p_token bytea, p_action uuid, p_trace text,
+                                                p_kind text, p_site text, p_door uuid,
+                                                p_holder uuid, p_grant uuid, p_endpoint uuid,
+                                                p_reason text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    actor uuid := latch_admin_id(p_token);
+BEGIN
+    IF actor IS NULL THEN RETURN 'unauthorized'; END IF;
+    IF latch_endpoint_admin(p_token) IS NULL THEN RETURN 'forbidden'; END IF;
+    IF p_kind NOT IN ('dlq_replayed', 'dlq_purged') THEN
+        RAISE EXCEPTION 'not a dead-letter action: %', p_kind;
+    END IF;
+    INSERT INTO actions (id, kind, site, door_id, holder_id, grant_id, endpoint_id, actor_id,
+                         reason, occurred_at, trace_parent)
+    VALUES (p_action, p_kind, p_site, p_door, p_holder, p_grant, p_endpoint, actor, p_reason,
+            now(), p_trace);
+    RETURN 'done';
+END
+$$;
+
+REVOKE ALL ON FUNCTION latch_record_dead_letter_action(bytea, uuid, text, text, text, uuid, uuid,
+                                                       uuid, uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION latch_record_dead_letter_action(bytea, uuid, text, text, text, uuid,
+                                                          uuid, uuid, uuid, text) TO latch_app;
