@@ -319,6 +319,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .service(admin::show_dead_letter)
     .service(admin::replay_dead_letters)
     .service(admin::purge_dead_letters)
+    .service(admin::pipeline_status)
     .service(registry::list_actions)
     .service(registry::presence)
     .service(feed::pull::list)

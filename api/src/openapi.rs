@@ -54,6 +54,7 @@ use crate::{admin, feed, health, readers, registry, session};
         admin::show_dead_letter,
         admin::replay_dead_letters,
         admin::purge_dead_letters,
+        admin::pipeline_status,
         registry::list_actions,
         registry::presence,
         feed::pull::list,
@@ -74,7 +75,7 @@ use crate::{admin, feed, health, readers, registry, session};
         (name = "registry", description = "The action log and the presence roll-call."),
         (name = "events", description = "The event stream read from a cursor, and followed live (Server-Sent Events)."),
         (name = "sessions", description = "A token exchanged for a cookie, for browsers (reading requests only)."),
-        (name = "operations", description = "Health checks."),
+        (name = "operations", description = "Health checks, and the pipeline's backlogs."),
     )
 )]
 pub struct ApiDoc;

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use latch_core::config::{DatabaseConfig, Source};
 use latch_core::event::EventKind;
 use latch_core::nats::NatsConfig;
+use latch_core::pipeline::{self, ConsumerStatus};
 use time::OffsetDateTime;
 
 use crate::exit::{Failure, LAGGING};
@@ -78,7 +79,7 @@ pub async fn status(
             "oldest pending outbox row is {oldest:.0}s old (> {max_age:?})"
         ));
     }
-    if let Ok(stream) = &stream {
+    if let Ok(StreamStatus { stream, .. }) = &stream {
         for consumer in &stream.consumers {
             if consumer.to_go() > max_pending {
                 problems.push(format!(
@@ -101,7 +102,7 @@ pub async fn status(
             "problems": problems,
         });
         match &stream {
-            Ok(stream) => {
+            Ok(StreamStatus { stream, rates }) => {
                 report["stream"] = serde_json::json!({
                     "name": stream.name, "messages": stream.messages,
                     "last_sequence": stream.last_sequence,
@@ -109,11 +110,12 @@ pub async fn status(
                 report["consumers"] = stream
                     .consumers
                     .iter()
-                    .map(|c| {
+                    .zip(rates)
+                    .map(|(c, &rate)| {
                         serde_json::json!({
                             "sink": c.sink, "pending": c.waiting, "in_flight": c.in_flight,
-                            "rate_per_second": c.rate,
-                            "drain_seconds_at_least": c.drain_seconds(),
+                            "rate_per_second": rate,
+                            "drain_seconds_at_least": drain_seconds(c, rate),
                         })
                     })
                     .collect();
@@ -125,20 +127,20 @@ pub async fn status(
     } else {
         println!("outbox     {pending} pending row(s), oldest {oldest:.1}s");
         match &stream {
-            Ok(stream) => {
+            Ok(StreamStatus { stream, rates }) => {
                 println!(
                     "stream     {}: {} message(s), last sequence {}",
                     stream.name, stream.messages, stream.last_sequence
                 );
-                for c in &stream.consumers {
+                for (c, &rate) in stream.consumers.iter().zip(rates) {
                     println!(
                         "{:<10} {} to deliver, {} in flight; at {}/s (LATCH_SINKS_{}_RATE) at least {:.0}s to drain",
                         c.sink,
                         c.waiting,
                         c.in_flight,
-                        c.rate,
+                        rate,
                         c.sink.to_uppercase(),
-                        c.drain_seconds()
+                        drain_seconds(c, rate)
                     );
                 }
                 println!("dlq        {} dead letter(s)", stream.dead_letters);
@@ -162,43 +164,17 @@ pub async fn status(
     }
 }
 
-/// What NATS holds: the event stream, each sink's backlog, the dead letters.
+/// The NATS side, with each sink's call rate as these settings give it.
 struct StreamStatus {
-    name: String,
-    messages: u64,
-    last_sequence: u64,
-    consumers: Vec<ConsumerStatus>,
-    dead_letters: u64,
+    stream: pipeline::StreamStatus,
+    /// Per consumer, the sink's call rate limit (the worker's own settings may differ).
+    rates: Vec<u64>,
 }
 
-struct ConsumerStatus {
-    sink: &'static str,
-    /// Not yet delivered to a worker.
-    waiting: u64,
-    /// Delivered, not yet acknowledged.
-    in_flight: u64,
-    /// The sink's call rate limit, as these settings give it (the worker's own may differ).
-    rate: u64,
-}
-
-impl ConsumerStatus {
-    fn to_go(&self) -> u64 {
-        self.waiting + self.in_flight
-    }
-
-    /// The shortest time the backlog can take, calls being limited to `rate` per second
-    /// (a failing sink, retries and breaker pauses make it longer).
-    fn drain_seconds(&self) -> f64 {
-        self.to_go() as f64 / self.rate.max(1) as f64
-    }
-}
-
-fn stream_missing(error: &async_nats::jetstream::context::GetStreamError) -> bool {
-    matches!(
-        error.kind(),
-        async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
-            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
-    )
+/// The shortest time a backlog can take, calls being limited to `rate` per second (a
+/// failing sink, retries and breaker pauses make it longer).
+fn drain_seconds(consumer: &ConsumerStatus, rate: u64) -> f64 {
+    consumer.to_go() as f64 / rate.max(1) as f64
 }
 
 async fn stream_status(source: &Source, nats: &NatsConfig) -> anyhow::Result<StreamStatus> {
@@ -207,43 +183,18 @@ async fn stream_status(source: &Source, nats: &NatsConfig) -> anyhow::Result<Str
         .connect(&nats.url)
         .await?;
     let js = async_nats::jetstream::new(client);
-    let stream = match js.get_stream(&nats.events_stream).await {
-        Ok(stream) => stream,
-        Err(error) if stream_missing(&error) => {
-            // Nothing was ever published: the relay or a worker creates it at start.
-            return Ok(StreamStatus {
-                name: nats.events_stream.clone(),
-                messages: 0,
-                last_sequence: 0,
-                consumers: Vec::new(),
-                dead_letters: 0,
-            });
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let info = stream.get_info().await?;
-    let mut consumers = Vec::new();
-    for sink in ["legacy", "webhooks"] {
-        if let Ok(consumer) = stream.consumer_info(format!("latch-{sink}")).await {
-            consumers.push(ConsumerStatus {
-                sink,
-                waiting: consumer.num_pending,
-                in_flight: consumer.num_ack_pending as u64,
-                rate: source.for_sink(sink).count(&latch_worker::config::RATE)? as u64,
-            });
-        }
-    }
-    let dead_letters = match js.get_stream(latch_core::nats::DLQ_STREAM).await {
-        Ok(dlq) => dlq.get_info().await?.state.messages,
-        Err(_) => 0,
-    };
-    Ok(StreamStatus {
-        name: info.config.name,
-        messages: info.state.messages,
-        last_sequence: info.state.last_sequence,
-        consumers,
-        dead_letters,
-    })
+    let stream = pipeline::stream_status(&js, &nats.events_stream).await?;
+    let rates = stream
+        .consumers
+        .iter()
+        .map(|c| {
+            source
+                .for_sink(c.sink)
+                .count(&latch_worker::config::RATE)
+                .map(|rate| rate as u64)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(StreamStatus { stream, rates })
 }
 
 pub async fn republish(

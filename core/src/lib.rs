@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod nats;
 pub mod otel;
 pub mod outbound;
+pub mod pipeline;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

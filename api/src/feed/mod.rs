@@ -307,6 +307,11 @@ impl Feed {
         &self.js
     }
 
+    /// The event stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.ring.subscribe()
     }

@@ -414,6 +414,21 @@ async fn dead_letters_over_http_are_listed_shown_and_replayed_after_a_dry_run_ea
     }
     stack.wait_for_dead_letters(3).await;
 
+    // The pipeline's numbers say so too.
+    let (status, pipeline) = http.get("/v1/pipeline").await;
+    assert_eq!(status, 200, "{pipeline}");
+    assert_eq!(pipeline["dead_letters"], 3, "{pipeline}");
+    assert!(pipeline["nats_error"].is_null(), "{pipeline}");
+    assert!(pipeline["stream"]["messages"].as_u64().unwrap() >= 3);
+    let sinks: Vec<&str> = pipeline["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sink"].as_str().unwrap())
+        .collect();
+    assert_eq!(sinks, ["legacy", "webhooks"]);
+    assert!(pipeline["outbox"]["pending_rows"].is_i64());
+
     let (status, list) = http.get("/v1/dead-letters?sink=legacy").await;
     assert_eq!(status, 200, "{list}");
     let items = list["items"].as_array().unwrap();
@@ -618,10 +633,35 @@ async fn over_http_the_stale_replay_guard_gives_its_reason_and_a_purge_is_record
 }
 
 #[tokio::test]
-async fn without_nats_the_dead_letters_answer_503() {
-    let stack = Stack::start(Faults::none()).await;
-    let api = stack.base.api(1);
-    let admin = harness::first_admin(&stack.base.db, "dead letters").await;
+async fn without_nats_the_dead_letters_answer_503_and_the_pipeline_reports_the_outbox() {
+    // No relay either: what is recorded stays in the outbox.
+    let base = harness::Stack::new().await;
+    let api = base.api(1);
+    let admin = harness::first_admin(&base.db, "dead letters").await;
     let (status, body) = api.get(&admin, "/v1/dead-letters").await;
     assert_eq!(status, 503, "{body}");
+    base.db
+        .app()
+        .await
+        .execute(
+            "INSERT INTO actions (id, kind, site, door_id, holder_id, reader_id, occurred_at)
+             VALUES ($1, 'check_in', 'hq', $2, $3, $2, clock_timestamp())",
+            &[&Uuid::now_v7(), &Uuid::nil(), &Uuid::now_v7()],
+        )
+        .await
+        .unwrap();
+    // The pipeline still reports PostgreSQL's side, and why NATS's is missing.
+    let (status, pipeline) = api.get(&admin, "/v1/pipeline").await;
+    assert_eq!(status, 200, "{pipeline}");
+    assert_eq!(pipeline["outbox"]["pending_rows"], 1, "{pipeline}");
+    assert!(pipeline["stream"].is_null());
+    assert!(
+        pipeline["nats_error"]
+            .as_str()
+            .unwrap()
+            .contains("LATCH_NATS_URL")
+    );
+    let reader = harness::token(&base.db, "reader", &["registry:read"], None).await;
+    let (status, _) = api.get(&reader, "/v1/pipeline").await;
+    assert_eq!(status, 403);
 }

@@ -1,3 +1,5 @@
+-- What the operator console needs from the API.
+--
 -- Dead letters through the API (`/v1/dead-letters`): an administrator's replay or purge is
 -- recorded in the registry with its author, like every other administrative change.
 --
@@ -34,3 +36,14 @@ REVOKE ALL ON FUNCTION latch_record_dead_letter_action(bytea, uuid, text, text, 
                                                        uuid, uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION latch_record_dead_letter_action(bytea, uuid, text, text, text, uuid,
                                                           uuid, uuid, uuid, text) TO latch_app;
+
+-- The outbox's backlog for `GET /v1/pipeline`: the API's login may not read the outbox
+-- itself (its rows are events not yet published), only how many wait and for how long.
+CREATE FUNCTION latch_outbox_backlog(OUT pending_rows bigint, OUT oldest_age_seconds float8)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+    FROM outbox
+$$;
+
+REVOKE ALL ON FUNCTION latch_outbox_backlog() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION latch_outbox_backlog() TO latch_app;
