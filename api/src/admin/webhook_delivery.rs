@@ -294,10 +294,12 @@ pub struct Recovery {
 /// Deliver again, in order and with their original ids, every event routed to the
 /// endpoint since a time.
 ///
-/// The endpoint's cursor moves back to `since`: what it receives from now on is every
-/// event since then, oldest first, before anything newer. Receivers that applied an event
-/// already recognise its `webhook-id`. The cursor is saved as it advances, so a recovery
-/// survives a restart; `GET .../stats` shows its `position` and what is still `pending`.
+/// The endpoint reads the stream again from the first event stored at `since`: what it
+/// receives from now on is every event since then, oldest first, before anything newer.
+/// A cursor never moves forward, so nothing still pending is skipped. Receivers that
+/// applied an event already recognise its `webhook-id`. The cursor is saved as it advances,
+/// so a recovery survives a restart; `GET .../stats` shows its `position` and what is still
+/// `pending`.
 /// Recorded as `webhook_recovery_started`. Events older than the stream keeps
 /// (`LATCH_NATS_MAX_AGE`) cannot be delivered again.
 #[utoipa::path(
