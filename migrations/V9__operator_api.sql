@@ -47,3 +47,9 @@ $$;
 
 REVOKE ALL ON FUNCTION latch_outbox_backlog() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION latch_outbox_backlog() TO latch_app;
+
+-- A session may make changes (the operator console's buttons) only with its CSRF token:
+-- a second secret, returned once by `POST /v1/sessions` to the page that logged in and
+-- never put in a cookie, sent back in `X-CSRF-Token` with every change. Only its SHA-256
+-- is kept. Sessions started before this column existed have none, and stay read-only.
+ALTER TABLE sessions ADD COLUMN csrf_hash bytea CHECK (octet_length(csrf_hash) = 32);

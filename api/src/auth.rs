@@ -123,10 +123,11 @@ pub async fn reader_rejection(pool: &Pool, key: &ReaderKey) -> ApiError {
 async fn session_admin(
     client: &deadpool_postgres::Object,
     session: &[u8],
+    csrf: Option<&[u8]>,
 ) -> Result<Admin, ApiError> {
     let row = client
         .query_opt(
-            "SELECT a.id, a.token_hash, a.scopes, a.sites FROM sessions s
+            "SELECT a.id, a.token_hash, a.scopes, a.sites, s.csrf_hash FROM sessions s
              JOIN admins a ON a.id = s.admin_id
              WHERE s.id_hash = $1 AND s.expires_at > now() AND a.revoked_at IS NULL
                AND (a.expires_at IS NULL OR a.expires_at > now())",
@@ -138,7 +139,24 @@ async fn session_admin(
                 "unknown or expired session, or its token was revoked; log in again",
             )
         })?;
+    if let Some(csrf) = csrf {
+        let expected: Option<Vec<u8>> = row.get("csrf_hash");
+        if expected.as_deref() != Some(csrf) {
+            return Err(csrf_refused("the X-CSRF-Token is not this session's"));
+        }
+    }
     Ok(Admin::from_row(&row, row.get("token_hash")))
+}
+
+/// The header a change made with a session cookie must carry: the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn csrf_refused(message: &'static str) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::FORBIDDEN,
+        "csrf_refused",
+        message,
+    )
 }
 
 /// An authenticated token (`lat_…`): an administrator or an integrator, with what it may do.
@@ -232,12 +250,14 @@ pub fn session_cookie(req: &HttpRequest) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-/// What a request authenticates with: a token, or (only to read: GET and HEAD) a session
-/// cookie. A cookie never authorises a change: a browser
-/// sends it with requests other sites make it send.
+/// What a request authenticates with: a token, or a session cookie — which makes a change
+/// (anything but GET and HEAD) only with the session's CSRF token in `X-CSRF-Token`: a
+/// browser sends the cookie with requests other sites make it send, but another site cannot
+/// read the token the console's page keeps.
 enum Presented {
     Token(Vec<u8>),
-    Session(Vec<u8>),
+    /// The session's hash, and for a change the hash of the CSRF token it sent.
+    Session(Vec<u8>, Option<Vec<u8>>),
 }
 
 fn presented(req: &HttpRequest) -> Result<Presented, ApiError> {
@@ -247,10 +267,25 @@ fn presented(req: &HttpRequest) -> Result<Presented, ApiError> {
     }
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     match session_cookie(req) {
-        Some(session) if reads => Ok(Presented::Session(credentials::hash(&session))),
-        Some(_) => Err(ApiError::unauthorized(
-            "a session cookie only reads; send Authorization: Bearer <token> to make changes",
-        )),
+        Some(session) if reads => Ok(Presented::Session(credentials::hash(&session), None)),
+        Some(session) => {
+            let csrf = req
+                .headers()
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    csrf_refused(
+                        "a change made with a session cookie needs the session's X-CSRF-Token \
+                         (from POST /v1/sessions)",
+                    )
+                })?;
+            Ok(Presented::Session(
+                credentials::hash(&session),
+                Some(credentials::hash(csrf)),
+            ))
+        }
         None => token.map(|t| Presented::Token(credentials::hash(t))),
     }
 }
@@ -276,8 +311,8 @@ impl FromRequest for Admin {
             let client = pool.get().await?;
             let hash = match presented {
                 Presented::Token(hash) => hash,
-                Presented::Session(session) => {
-                    let admin = session_admin(&client, &session).await?;
+                Presented::Session(session, csrf) => {
+                    let admin = session_admin(&client, &session, csrf.as_deref()).await?;
                     // The session spends its token's rate.
                     if let Some(refused) = limiters.and_then(|l| l.token(&admin.token_hash).err()) {
                         return Err(refused.answer().await);

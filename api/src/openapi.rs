@@ -74,7 +74,7 @@ use crate::{admin, feed, health, readers, registry, session};
         (name = "dead letters", description = "Events a sink refused or kept failing: list, show, replay under the stale-replay guard, purge (an `admin` token for every site)."),
         (name = "registry", description = "The action log and the presence roll-call."),
         (name = "events", description = "The event stream read from a cursor, and followed live (Server-Sent Events)."),
-        (name = "sessions", description = "A token exchanged for a cookie, for browsers (reading requests only)."),
+        (name = "sessions", description = "A token exchanged for a cookie, for browsers (changes also need the session's CSRF token in X-CSRF-Token)."),
         (name = "operations", description = "Health checks, and the pipeline's backlogs."),
     )
 )]

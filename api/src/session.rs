@@ -2,11 +2,12 @@
 //!
 //! A browser's `EventSource` cannot send an `Authorization` header, and a page should not
 //! keep a token where its scripts can read it. `POST /v1/sessions` (with the token) sets an
-//! `HttpOnly`, `SameSite=Strict` cookie (`Secure` over HTTPS) that stands for the token on
-//! reading requests (GET and HEAD) until it expires (`LATCH_SESSION_TTL`, never past the
-//! token's own expiry), the session is ended, or the token is revoked. Only the cookie
-//! value's SHA-256 is stored, in PostgreSQL, so every API process knows every session.
-//! A cookie never authorises a change (see [`crate::auth`]).
+//! `HttpOnly`, `SameSite=Strict` cookie (`Secure` over HTTPS) that stands for the token
+//! until it expires (`LATCH_SESSION_TTL`, never past the token's own expiry), the session
+//! is ended, or the token is revoked, and answers a CSRF token. The cookie alone reads
+//! (GET and HEAD); a change made with it also needs the CSRF token in `X-CSRF-Token` (see
+//! [`crate::auth`]). Only the SHA-256 of each is stored, in PostgreSQL, so every API
+//! process knows every session.
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
@@ -26,6 +27,10 @@ pub const CURRENT: &str = "/v1/sessions/current";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionCreated {
+    /// Send it back in `X-CSRF-Token` with every change made with the cookie (anything but
+    /// GET and HEAD). Shown only in this answer; keep it in the page, never in a cookie or a
+    /// URL.
+    pub csrf_token: String,
     /// When the cookie stops working.
     #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -35,12 +40,13 @@ pub struct SessionCreated {
 /// Start a browser session.
 ///
 /// Exchanges the token in `Authorization` for the cookie `latch_session` (`HttpOnly`,
-/// `SameSite=Strict`, `Secure` over HTTPS), which authenticates reading requests (GET) —
-/// `EventSource` on `/v1/events/stream`, for instance — with the token's scopes and sites.
+/// `SameSite=Strict`, `Secure` over HTTPS), which authenticates requests with the token's
+/// scopes and sites: reading ones (GET) as it is — `EventSource` on `/v1/events/stream`,
+/// for instance — and changes only with the answer's `csrf_token` in `X-CSRF-Token`.
 #[utoipa::path(
     tag = "sessions",
     responses(
-        (status = 201, description = "The cookie is set", body = SessionCreated),
+        (status = 201, description = "The cookie is set; the CSRF token is in the answer", body = SessionCreated),
         (status = 401, description = "No, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "A reader key", body = ErrorBody),
     ),
@@ -59,16 +65,17 @@ pub async fn create(
         ));
     }
     let session = credentials::generate(CredentialKind::Session);
+    let csrf = credentials::generate(CredentialKind::Session);
     let ttl_secs = i64::try_from(config.session_ttl.as_secs()).unwrap_or(i64::MAX);
     let row = pool
         .get()
         .await?
         .query_one(
-            "INSERT INTO sessions (id_hash, admin_id, expires_at)
-             SELECT $1, a.id, LEAST(now() + make_interval(secs => $3), a.expires_at)
+            "INSERT INTO sessions (id_hash, admin_id, expires_at, csrf_hash)
+             SELECT $1, a.id, LEAST(now() + make_interval(secs => $3), a.expires_at), $4
              FROM admins a WHERE a.id = $2
              RETURNING expires_at",
-            &[&session.hash, &admin.id, &(ttl_secs as f64)],
+            &[&session.hash, &admin.id, &(ttl_secs as f64), &csrf.hash],
         )
         .await?;
     let expires_at: OffsetDateTime = row.get("expires_at");
@@ -81,9 +88,10 @@ pub async fn create(
         .max_age(max_age)
         .finish();
     tracing::info!(admin = %admin.id, %expires_at, "session started");
-    Ok(HttpResponse::Created()
-        .cookie(cookie)
-        .json(SessionCreated { expires_at }))
+    Ok(HttpResponse::Created().cookie(cookie).json(SessionCreated {
+        csrf_token: csrf.plain.expose().clone(),
+        expires_at,
+    }))
 }
 
 /// End this browser's session.

@@ -658,7 +658,8 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
         }
     }
 
-    // A session: the cookie reads with the token's sites, never writes, and ends.
+    // A session: the cookie reads with the token's sites, writes only with its CSRF token,
+    // and ends.
     let start_session = |credential: String| {
         api.http
             .post(format!("{}/v1/sessions", api.base))
@@ -674,6 +675,7 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
     let session = start_session(north.clone()).await.unwrap();
     assert_eq!(session.status(), 201);
     let set_cookie = session.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session_body: Value = session.json().await.unwrap();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
@@ -695,16 +697,45 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
             .iter()
             .all(|e| e["site"] == "north")
     );
-    let refused = api
-        .http
-        .post(format!("{}/v1/doors", api.base))
-        .header("Cookie", cookie.clone())
-        .json(&json!({"site": "north", "name": "Side"}))
-        .send()
+    // A door made with a cookie and, perhaps, a CSRF token.
+    let make_door = |cookie: &str, csrf: Option<&str>, site: &str| {
+        let mut request = api
+            .http
+            .post(format!("{}/v1/doors", api.base))
+            .header("Cookie", cookie.to_owned())
+            .json(&json!({"site": site, "name": "Side"}));
+        if let Some(csrf) = csrf {
+            request = request.header("X-CSRF-Token", csrf.to_owned());
+        }
+        request.send()
+    };
+    let refused = make_door(&cookie, None, "north").await.unwrap();
+    assert_eq!(refused.status(), 403, "a cookie alone makes no change");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "csrf_refused");
+    let wrong = make_door(&cookie, Some("lss_not-this-sessions"), "north")
         .await
         .unwrap();
-    assert_eq!(refused.status(), 401, "a cookie never makes a change");
+    assert_eq!(wrong.status(), 403, "another CSRF token makes no change");
     assert_eq!(stack.count("SELECT count(*) FROM doors").await, 1);
+    let csrf_token = session_body["csrf_token"].as_str().unwrap();
+    let scoped = make_door(&cookie, Some(csrf_token), "north").await.unwrap();
+    assert_eq!(scoped.status(), 403, "with its token's scopes only");
+    // With the session's CSRF token, a cookie changes what its token may change.
+    let desk = token(&stack.db, "north desk", &["sites:write"], Some(&["north"])).await;
+    let desk_session = start_session(desk).await.unwrap();
+    let desk_cookie = cookie_of(&desk_session);
+    let desk_body: Value = desk_session.json().await.unwrap();
+    let csrf_token = desk_body["csrf_token"].as_str().unwrap();
+    let made = make_door(&desk_cookie, Some(csrf_token), "north")
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let outside = make_door(&desk_cookie, Some(csrf_token), "south")
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), 403, "within the token's sites only");
+    assert_eq!(stack.count("SELECT count(*) FROM doors").await, 2);
     let ended = with_cookie(reqwest::Method::DELETE, "/v1/sessions/current", &cookie)
         .await
         .unwrap();
@@ -716,13 +747,7 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
 
     // A session ends with its token.
     let session = start_session(north.clone()).await.unwrap();
-    let cookie = session.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = cookie_of(&session);
     stack
         .db
         .owner()
@@ -824,4 +849,10 @@ async fn a_token_holds_at_most_its_share_of_streams() {
     // Another token is not held back by it.
     let mut another = Sse::open(&api, &other, "", None).await;
     assert_eq!(another.next().await.unwrap().event, None);
+}
+
+/// The `name=value` of the cookie a response sets.
+fn cookie_of(response: &reqwest::Response) -> String {
+    let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+    set_cookie.split(';').next().unwrap().to_owned()
 }
