@@ -53,3 +53,38 @@ GRANT EXECUTE ON FUNCTION latch_outbox_backlog() TO latch_app;
 -- never put in a cookie, sent back in `X-CSRF-Token` with every change. Only its SHA-256
 -- is kept. Sessions started before this column existed have none, and stay read-only.
 ALTER TABLE sessions ADD COLUMN csrf_hash bytea CHECK (octet_length(csrf_hash) = 32);
+
+-- Roll-call during an evacuation: a marshal marks a person on site safe (`marked_safe`,
+-- an action with its author, published like every other). The mark belongs to the
+-- person's current stay: it counts while `safe_at` is not before `as_of`, so a later
+-- check-out or check-in (which moves `as_of`) leaves it behind without the check-in path
+-- having to clear it. Marking someone already marked records nothing (`already`).
+ALTER TABLE presence ADD COLUMN safe_at timestamptz, ADD COLUMN safe_by uuid;
+
+CREATE FUNCTION latch_mark_safe(p_token bytea, p_action uuid, p_trace text, p_site text,
+                                p_holder uuid)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    actor uuid := latch_admin_id(p_token);
+    door uuid;
+BEGIN
+    IF actor IS NULL THEN RETURN 'unauthorized'; END IF;
+    IF NOT latch_token_allows(p_token, 'sites:write', p_site) THEN RETURN 'forbidden'; END IF;
+    SELECT door_id INTO door FROM presence
+        WHERE site = p_site AND holder_id = p_holder AND present
+        FOR UPDATE;
+    IF NOT FOUND THEN RETURN 'not_found'; END IF;
+    UPDATE presence SET safe_at = now(), safe_by = actor
+        WHERE site = p_site AND holder_id = p_holder
+          AND (safe_at IS NULL OR safe_at < as_of);
+    IF NOT FOUND THEN RETURN 'already'; END IF;
+    PERFORM latch_record_admin_action(p_action, 'marked_safe', actor, p_trace, p_site,
+                                      p_door => door, p_holder => p_holder,
+                                      p_reason => 'marked safe at the roll-call');
+    RETURN 'done';
+END
+$$;
+
+REVOKE ALL ON FUNCTION latch_mark_safe(bytea, uuid, text, text, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION latch_mark_safe(bytea, uuid, text, text, uuid) TO latch_app;

@@ -322,6 +322,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .service(admin::pipeline_status)
     .service(registry::list_actions)
     .service(registry::presence)
+    .service(registry::presence_csv)
+    .service(registry::mark_safe)
     .service(feed::pull::list)
     .service(feed::sse::stream)
     .service(session::create)

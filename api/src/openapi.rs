@@ -57,6 +57,8 @@ use crate::{admin, feed, health, readers, registry, session};
         admin::pipeline_status,
         registry::list_actions,
         registry::presence,
+        registry::presence_csv,
+        registry::mark_safe,
         feed::pull::list,
         feed::sse::stream,
         session::create,

@@ -5,7 +5,7 @@
 //! never moves when new actions arrive: following `next_cursor` returns every older row
 //! exactly once, however much is written meanwhile.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get, post, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deadpool_postgres::Pool;
@@ -205,6 +205,8 @@ pub async fn list_actions(
 pub struct Presence {
     pub site: String,
     pub count: usize,
+    /// How many of them are marked safe (during an evacuation).
+    pub safe: usize,
     pub people: Vec<PresentHolder>,
 }
 
@@ -221,6 +223,56 @@ pub struct PresentHolder {
     #[serde(with = "crate::timestamp::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub since: OffsetDateTime,
+    /// When a marshal marked them safe during this stay (`POST .../safe`), if one did.
+    #[serde(with = "crate::timestamp::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub marked_safe_at: Option<OffsetDateTime>,
+}
+
+/// The people present at `site` (one, with `holder`), by name.
+async fn present(
+    client: &deadpool_postgres::Object,
+    site: &str,
+    holder: Option<Uuid>,
+) -> Result<Vec<PresentHolder>, ApiError> {
+    let rows = client
+        .query(
+            "SELECT p.holder_id, h.name, h.card_id, p.door_id, d.name AS door_name, p.as_of,
+                    CASE WHEN p.safe_at >= p.as_of THEN p.safe_at END AS marked_safe_at
+             FROM presence p
+             JOIN holders h ON h.id = p.holder_id
+             JOIN doors d ON d.id = p.door_id
+             WHERE p.site = $1 AND p.present AND ($2::uuid IS NULL OR p.holder_id = $2)
+             ORDER BY h.name, p.holder_id",
+            &[&site, &holder],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| PresentHolder {
+            holder_id: row.get("holder_id"),
+            name: row.get("name"),
+            card_id: row.get("card_id"),
+            door_id: row.get("door_id"),
+            door_name: row.get("door_name"),
+            since: row.get("as_of"),
+            marked_safe_at: row.get("marked_safe_at"),
+        })
+        .collect())
+}
+
+/// The roll-call of a site the token may read.
+async fn roll_call(pool: &Pool, admin: &Admin, site: String) -> Result<Presence, ApiError> {
+    admin.require(Scope::RegistryRead)?;
+    crate::admin::check_site(&site)?;
+    admin.require_site(&site)?;
+    let people = present(&pool.get().await?, &site, None).await?;
+    Ok(Presence {
+        site,
+        count: people.len(),
+        safe: people.iter().filter(|p| p.marked_safe_at.is_some()).count(),
+        people,
+    })
 }
 
 /// Who is checked in at a site now: the evacuation roll-call.
@@ -236,38 +288,107 @@ pub async fn presence(
     admin: Admin,
     site: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin.require(Scope::RegistryRead)?;
-    let site = site.into_inner();
+    Ok(HttpResponse::Ok().json(roll_call(&pool, &admin, site.into_inner()).await?))
+}
+
+/// The roll-call as CSV, for a spreadsheet or a printout: one line per person present
+/// (`name,card_id,door,since,marked_safe_at`, times in RFC 3339), by name.
+#[utoipa::path(
+    tag = "registry",
+    params(("site" = String, Path, description = "Site name")),
+    responses((status = 200, content_type = "text/csv", body = String)),
+    security(("admin_token" = []))
+)]
+#[get("/v1/sites/{site}/presence.csv")]
+pub async fn presence_csv(
+    pool: web::Data<Pool>,
+    admin: Admin,
+    site: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let roll = roll_call(&pool, &admin, site.into_inner()).await?;
+    let mut csv = String::from("holder_id,name,card_id,door,since,marked_safe_at\r\n");
+    let time = |at: OffsetDateTime| at.format(&Rfc3339).unwrap_or_default();
+    for person in &roll.people {
+        let fields = [
+            person.holder_id.to_string(),
+            person.name.clone(),
+            person.card_id.clone(),
+            person.door_name.clone(),
+            time(person.since),
+            person.marked_safe_at.map(time).unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        csv.push_str(&line.join(","));
+        csv.push_str("\r\n");
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"roll-call-{}.csv\"", roll.site),
+        ))
+        .body(csv))
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. A field a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
+fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if text.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// Mark a person present at the site safe, during an evacuation.
+///
+/// Recorded as `marked_safe` with its author and published; the roll-call shows it until
+/// they check out or in again. Marking someone already marked changes nothing.
+#[utoipa::path(
+    tag = "registry",
+    params(
+        ("site" = String, Path, description = "Site name"),
+        ("holder_id" = Uuid, Path, description = "The person"),
+    ),
+    responses(
+        (status = 200, description = "Marked (or already marked)", body = PresentHolder),
+        (status = 404, description = "Not on this site now", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[post("/v1/sites/{site}/presence/{holder_id}/safe")]
+pub async fn mark_safe(
+    req: actix_web::HttpRequest,
+    pool: web::Data<Pool>,
+    admin: Admin,
+    path: web::Path<(String, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (site, holder) = path.into_inner();
+    admin.require(Scope::SitesWrite)?;
     crate::admin::check_site(&site)?;
     admin.require_site(&site)?;
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT p.holder_id, h.name, h.card_id, p.door_id, d.name AS door_name, p.as_of
-             FROM presence p
-             JOIN holders h ON h.id = p.holder_id
-             JOIN doors d ON d.id = p.door_id
-             WHERE p.site = $1 AND p.present
-             ORDER BY h.name, p.holder_id",
-            &[&site],
-        )
-        .await?;
-    let people: Vec<PresentHolder> = rows
-        .iter()
-        .map(|row| PresentHolder {
-            holder_id: row.get("holder_id"),
-            name: row.get("name"),
-            card_id: row.get("card_id"),
-            door_id: row.get("door_id"),
-            door_name: row.get("door_name"),
-            since: row.get("as_of"),
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(Presence {
-        site,
-        count: people.len(),
-        people,
-    }))
+    let trace = crate::trace::TraceParent::for_request(&req);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    const MARK: &str = "latch_mark_safe";
+    let outcome = crate::admin::change(&tx, MARK, &admin, &trace, &[&site, &holder]).await?;
+    tx.commit().await?;
+    if outcome == crate::admin::Outcome::NotFound {
+        return Err(ApiError::not_found(
+            "not_present",
+            "this person is not checked in at this site",
+        ));
+    }
+    let person = present(&client, &site, Some(holder))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("not_present", "this person has just left"))?;
+    Ok(HttpResponse::Ok().json(person))
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ kinds! {
     ReaderKeyRotated => "reader_key_rotated",
     DlqReplayed => "dlq_replayed",
     DlqPurged => "dlq_purged",
+    MarkedSafe => "marked_safe",
     AdminCreated => "admin_created",
     AdminRevoked => "admin_revoked",
     OfflineDecisionDisputed => "offline_decision_disputed",

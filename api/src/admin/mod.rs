@@ -37,7 +37,7 @@ use crate::trace::TraceParent;
 /// the caller's token, makes the change and records its action in one go, and says what
 /// happened instead of raising an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// A door with this name on the site, or a holder with this card, exists already.
     Conflict,
@@ -51,7 +51,7 @@ pub(super) enum Outcome {
 /// Calls the administrative function `function` as `admin`, with a new action id and the
 /// request's traceparent before `args`. A token revoked or expired since the request was
 /// authenticated answers 401; one that does not cover the site changed, 403.
-pub(super) async fn change(
+pub(crate) async fn change(
     tx: &Transaction<'_>,
     function: &str,
     admin: &Admin,

@@ -194,3 +194,119 @@ async fn a_reader_clock_in_the_future_never_decides_the_roll_call() {
     .await;
     assert_eq!(roll_call(&app, "hq").await, ["ADA"]);
 }
+
+#[tokio::test]
+async fn a_marshal_marks_people_safe_recorded_once_and_the_csv_matches_the_roll_call() {
+    let app = spawn_app().await;
+    let main = app.create_door("hq", "Main").await;
+    let ada = app.create_holder("ADA").await;
+    let grace = app.create_holder("=GRACE,\"HOPPER\"").await;
+    let absent = app.create_holder("NOBODY").await;
+    for card in ["ADA", "=GRACE,\"HOPPER\""] {
+        expect_status(
+            app.post("/v1/check-ins", &main.reader_key, &json!({"card_id": card}))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    let safe = |holder: uuid::Uuid| format!("/v1/sites/hq/presence/{holder}/safe");
+
+    // Who may not, and whom: nothing recorded.
+    let (_, reader) = app.token(&["registry:read"], None).await;
+    expect_error(
+        app.post(&safe(ada), &reader, &json!({})).await,
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+    )
+    .await;
+    let (_, annex) = app.token(&["sites:write"], Some(&["annex"])).await;
+    expect_status(
+        app.post(&safe(ada), &annex, &json!({})).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    expect_error(
+        app.post(&safe(absent), &app.admin_token, &json!({})).await,
+        StatusCode::NOT_FOUND,
+        "not_present",
+    )
+    .await;
+    expect_status(
+        app.post(
+            "/v1/sites/hq/presence/not-a-holder-id/safe",
+            &app.admin_token,
+            &json!({}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(app.count_kind("marked_safe").await, 0);
+
+    // A marshal with sites:write for the site marks Ada safe; again changes nothing.
+    let (_, marshal) = app
+        .token(&["sites:write", "registry:read"], Some(&["hq"]))
+        .await;
+    let marked = expect_status(
+        app.post(&safe(ada), &marshal, &json!({})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(marked["marked_safe_at"].is_string(), "{marked}");
+    let again = expect_status(
+        app.post(&safe(ada), &marshal, &json!({})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["marked_safe_at"], marked["marked_safe_at"]);
+    assert_eq!(app.count_kind("marked_safe").await, 1, "recorded once");
+    let roll = app.admin_get("/v1/sites/hq/presence").await;
+    assert_eq!(
+        (roll["count"].as_u64(), roll["safe"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // The CSV: the same people, the same marks; a field a spreadsheet would run is defused.
+    let csv = app.get("/v1/sites/hq/presence.csv", &marshal).await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "holder_id,name,card_id,door,since,marked_safe_at");
+    assert_eq!(lines.len(), 3, "{text}");
+    let ada_line = lines
+        .iter()
+        .find(|l| l.starts_with(&ada.to_string()))
+        .unwrap();
+    assert!(
+        ada_line.ends_with(marked["marked_safe_at"].as_str().unwrap()),
+        "{ada_line}"
+    );
+    let grace_line = lines
+        .iter()
+        .find(|l| l.starts_with(&grace.to_string()))
+        .unwrap();
+    assert!(
+        grace_line.contains("\"'=GRACE,\"\"HOPPER\"\"\""),
+        "{grace_line}"
+    );
+    assert!(grace_line.ends_with(','), "not marked: {grace_line}");
+
+    // Checking out and in again starts a new stay, unmarked.
+    for path in ["/v1/check-outs", "/v1/check-ins"] {
+        expect_status(
+            app.post(path, &main.reader_key, &json!({"card_id": "ADA"}))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    let roll = app.admin_get("/v1/sites/hq/presence").await;
+    assert_eq!(roll["safe"].as_u64(), Some(0), "{roll}");
+}
