@@ -88,3 +88,11 @@ $$;
 
 REVOKE ALL ON FUNCTION latch_mark_safe(bytea, uuid, text, text, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION latch_mark_safe(bytea, uuid, text, text, uuid) TO latch_app;
+
+-- Open alarms (`GET /v1/alarms`): the latest alarm action of each kind per door, found
+-- without reading the door's every check-in — alarm actions are few, so this index is
+-- small and costs nothing on the check-in and unlock paths (their rows are not in it).
+CREATE INDEX actions_alarms ON actions (door_id, recorded_at)
+    WHERE kind IN ('door_forced_open', 'door_forced_open_restored', 'door_held_open',
+                   'door_held_open_restored', 'reader_tamper', 'reader_tamper_restored',
+                   'offline_decision_disputed');

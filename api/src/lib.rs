@@ -24,6 +24,7 @@
 //! and the relay takes it from there. It reads the event stream only to serve the feed.
 
 pub mod admin;
+pub mod alarms;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -324,6 +325,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .service(registry::presence)
     .service(registry::presence_csv)
     .service(registry::mark_safe)
+    .service(alarms::alarms)
     .service(feed::pull::list)
     .service(feed::sse::stream)
     .service(session::create)

@@ -59,6 +59,7 @@ use crate::{admin, feed, health, readers, registry, session};
         registry::presence,
         registry::presence_csv,
         registry::mark_safe,
+        crate::alarms::alarms,
         feed::pull::list,
         feed::sse::stream,
         session::create,

@@ -13,6 +13,7 @@ mod helpers;
 mod idempotency;
 mod limits;
 mod offline;
+mod open_alarms;
 mod panics;
 mod presence;
 mod privileges;
