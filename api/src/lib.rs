@@ -28,6 +28,7 @@ pub mod alarms;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod console;
 pub mod contain;
 pub mod error;
 pub mod feed;
@@ -326,6 +327,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize, batch_body_limit:
     .service(registry::presence_csv)
     .service(registry::mark_safe)
     .service(alarms::alarms)
+    .service(console::redirect)
+    .service(console::serve)
     .service(feed::pull::list)
     .service(feed::sse::stream)
     .service(session::create)

@@ -539,6 +539,7 @@ cat <<BANNER
 ======================================================================================
 latch is running
   API         $API_URL   (API docs: $API_URL/docs/)
+  Console     $API_URL/console/   log in with the admin token $admin
   Metrics     api $API_URL/metrics   relay http://$RELAY_ADDR/metrics   worker http://$WORKER_ADDR/metrics
               (/readyz and /healthz beside each)
   Simulator   legacy T&A $SIM_URL/tna/v2/punches   webhooks $SIM_URL/webhooks/latch

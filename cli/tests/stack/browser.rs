@@ -48,7 +48,7 @@ fn api_command(stack: &Stack, nats: &NatsServer, port: u16) -> Command {
 }
 
 /// A headless Chromium session.
-async fn browser(dir: &Path, http: &reqwest::Client) -> (Proc, Client) {
+pub(crate) async fn browser(dir: &Path, http: &reqwest::Client) -> (Proc, Client) {
     let driver_bin = binary("CHROMEDRIVER_BIN", "/usr/bin/chromedriver");
     let chromium = binary("CHROMIUM_BIN", "/usr/bin/chromium");
     let driver = start_listening(http, "chromedriver", dir, "/status", |port| {

@@ -581,21 +581,7 @@ async fn a_token_sees_only_its_sites_and_only_tokens_and_their_sessions_read() {
     )
     .await;
     // A reader key, enrolled through the API.
-    let door = api
-        .created(
-            &admin,
-            "/v1/doors",
-            json!({"site": "north", "name": "Gate"}),
-        )
-        .await;
-    let reader = api
-        .created(
-            &admin,
-            "/v1/readers",
-            json!({"door_id": door["id"], "name": "Gate in"}),
-        )
-        .await;
-    let reader_key = reader["key"].as_str().unwrap().to_owned();
+    let (_, reader_key) = api.door_with_reader(&admin, "north", "Gate").await;
     let site = Site::new();
     site.record(&stack, 0, 400).await;
     published(&nats, 402).await;

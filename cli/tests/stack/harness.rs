@@ -285,6 +285,21 @@ impl Api {
         self.answered(201, token, path, body).await
     }
 
+    /// A door made through the API with a reader enrolled at it: (the door, the reader's key).
+    pub async fn door_with_reader(&self, admin: &str, site: &str, name: &str) -> (Value, String) {
+        let door = self
+            .created(admin, "/v1/doors", json!({"site": site, "name": name}))
+            .await;
+        let reader = self
+            .created(
+                admin,
+                "/v1/readers",
+                json!({"door_id": door["id"], "name": format!("{name} reader")}),
+            )
+            .await;
+        (door, reader["key"].as_str().unwrap().to_owned())
+    }
+
     /// An unlock that must be answered (granted or denied).
     pub async fn unlock(&self, reader_key: &str, card: &str) -> Value {
         self.answered(200, reader_key, "/v1/unlock", json!({"card_id": card}))

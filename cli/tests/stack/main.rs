@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod browser;
+mod console;
 mod dlq;
 mod feed;
 mod harness;
