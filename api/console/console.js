@@ -401,7 +401,7 @@ function webhooks() {
           ['pending', stats.pending ?? '?'], ['oldest pending (s)', stats.oldest_pending_age_secs?.toFixed(1) ?? '–'],
           ['breaker', stats.breaker]].map(([label, value]) => h('div', {}, h('b', {}, value), label))),
       h('div', {class: 'bar'},
-        h('button', {type: 'button', class: 'secondary', onclick: async () => {
+        h('button', {type: 'button', class: 'secondary', id: 'wh-rotate', onclick: async () => {
           if (!confirm('Give this endpoint a new signing secret? The current one keeps signing for a day.')) return;
           const rotated = await attempt('Rotate', () => api('POST', `/v1/webhooks/endpoints/${e.id}/secret:rotate`));
           if (rotated) { secret.textContent = `New secret (shown once): ${rotated.secret}`; secret.hidden = false; }

@@ -122,7 +122,11 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
             },
         )
         .await;
-    let api: Api = stack.api_with_feed(&nats);
+    // Webhook endpoints may be on loopback here (the simulator's subscriber).
+    let api: Api = stack.api_with(2, |config| {
+        config.nats = Some(latch_core::nats::NatsConfig::for_url(nats.url()));
+        config.outbound = latch_core::outbound::Policy::local();
+    });
     let admin = first_admin(&stack.db, "guard desk").await;
     let (door, reader_key) = api.door_with_reader(&admin, "hq", "Main").await;
     let ada = api
@@ -393,6 +397,80 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
     .await;
     shot(&client, "pipeline").await;
 
+    // Webhooks: an endpoint, its stats and attempts; its secret rotated from the page.
+    let endpoint = api
+        .created(
+            &admin,
+            "/v1/webhooks/endpoints",
+            json!({"url": sim.subscriber_url("hr"), "description": "HR system", "kinds": ["check_in", "check_out"]}),
+        )
+        .await;
+    client
+        .goto(&format!("{}/console/#/webhooks", api.base))
+        .await
+        .unwrap();
+    let row = format!(
+        "#endpoints tr[data-endpoint=\"{}\"]",
+        endpoint["id"].as_str().unwrap()
+    );
+    until(
+        &client,
+        "the endpoint",
+        &format!("return !!document.querySelector('{row}');"),
+    )
+    .await;
+    click(&client, &format!("{row} button")).await;
+    until(
+        &client,
+        "its stats",
+        "return !!document.querySelector('#wh-detail .numbers');",
+    )
+    .await;
+    click(&client, "#wh-rotate").await;
+    client.accept_alert().await.unwrap();
+    until(
+        &client,
+        "the new secret",
+        "return !document.getElementById('wh-secret').hidden
+                && document.getElementById('wh-secret').textContent.includes('whsec_');",
+    )
+    .await;
+    shot(&client, "webhooks").await;
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM actions WHERE kind = 'webhook_secret_rotated'")
+            .await,
+        1,
+        "rotated once, recorded"
+    );
+
+    // A reader disabled from the page (after its confirmation).
+    client
+        .goto(&format!("{}/console/#/doors", api.base))
+        .await
+        .unwrap();
+    until(
+        &client,
+        "the reader",
+        "return !!document.querySelector('#readers button.danger');",
+    )
+    .await;
+    click(&client, "#readers button.danger").await;
+    client.accept_alert().await.unwrap();
+    until(
+        &client,
+        "the reader disabled",
+        "return document.querySelector('#readers tr').textContent.includes('disabled');",
+    )
+    .await;
+    assert_eq!(
+        api.post(&reader_key, "/v1/check-ins", json!({"card_id": "ADA"}))
+            .await
+            .status(),
+        401,
+        "its key no longer works"
+    );
+
     // A change without the CSRF token is refused, even from the console's own page.
     let status = fetch_status(
         &client,
@@ -412,8 +490,9 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
         )
         .await
         .unwrap();
+    // (Another page than the one shown: the console asks the API as it opens it.)
     client
-        .goto(&format!("{}/console/#/doors", api.base))
+        .goto(&format!("{}/console/#/pipeline", api.base))
         .await
         .unwrap();
     until(
