@@ -39,6 +39,24 @@ async fn summary_says(client: &Client, text: &str) {
     until(client, text, &script).await;
 }
 
+/// Waits until an element matching `css` is on the page.
+async fn present(client: &Client, what: &str, css: &str) {
+    until(
+        client,
+        what,
+        &format!("return !!document.querySelector({});", json!(css)),
+    )
+    .await;
+}
+
+/// Opens the console's page `route` (`live`, `doors?…`, …).
+async fn open_page(client: &Client, base: &str, route: &str) {
+    client
+        .goto(&format!("{base}/console/#/{route}"))
+        .await
+        .unwrap();
+}
+
 async fn click(client: &Client, css: &str) {
     client
         .find(Locator::Css(css))
@@ -237,10 +255,7 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
     .await;
 
     // Doors and readers.
-    client
-        .goto(&format!("{}/console/#/doors", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "doors").await;
     until(
         &client,
         "the readers",
@@ -250,20 +265,12 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
     shot(&client, "doors").await;
 
     // Roll-call: Ada is on site; the marshal marks her safe; the CSV matches the database.
-    client
-        .goto(&format!("{}/console/#/roll-call?site=hq", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "roll-call?site=hq").await;
     let ada_row = format!(
         "#people tr[data-holder=\"{}\"]",
         ada["id"].as_str().unwrap()
     );
-    until(
-        &client,
-        "Ada on the roll-call",
-        &format!("return !!document.querySelector('{ada_row}');"),
-    )
-    .await;
+    present(&client, "Ada on the roll-call", &ada_row).await;
     click(&client, &format!("{ada_row} button.mark-safe")).await;
     until(
         &client,
@@ -338,10 +345,7 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
     assert!(revoked.status().is_success());
 
     // Dead letters: Bob's punch and the grant; a dry run first, then the replay.
-    client
-        .goto(&format!("{}/console/#/dead-letters", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "dead-letters").await;
     until(
         &client,
         "both dead letters",
@@ -385,10 +389,7 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
     assert_eq!(sim.stats().await.legacy.effects, 2, "one effect each");
 
     // Pipeline and webhooks pages render.
-    client
-        .goto(&format!("{}/console/#/pipeline", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "pipeline").await;
     until(
         &client,
         "the pipeline",
@@ -405,20 +406,12 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
             json!({"url": sim.subscriber_url("hr"), "description": "HR system", "kinds": ["check_in", "check_out"]}),
         )
         .await;
-    client
-        .goto(&format!("{}/console/#/webhooks", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "webhooks").await;
     let row = format!(
         "#endpoints tr[data-endpoint=\"{}\"]",
         endpoint["id"].as_str().unwrap()
     );
-    until(
-        &client,
-        "the endpoint",
-        &format!("return !!document.querySelector('{row}');"),
-    )
-    .await;
+    present(&client, "the endpoint", &row).await;
     click(&client, &format!("{row} button")).await;
     until(
         &client,
@@ -445,10 +438,7 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
     );
 
     // A reader disabled from the page (after its confirmation).
-    client
-        .goto(&format!("{}/console/#/doors", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "doors").await;
     until(
         &client,
         "the reader",
@@ -491,10 +481,7 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
         .await
         .unwrap();
     // (Another page than the one shown: the console asks the API as it opens it.)
-    client
-        .goto(&format!("{}/console/#/pipeline", api.base))
-        .await
-        .unwrap();
+    open_page(&client, &api.base, "pipeline").await;
     until(
         &client,
         "the login again",
