@@ -489,6 +489,34 @@ async fn the_console_shows_live_events_alarms_roll_call_and_replays_dead_letters
                 && document.getElementById('login-error').textContent.includes('ended');",
     )
     .await;
+
+    // An integrator's token reads what its scopes allow; the rest the API refuses, and the
+    // page says so. On a tablet's width.
+    client.set_window_size(820, 1180).await.unwrap();
+    let integrator = crate::harness::token(
+        &stack.db,
+        "front desk",
+        &["events:read", "registry:read"],
+        Some(&["hq"]),
+    )
+    .await;
+    log_in(&client, &api.base, &integrator).await;
+    until(
+        &client,
+        "the stream",
+        "return (document.getElementById('stream-status') || {}).textContent === 'live';",
+    )
+    .await;
+    open_page(&client, &api.base, "roll-call?site=hq").await;
+    present(&client, "the roll-call", "#people tr[data-holder]").await;
+    shot(&client, "roll-call-tablet").await;
+    open_page(&client, &api.base, "dead-letters").await;
+    until(
+        &client,
+        "the refusal",
+        "return document.getElementById('notice').textContent.includes('admin');",
+    )
+    .await;
 }
 
 #[tokio::test]
