@@ -61,10 +61,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn from_message(message: jetstream::message::StreamMessage) -> Entry {
+    /// A dead letter read at `dlq_seq`, stored at `stored` (its time when it has no
+    /// `Latch-Dlq-At`).
+    fn read(dlq_seq: u64, stored: OffsetDateTime, message: &async_nats::Message) -> Entry {
+        let empty = HeaderMap::new();
+        let message_headers = message.headers.as_ref().unwrap_or(&empty);
         let header = |name: &str| {
-            message
-                .headers
+            message_headers
                 .get(name)
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default()
@@ -75,8 +78,7 @@ impl Entry {
             .parse()
             .ok()
             .or_else(|| envelope["id"].as_str().and_then(|s| s.parse().ok()));
-        let originals = message
-            .headers
+        let originals = message_headers
             .iter()
             .filter(|(name, _)| {
                 let name: &str = name.as_ref();
@@ -90,7 +92,7 @@ impl Entry {
             })
             .collect();
         Entry {
-            dlq_seq: message.sequence,
+            dlq_seq,
             sink: header(headers::SINK),
             class: header(headers::CLASS),
             reason: header(headers::REASON),
@@ -98,12 +100,12 @@ impl Entry {
             status: header(headers::STATUS).parse().ok(),
             original_subject: header(headers::SUBJECT),
             original_seq: header(headers::STREAM_SEQ).parse().unwrap_or(0),
-            at: OffsetDateTime::parse(&header(headers::AT), &Rfc3339).unwrap_or(message.time),
+            at: OffsetDateTime::parse(&header(headers::AT), &Rfc3339).unwrap_or(stored),
             event_id,
             kind: envelope["kind"].as_str().map(str::to_owned),
             envelope,
             headers: originals,
-            payload: message.payload,
+            payload: message.payload.clone(),
         }
     }
 }
@@ -113,23 +115,50 @@ pub async fn entries(js: &jetstream::Context) -> anyhow::Result<Vec<Entry>> {
     let stream = match js.get_stream(crate::nats::DLQ_STREAM).await {
         Ok(stream) => stream,
         // No dead letter was ever written: the stream does not exist yet.
-        Err(e)
-            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref err)
-                if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            return Ok(Vec::new());
-        }
+        Err(e) if crate::nats::stream_missing(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let state = stream.get_info().await?.state;
+    if stream.get_info().await?.state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    // One ordered read of the whole stream (pulled in batches), rather than a request per
+    // sequence: replayed and purged entries leave holes the read skips by itself.
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let name = consumer.cached_info().name.clone();
+    let pending = consumer.cached_info().num_pending;
+    let read = read_all(consumer, pending).await;
+    // The server would drop it once idle; it goes now.
+    let _ = stream.delete_consumer(&name).await;
+    read
+}
+
+/// Every message an ordered consumer with `pending` messages to go delivers, as entries.
+async fn read_all(
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::OrderedConfig>,
+    pending: u64,
+) -> anyhow::Result<Vec<Entry>> {
     let mut out = Vec::new();
-    if state.messages == 0 {
+    if pending == 0 {
         return Ok(out);
     }
-    for seq in state.first_sequence..=state.last_sequence {
-        // Deleted sequences (replayed or purged entries) leave holes.
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            out.push(Entry::from_message(message));
+    let mut read = consumer.messages().await?;
+    while let Some(message) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        futures::StreamExt::next(&mut read),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the dead-letter stream stopped answering"))?
+    {
+        let message = message?;
+        let info = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("a dead letter without its position: {e}"))?;
+        let (seq, stored, left) = (info.stream_sequence, info.published, info.pending);
+        out.push(Entry::read(seq, stored, &message.message));
+        if left == 0 {
+            break;
         }
     }
     Ok(out)

@@ -21,6 +21,16 @@ pub const DLQ_STREAM: &str = "LATCH_DLQ";
 pub const DLQ_SUBJECTS: &str = "latch.dlq.>";
 
 /// `latch.replay.<sink>`: consumed only by that sink.
+/// True when a stream lookup failed because the stream does not exist (nothing created it
+/// yet), as opposed to NATS failing to answer.
+pub fn stream_missing(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
 pub fn replay_subject(sink: &str) -> String {
     format!("latch.replay.{sink}")
 }

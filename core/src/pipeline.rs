@@ -3,7 +3,7 @@
 
 use async_nats::jetstream;
 
-use crate::nats::DLQ_STREAM;
+use crate::nats::{DLQ_STREAM, stream_missing};
 
 /// The sinks with a durable consumer of their own (`latch-<sink>`).
 pub const SINKS: [&str; 2] = ["legacy", "webhooks"];
@@ -33,14 +33,6 @@ impl ConsumerStatus {
     pub fn to_go(&self) -> u64 {
         self.waiting + self.in_flight
     }
-}
-
-fn stream_missing(error: &jetstream::context::GetStreamError) -> bool {
-    matches!(
-        error.kind(),
-        jetstream::context::GetStreamErrorKind::JetStream(e)
-            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-    )
 }
 
 /// Reads the stream `events_stream`, its sinks' consumers and the dead letters' count.
