@@ -542,13 +542,15 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     }
+    // Only its own three files: any other name under /console/ is the console's 404.
     let missing = api
         .http
-        .get(format!("{}/console/../../etc/passwd", api.base))
+        .get(format!("{}/console/secrets.env", api.base))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    assert_eq!(missing.text().await.unwrap(), "no such file in the console");
     let page = api
         .http
         .get(format!("{}/console/", api.base))
