@@ -387,6 +387,8 @@ pub const SETTINGS: &[Setting] = &[
     crate::nats::MAX_AGE,
     crate::nats::REQUEST_TIMEOUT,
     crate::nats::CA_FILE,
+    crate::nats::PARTITIONS,
+    crate::nats::REPLICAS,
     crate::telemetry::LOG_FORMAT,
     crate::telemetry::LOG,
     crate::admin::ADMIN_ADDR,

@@ -97,8 +97,15 @@ pub fn valid_site(site: &str) -> bool {
 }
 
 impl EventKind {
+    /// The kind's subject, `latch.events.<kind>` (the relay adds the ordering key).
     pub fn subject(self) -> String {
         format!("{SUBJECT_PREFIX}{}", self.as_str())
+    }
+
+    /// What a consumer of this kind filters on: its events from before and after the
+    /// stream partitioned them (see [`crate::nats`]).
+    pub fn filters(self) -> [String; 2] {
+        crate::nats::kind_filters(&self.subject())
     }
 }
 

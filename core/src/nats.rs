@@ -1,9 +1,17 @@
 //! NATS: the connection and the streams latch owns.
 //!
-//! `LATCH_EVENTS` holds every event (`latch.events.<kind>`), file-backed, with a duplicate
-//! window so that a republish of the same outbox row (`Nats-Msg-Id`) after a relay crash
-//! is stored once, and atomic batch publishing enabled for the relay. Whoever starts first
-//! (relay or worker) creates or updates it with the same configuration.
+//! `LATCH_EVENTS` holds every event, file-backed, with a duplicate window so that a
+//! republish of the same outbox row (`Nats-Msg-Id`) after a relay crash is stored once,
+//! and atomic batch publishing enabled for the relay. Whoever starts first (relay or
+//! worker) creates or updates it with the same configuration.
+//!
+//! **Partitions.** The relay publishes each event on `latch.events.<kind>.<key>`, `<key>`
+//! being its ordering key (the holder, or the door). The stream maps that subject with
+//! NATS's own deterministic subject partitioning as it stores it:
+//! `latch.events.<kind>.<partition>.<key>`, `<partition>` = `partition(P, key)`. One
+//! holder's events are all in one partition, so a consumer per partition sees each holder's
+//! events in stream order, and workers can share the partitions (see `latch_worker`).
+//! Events stored before partitioning (`latch.events.<kind>`) keep their subject.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +28,6 @@ pub const REPLAY_SUBJECTS: &str = "latch.replay.>";
 pub const DLQ_STREAM: &str = "LATCH_DLQ";
 pub const DLQ_SUBJECTS: &str = "latch.dlq.>";
 
-/// `latch.replay.<sink>`: consumed only by that sink.
 /// True when a stream lookup failed because the stream does not exist (nothing created it
 /// yet), as opposed to NATS failing to answer.
 pub fn stream_missing(error: &jetstream::context::GetStreamError) -> bool {
@@ -31,8 +38,51 @@ pub fn stream_missing(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
+/// `latch.replay.<sink>`: consumed only by that sink.
 pub fn replay_subject(sink: &str) -> String {
     format!("latch.replay.{sink}")
+}
+
+/// The subject the relay publishes an event on: its kind's subject (`latch.events.<kind>`)
+/// and its ordering key as one more token, which the stream's partitioning reads. A key is
+/// a UUID; anything outside `[A-Za-z0-9_-]` is replaced so that it stays one token (the
+/// same key always gives the same token, so the same partition).
+pub fn publish_subject(kind_subject: &str, ordering_key: &str) -> String {
+    let token: String = ordering_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let token = if token.is_empty() {
+        "_".to_owned()
+    } else {
+        token
+    };
+    format!("{kind_subject}.{token}")
+}
+
+/// What a consumer of these kinds' events (`latch.events.<kind>`) filters on: the events
+/// stored before partitioning and those stored after (`latch.events.<kind>.<partition>.<key>`).
+pub fn kind_filters(kind_subject: &str) -> [String; 2] {
+    [kind_subject.to_owned(), format!("{kind_subject}.>")]
+}
+
+/// What partition `partition`'s consumer filters on for a kind subject
+/// (`latch.events.<kind>`, or `latch.events.*` for every kind).
+pub fn partition_filter(kind_subject: &str, partition: u32) -> String {
+    format!("{kind_subject}.{partition}.*")
+}
+
+/// The partition count the stream's subject mapping uses, if it partitions.
+pub fn stream_partitions(config: &stream::Config) -> Option<u32> {
+    let transform = config.subject_transform.as_ref()?;
+    let rest = transform.destination.split("partition(").nth(1)?;
+    rest.split(',').next()?.trim().parse().ok()
 }
 
 /// `latch.dlq.<sink>`.
@@ -43,6 +93,8 @@ pub fn dlq_subject(sink: &str) -> String {
 /// How latch reaches NATS and what its event stream keeps.
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
+    /// One server, or several separated by commas (the seed servers of a cluster; the
+    /// client learns the others from them and reconnects to any).
     pub url: String,
     /// Stream name, `LATCH_EVENTS` unless several latch installations share one server.
     pub events_stream: String,
@@ -55,6 +107,11 @@ pub struct NatsConfig {
     /// PEM CA the server's certificate must come from; with it the connection must be TLS.
     /// (`tls://` URLs require TLS too, verified against the system's trust store.)
     pub ca_file: Option<PathBuf>,
+    /// Partitions of the event stream by ordering key; fixed once the stream exists.
+    pub partitions: u32,
+    /// Copies of each stream kept by a JetStream cluster (1 on a single server; 3 on a
+    /// cluster of three or more survives the loss of one server).
+    pub replicas: usize,
 }
 
 impl NatsConfig {
@@ -65,6 +122,14 @@ impl NatsConfig {
                 &DUPLICATE_WINDOW,
                 "must be at least 10m: it is what makes a republish after a crash harmless",
             ));
+        }
+        let partitions = source.value::<u32>(&PARTITIONS)?;
+        if !(1..=1024).contains(&partitions) {
+            return Err(Source::invalid_setting(&PARTITIONS, "must be 1 to 1024"));
+        }
+        let replicas = source.value::<usize>(&REPLICAS)?;
+        if !(1..=5).contains(&replicas) {
+            return Err(Source::invalid_setting(&REPLICAS, "must be 1 to 5"));
         }
         let url = match source.optional::<String>(&URL)? {
             Some(url) => url,
@@ -84,6 +149,8 @@ impl NatsConfig {
             max_age: source.duration(&MAX_AGE)?,
             request_timeout: source.duration(&REQUEST_TIMEOUT)?,
             ca_file: source.optional(&CA_FILE)?,
+            partitions,
+            replicas,
         })
     }
 
@@ -96,14 +163,42 @@ impl NatsConfig {
             max_age: Duration::from_secs(7 * 86_400),
             request_timeout: Duration::from_secs(5),
             ca_file: None,
+            partitions: 8,
+            replicas: 1,
         }
+    }
+
+    /// The servers of `url`, in order.
+    pub fn servers(&self) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+        let servers = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>()
+                    .with_context(|| format!("not a NATS server URL: {s} (LATCH_NATS_URL)"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!servers.is_empty(), "LATCH_NATS_URL names no server");
+        Ok(servers)
     }
 }
 
 pub const URL: Setting = Setting {
     key: "nats.url",
     default: None,
-    meaning: "the NATS server (default nats://127.0.0.1:4222, with a warning)",
+    meaning: "the NATS server, or a cluster's servers separated by commas (default nats://127.0.0.1:4222, with a warning)",
+};
+pub const PARTITIONS: Setting = Setting {
+    key: "nats.partitions",
+    default: Some("8"),
+    meaning: "partitions of the event stream by ordering key (NATS subject partitioning), 1 to 1024; fixed when the stream is created",
+};
+pub const REPLICAS: Setting = Setting {
+    key: "nats.replicas",
+    default: Some("1"),
+    meaning: "copies a JetStream cluster keeps of each stream (3 on a cluster of three)",
 };
 pub const EVENTS_STREAM_NAME: Setting = Setting {
     key: "nats.events_stream",
@@ -143,7 +238,8 @@ pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_na
     if let Some(ca) = &config.ca_file {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    if config.url.starts_with("tls://") {
+    let servers = config.servers()?;
+    if servers.iter().any(|s| s.as_url_str().starts_with("tls://")) {
         options = options.require_tls(true);
     }
     options
@@ -163,7 +259,7 @@ pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_na
                 }
             }
         })
-        .connect(&config.url)
+        .connect(servers)
         .await
         .with_context(|| format!("cannot connect to NATS at {} (LATCH_NATS_URL)", config.url))
 }
@@ -177,6 +273,15 @@ pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
         duplicate_window: config.duplicate_window,
         max_age: config.max_age,
         allow_atomic_publish: true,
+        subject_transform: Some(stream::SubjectTransform {
+            source: format!("{}*.*", crate::event::SUBJECT_PREFIX),
+            destination: format!(
+                "{}{{{{wildcard(1)}}}}.{{{{partition({},2)}}}}.{{{{wildcard(2)}}}}",
+                crate::event::SUBJECT_PREFIX,
+                config.partitions
+            ),
+        }),
+        num_replicas: config.replicas,
         ..Default::default()
     }
 }
@@ -192,15 +297,39 @@ pub fn dlq_stream_config(config: &NatsConfig) -> stream::Config {
         retention: stream::RetentionPolicy::Limits,
         duplicate_window: config.duplicate_window,
         max_age: Duration::from_secs(30 * 86_400),
+        num_replicas: config.replicas,
         ..Default::default()
     }
 }
 
-/// Creates the events stream, or brings an existing one to this configuration.
+/// Creates the events stream, or brings an existing one to this configuration. An
+/// existing stream that partitions differently is refused: changing the count would
+/// move holders to other partitions while their earlier events wait in the old ones.
 pub async fn ensure_events_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> anyhow::Result<stream::Info> {
+    match js.get_stream(&config.events_stream).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.with_context(|| {
+                format!("cannot read the configuration of {}", config.events_stream)
+            })?;
+            if let Some(partitions) = stream_partitions(&info.config) {
+                anyhow::ensure!(
+                    partitions == config.partitions,
+                    "stream {} has {partitions} partitions but LATCH_NATS_PARTITIONS is {}: \
+                     the count cannot change in place (set it to {partitions})",
+                    config.events_stream,
+                    config.partitions
+                );
+            }
+        }
+        Err(error) if stream_missing(&error) => {}
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("cannot look up stream {}", config.events_stream)));
+        }
+    }
     js.create_or_update_stream(events_stream_config(config))
         .await
         .with_context(|| format!("cannot create or update stream {}", config.events_stream))

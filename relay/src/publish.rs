@@ -218,7 +218,10 @@ impl AtomicBatch {
                     headers.insert("Nats-Batch-Commit", "1");
                 }
                 Outgoing {
-                    subject: Subject::from(row.subject.as_str()),
+                    subject: Subject::from(latch_core::nats::publish_subject(
+                        &row.subject,
+                        &row.ordering_key,
+                    )),
                     headers,
                     payload: Bytes::from(row.payload.clone()),
                 }
@@ -401,7 +404,7 @@ impl Publisher {
     ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
         self.js
             .publish_with_headers(
-                row.subject.clone(),
+                latch_core::nats::publish_subject(&row.subject, &row.ordering_key),
                 message_headers(row),
                 Bytes::from(row.payload.clone()),
             )

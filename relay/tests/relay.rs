@@ -250,8 +250,25 @@ async fn every_committed_row_reaches_the_stream_once_as_committed() {
         .map(|row| (row.get(0), row.get(1)))
         .collect();
     assert_eq!(committed.len(), 320);
+    // Stored as latch.events.<kind>.<partition>.<holder>: one partition per holder.
+    let mut partition_of: HashMap<String, u32> = HashMap::new();
     for message in &messages {
-        assert_eq!(message.subject, "latch.events.check_in");
+        let holder = message.payload["holder_id"].as_str().unwrap().to_owned();
+        let tokens: Vec<&str> = message.subject.split('.').collect();
+        assert_eq!(
+            tokens[..3],
+            ["latch", "events", "check_in"],
+            "{}",
+            message.subject
+        );
+        assert_eq!(tokens[4], holder, "{}", message.subject);
+        let partition: u32 = tokens[3].parse().unwrap();
+        assert!(partition < 8, "{}", message.subject);
+        assert_eq!(
+            *partition_of.entry(holder).or_insert(partition),
+            partition,
+            "a holder's events in two partitions"
+        );
         assert_eq!(
             message.traceparent,
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -265,6 +282,12 @@ async fn every_committed_row_reaches_the_stream_once_as_committed() {
             serde_json::from_value(message.payload.clone()).unwrap();
         assert_eq!(envelope.kind, latch_core::event::EventKind::CheckIn);
     }
+    let used: std::collections::HashSet<u32> = partition_of.values().copied().collect();
+    assert!(
+        partition_of.len() < 4 || used.len() > 1,
+        "{} holders all in one partition",
+        partition_of.len()
+    );
     token.cancel();
 }
 
@@ -515,6 +538,12 @@ async fn the_stream_is_created_with_the_durable_settings() {
     assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
     assert!(info.config.duplicate_window >= Duration::from_secs(600));
     assert!(info.config.allow_atomic_publish);
+    let transform = info.config.subject_transform.expect("partitions by key");
+    assert_eq!(transform.source, "latch.events.*.*");
+    assert_eq!(
+        transform.destination,
+        "latch.events.{{wildcard(1)}}.{{partition(8,2)}}.{{wildcard(2)}}"
+    );
 }
 
 // --- Waking the relay ----------------------------------------------------------------------

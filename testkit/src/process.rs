@@ -54,6 +54,14 @@ impl Proc {
         let _ = child.wait();
     }
 
+    /// Asks it to stop (SIGTERM), as an operator or an orchestrator would; see [`Proc::exited`].
+    pub fn terminate(&self) {
+        let pid = self.child.lock().unwrap().id();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+
     pub fn exited(&self) -> bool {
         matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)))
     }

@@ -152,8 +152,42 @@ pub const RETRY_MAX: Setting = Setting {
     meaning: "the longest backoff between attempts",
 };
 
+pub const PARTITIONED: Setting = Setting {
+    key: "worker.partitioned",
+    default: Some("false"),
+    meaning: "share the stream's partitions with the other partitioned workers (a consumer per sink and partition) instead of one consumer per sink with one active worker",
+};
+pub const LEASE: Setting = Setting {
+    key: "worker.lease",
+    default: Some("5s"),
+    meaning: "partitioned: a worker that has not renewed its presence for this long is taken for gone and its partitions are shared out (at least 2s)",
+};
+
+/// How a worker shares the sinks' work with other workers.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// `None`: one consumer per sink, one active worker. `Some(lease)`: a consumer per
+    /// sink and partition, the partitions shared among the workers present.
+    pub partitioned: Option<Duration>,
+}
+
+impl Layout {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let partitioned: bool = source.value(&PARTITIONED)?;
+        let lease = source.duration(&LEASE)?;
+        if lease < MIN_TAKEOVER {
+            return Err(Source::invalid_setting(&LEASE, "must be at least 2s"));
+        }
+        Ok(Layout {
+            partitioned: partitioned.then_some(lease),
+        })
+    }
+}
+
 /// The settings this crate reads.
 pub const SETTINGS: &[Setting] = &[
+    PARTITIONED,
+    LEASE,
     URL,
     SECRET,
     KINDS,
@@ -234,9 +268,29 @@ impl SinkConfig {
     pub fn subjects(&self) -> Vec<String> {
         let mut subjects: Vec<String> = match &self.kinds {
             None => vec![latch_core::nats::EVENTS_SUBJECTS.to_owned()],
-            Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
+            Some(kinds) => kinds.iter().flat_map(|k| k.filters()).collect(),
         };
         subjects.push(latch_core::nats::replay_subject(self.kind.name()));
+        subjects
+    }
+
+    /// The subjects partition `partition`'s consumer reads: its routed events stored in
+    /// that partition. Partition 0 also takes the sink's replays (replays are out of order
+    /// by nature; the stale-replay guard covers them) and events stored before the stream
+    /// partitioned them.
+    pub fn partition_subjects(&self, partition: u32) -> Vec<String> {
+        let kinds: Vec<String> = match &self.kinds {
+            None => vec![format!("{}*", latch_core::event::SUBJECT_PREFIX)],
+            Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
+        };
+        let mut subjects: Vec<String> = kinds
+            .iter()
+            .map(|k| latch_core::nats::partition_filter(k, partition))
+            .collect();
+        if partition == 0 {
+            subjects.extend(kinds);
+            subjects.push(latch_core::nats::replay_subject(self.kind.name()));
+        }
         subjects
     }
 }
@@ -309,6 +363,22 @@ mod tests {
         assert_eq!(
             legacy.subjects(),
             [
+                "latch.events.check_in",
+                "latch.events.check_in.>",
+                "latch.events.check_out",
+                "latch.events.check_out.>",
+                "latch.replay.legacy"
+            ]
+        );
+        assert_eq!(
+            legacy.partition_subjects(3),
+            ["latch.events.check_in.3.*", "latch.events.check_out.3.*"]
+        );
+        assert_eq!(
+            legacy.partition_subjects(0),
+            [
+                "latch.events.check_in.0.*",
+                "latch.events.check_out.0.*",
                 "latch.events.check_in",
                 "latch.events.check_out",
                 "latch.replay.legacy"

@@ -89,6 +89,9 @@ pub struct SinkWorker {
     events: jetstream::stream::Stream,
     consumer: PullConsumer,
     metrics: WorkerMetrics,
+    /// Draining a consumer that is being retired: events stored after this stream
+    /// sequence are acknowledged without a call (their new consumers deliver them).
+    until: Option<u64>,
 }
 
 /// The priority group every worker of a sink pulls in; the consumer pins one of them.
@@ -166,7 +169,33 @@ impl SinkWorker {
             events,
             consumer,
             metrics,
+            until: None,
         }
+    }
+
+    /// The same sink, breaker, rate limit and counters on another consumer (another
+    /// partition of the stream): a worker's partitions share the sink's limits.
+    pub fn on_consumer(&self, consumer: PullConsumer) -> SinkWorker {
+        SinkWorker {
+            sink: self.sink.clone(),
+            breaker: self.breaker.clone(),
+            counters: self.counters.clone(),
+            limiter: self.limiter.clone(),
+            retry: self.retry,
+            js: self.js.clone(),
+            events: self.events.clone(),
+            consumer,
+            metrics: self.metrics.clone(),
+            until: None,
+        }
+    }
+
+    /// Delivers only the events stored up to stream sequence `cut`, and acknowledges the
+    /// later ones without a call: for a consumer being retired in favour of others that
+    /// start after `cut`.
+    pub fn draining(mut self, cut: u64) -> SinkWorker {
+        self.until = Some(cut);
+        self
     }
 
     /// Pulls and delivers until `shutdown`; lanes finish (or hand back) what they hold.
@@ -214,7 +243,12 @@ impl SinkWorker {
                 }
                 _ = standby.tick(), if standing_by => self.watch_pin(&mut pull).await,
                 next = messages.next() => match next {
-                    None => pull.ended(sink),
+                    None => {
+                        if pull.pin.is_some() {
+                            self.metrics.active.with_label_values(&[sink]).dec();
+                        }
+                        pull.ended(sink);
+                    }
                     Some(Err(error)) => pull.failed(sink, &error),
                     Some(Ok(message)) => self.receive(&mut pull, &queues, message).await,
                 },
@@ -224,6 +258,7 @@ impl SinkWorker {
             let _ = task.await;
         }
         if pull.pin.is_some() {
+            self.metrics.active.with_label_values(&[sink]).dec();
             // Let a standby take over at once rather than after `takeover_after`.
             if let Err(error) = self
                 .events
@@ -233,8 +268,12 @@ impl SinkWorker {
                 tracing::warn!(sink, %error, "cannot release the sink to a standby worker");
             }
         }
-        self.metrics.active.with_label_values(&[sink]).set(0);
-        tracing::info!(sink, "sink worker stopped");
+        tracing::info!(sink, consumer = self.consumer_name(), "sink worker stopped");
+    }
+
+    /// The event stream.
+    pub fn events(&self) -> jetstream::stream::Stream {
+        self.events.clone()
     }
 
     fn consumer_name(&self) -> &str {
@@ -251,6 +290,12 @@ impl SinkWorker {
             .and_then(|h| h.get(PIN_HEADER))
             .map(|v| v.as_str().to_owned());
         if pin.is_some() && pin != pull.pin {
+            if pull.pin.is_none() {
+                self.metrics
+                    .active
+                    .with_label_values(&[self.sink.name()])
+                    .inc();
+            }
             pull.pin = pin;
             pull.rewound_to = self.take_over(queues).await;
             if pull.rewound_to.is_some() {
@@ -264,6 +309,13 @@ impl SinkWorker {
                 // Delivered before the rewind took effect: it comes again after it.
                 _ => return,
             }
+        }
+        if let Some(cut) = self.until
+            && message.info().is_ok_and(|info| info.stream_sequence > cut)
+        {
+            // Its new consumer delivers it.
+            let _ = message.ack().await;
+            return;
         }
         let lane = lane_of(&message, queues.len());
         queues[lane].push(message);
@@ -280,7 +332,6 @@ impl SinkWorker {
     async fn take_over(&self, queues: &[Arc<Queue>]) -> Option<u64> {
         let sink = self.sink.name();
         let forgotten: usize = queues.iter().map(|q| q.clear()).sum();
-        self.metrics.active.with_label_values(&[sink]).set(1);
         self.metrics.takeovers.with_label_values(&[sink]).inc();
         match self.events.reset_consumer(self.consumer_name(), None).await {
             Ok(reset) => {
@@ -322,7 +373,7 @@ impl SinkWorker {
             let sink = self.sink.name();
             let left: usize = queues.iter().map(|q| q.clear()).sum();
             tracing::warn!(sink, left, "another worker took the sink over; standing by");
-            self.metrics.active.with_label_values(&[sink]).set(0);
+            self.metrics.active.with_label_values(&[sink]).dec();
             pull.pin = None;
             pull.rewound_to = None;
         }

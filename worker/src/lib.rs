@@ -13,7 +13,9 @@
 //! routed to it plus its replay subject (`latch.replay.<sink>`), so sinks progress,
 //! fail and recover independently. Several workers can run: the consumer pins one of them
 //! (a NATS priority group with a pinned client) and the others stand by, taking over
-//! when the active one stops pulling (see [`deliver`]).
+//! when the active one stops pulling (see [`deliver`]). Partitioned workers
+//! (`LATCH_WORKER_PARTITIONED`) share a consumer per sink and partition instead, so that
+//! several deliver at once, each holder's events still in order (see [`partitions`]).
 
 pub mod breaker;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod deliver;
 pub mod dlq;
 pub mod endpoints;
 pub mod metrics;
+pub mod partitions;
 pub mod sink;
 
 use anyhow::Context;
@@ -29,7 +32,7 @@ use latch_core::config::Source;
 use latch_core::nats::NatsConfig;
 use latch_core::shutdown::CancellationToken;
 
-use crate::config::{RetryConfig, SinkConfig, SinkKind};
+use crate::config::{Layout, RetryConfig, SinkConfig, SinkKind};
 use crate::deliver::SinkWorker;
 use crate::metrics::WorkerMetrics;
 use crate::sink::Sink;
@@ -45,7 +48,14 @@ pub fn consumer_name(sink: SinkKind) -> String {
 }
 
 pub struct Worker {
+    /// One consumer per sink (the single layout); empty when partitioned.
     pub sinks: Vec<SinkWorker>,
+    /// Partitioned: each sink's partition consumers, this worker's presence, the count.
+    pub partitioned: Option<(
+        Vec<partitions::PartitionedSink>,
+        partitions::Membership,
+        u32,
+    )>,
     /// Delivery to the webhook endpoints (when the worker has a database).
     pub endpoints: Option<endpoints::Endpoints>,
     pub metrics: WorkerMetrics,
@@ -62,6 +72,18 @@ impl Worker {
         retry: RetryConfig,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Worker> {
+        let single = Layout { partitioned: None };
+        Worker::build_with(nats, sinks, retry, single, registry).await
+    }
+
+    /// As [`Worker::build`], in the given layout.
+    pub async fn build_with(
+        nats: &NatsConfig,
+        sinks: Vec<SinkConfig>,
+        retry: RetryConfig,
+        layout: Layout,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Worker> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = latch_core::nats::connect(nats, "latch-worker").await?;
         let js = jetstream::new(client);
@@ -75,37 +97,85 @@ impl Worker {
             .context("cannot open the event stream")?;
         let metrics = WorkerMetrics::new(registry);
         let mut workers = Vec::with_capacity(sinks.len());
+        let mut partitioned = Vec::new();
         for config in sinks {
-            let name = consumer_name(config.kind);
-            let consumer: consumer::PullConsumer = stream
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("latch deliveries to {}", config.kind.name())),
-                    filter_subjects: config.subjects(),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    max_deliver: -1,
-                    max_ack_pending: MAX_IN_HAND,
-                    // One worker delivers; the others stand by (see `deliver`).
-                    priority_policy: consumer::PriorityPolicy::PinnedClient,
-                    priority_groups: vec![deliver::GROUP.to_owned()],
-                    priority_timeout: config.takeover_after,
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("cannot create or update consumer {name}"))?;
+            let settings = |name: String, filter_subjects, deliver_policy| consumer::pull::Config {
+                durable_name: Some(name),
+                description: Some(format!("latch deliveries to {}", config.kind.name())),
+                filter_subjects,
+                deliver_policy,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: MAX_IN_HAND,
+                // One worker delivers; the others stand by (see `deliver`).
+                priority_policy: consumer::PriorityPolicy::PinnedClient,
+                priority_groups: vec![deliver::GROUP.to_owned()],
+                priority_timeout: config.takeover_after,
+                num_replicas: nats.replicas,
+                ..Default::default()
+            };
+            let mut retiring = None;
+            let mut consumers = match layout.partitioned {
+                Some(_) => {
+                    let made =
+                        partitions::consumers(&stream, &config, nats.partitions, settings).await?;
+                    retiring = made.retiring;
+                    made.partitions
+                }
+                None => {
+                    let name = consumer_name(config.kind);
+                    let single = settings(
+                        name.clone(),
+                        config.subjects(),
+                        consumer::DeliverPolicy::All,
+                    );
+                    vec![
+                        stream
+                            .create_consumer(single)
+                            .await
+                            .with_context(|| format!("cannot create or update consumer {name}"))?,
+                    ]
+                }
+            };
             let sink = Sink::new(config)?;
-            workers.push(SinkWorker::new(
+            let first = consumers.remove(0);
+            let worker = SinkWorker::new(
                 sink,
                 retry,
                 js.clone(),
                 stream.clone(),
-                consumer,
+                first.clone(),
                 metrics.clone(),
-            ));
+            );
+            if layout.partitioned.is_some() {
+                consumers.insert(0, first);
+                partitioned.push(partitions::PartitionedSink {
+                    template: worker,
+                    consumers,
+                    retiring,
+                });
+            } else {
+                workers.push(worker);
+            }
         }
+        let partitioned = match layout.partitioned {
+            Some(lease) => {
+                let membership =
+                    partitions::Membership::join(&js, &nats.events_stream, nats.replicas, lease)
+                        .await?;
+                tracing::info!(
+                    worker = membership.id,
+                    partitions = nats.partitions,
+                    "partitioned delivery: sharing the partitions with the workers present"
+                );
+                Some((partitioned, membership, nats.partitions))
+            }
+            None => None,
+        };
         Ok(Worker {
             sinks: workers,
+            partitioned,
             endpoints: None,
             metrics,
             readiness: Readiness::default(),
@@ -145,12 +215,21 @@ impl Worker {
         let endpoints = self
             .endpoints
             .map(|endpoints| tokio::spawn(endpoints.run(shutdown.clone())));
+        let mut breakers: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|s| (s.sink.name(), s.breaker.clone()))
+            .collect();
+        if let Some((sinks, _, _)) = &self.partitioned {
+            breakers.extend(
+                sinks
+                    .iter()
+                    .map(|s| (s.template.sink.name(), s.template.breaker.clone())),
+            );
+        }
         let watcher = tokio::spawn(watch(
             self.js.clone(),
-            self.sinks
-                .iter()
-                .map(|s| (s.sink.name(), s.breaker.clone()))
-                .collect(),
+            breakers,
             self.metrics.clone(),
             self.readiness.clone(),
             shutdown.clone(),
@@ -163,8 +242,16 @@ impl Worker {
                 tokio::spawn(worker.run(shutdown.clone()))
             })
             .collect();
+        let partitioned = self.partitioned.map(|(sinks, membership, count)| {
+            tokio::spawn(partitions::run(sinks, membership, count, shutdown.clone()))
+        });
         for task in tasks {
             task.await.context("a sink worker panicked")?;
+        }
+        if let Some(partitioned) = partitioned {
+            partitioned
+                .await
+                .context("the partitioned delivery panicked")?;
         }
         if let Some(endpoints) = endpoints {
             endpoints
@@ -239,7 +326,8 @@ pub async fn from_source(
          and/or LATCH_DATABASE_URL for the webhook endpoints"
     );
     let retry = RetryConfig::from_source(source)?;
-    let worker = Worker::build(&nats, sinks, retry, registry).await?;
+    let layout = Layout::from_source(source)?;
+    let worker = Worker::build_with(&nats, sinks, retry, layout, registry).await?;
     match database {
         Some(database) => {
             let config = endpoints::EndpointsConfig::from_source(source, retry)?;

@@ -87,7 +87,7 @@ impl WorkerMetrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "latch_worker_active",
-                        "1 while this worker delivers to the sink (holds its consumer's pin), 0 while it stands by.",
+                        "Consumers of the sink this worker delivers from (holds their pin): 1 or 0 with one consumer per sink, the partitions it holds when partitioned.",
                     ),
                     &["sink"],
                 )

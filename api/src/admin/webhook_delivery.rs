@@ -243,7 +243,7 @@ pub async fn endpoint_stats(
         Some(kinds) => kinds
             .iter()
             .filter_map(|k| k.parse::<EventKind>().ok())
-            .map(EventKind::subject)
+            .flat_map(EventKind::filters)
             .collect(),
         None => vec![latch_core::nats::EVENTS_SUBJECTS.to_owned()],
     };

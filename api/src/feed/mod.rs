@@ -195,7 +195,7 @@ impl Filter {
     fn subjects(&self) -> Vec<String> {
         match &self.kinds {
             None => vec![EVENTS_SUBJECTS.to_owned()],
-            Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
+            Some(kinds) => kinds.iter().flat_map(|k| k.filters()).collect(),
         }
     }
 }

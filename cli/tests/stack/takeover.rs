@@ -2,7 +2,9 @@
 //! flow, a real nats-server, the simulated sinks answering slowly enough that events are
 //! in flight at every kill. Each holder's events must reach both sinks in stream order,
 //! each take effect once, and what a dead worker had in flight must be delivered soon
-//! after another worker takes over — not when `ack_wait` (30 s here) runs out.
+//! after another worker takes over — not when `ack_wait` (30 s here) runs out. The same
+//! with partitioned workers sharing the stream's partitions, and the move of a running
+//! deployment from one consumer per sink to partitions.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -11,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use futures::StreamExt;
 use latch_core::event::EventKind;
 use latch_core::nats::NatsConfig;
 use latch_sim::{Faults, Latency, SimConfig, Simulator, SinkFaults};
-use latch_testkit::process::{Server, get_text, start_listening};
+use latch_testkit::process::{Proc, Server, get_text, start_listening};
 use latch_testkit::{NatsServer, wait_until};
 use serde_json::json;
 use uuid::Uuid;
@@ -27,6 +30,11 @@ const TAKEOVER_AFTER: Duration = Duration::from_secs(2);
 const DRAIN_BOUND: Duration = Duration::from_secs(12);
 const DEADLINE: Duration = Duration::from_secs(90);
 const HOLDERS: usize = 40;
+/// Workers sharing partitions.
+const PARTITIONED: [(&str, &str); 2] = [
+    ("LATCH_WORKER_PARTITIONED", "true"),
+    ("LATCH_WORKER_LEASE", "2s"),
+];
 /// Events published per second: well within what the slow sinks take, so that a drain is
 /// the in-flight events, not a backlog.
 const TRAFFIC: u32 = 50;
@@ -80,6 +88,19 @@ impl Stack {
 
     /// Starts `latch worker` NAME, delivering to both simulated sinks.
     async fn worker(&self, name: &str) -> Server {
+        self.worker_with(name, &[]).await
+    }
+
+    /// Starts `latch worker` NAME with these settings too.
+    async fn worker_with(&self, name: &str, extra: &[(&str, &str)]) -> Server {
+        start_listening(&self.http, name, self.dir.path(), "/healthz", |port| {
+            self.command(port, extra)
+        })
+        .await
+    }
+
+    /// `latch worker` with its admin endpoint on `port`, delivering to both sinks.
+    fn command(&self, port: u16, extra: &[(&str, &str)]) -> Command {
         let env = [
             ("LATCH_NATS_URL", self.nats.url()),
             ("LATCH_SINKS_LEGACY_URL", self.sim.punch_url()),
@@ -99,38 +120,40 @@ impl Stack {
             ("LATCH_SINKS_LEGACY_CONCURRENCY", "8".into()),
             ("LATCH_SINKS_WEBHOOKS_CONCURRENCY", "8".into()),
         ];
-        start_listening(&self.http, name, self.dir.path(), "/healthz", |port| {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_latch"));
-            command
-                .arg("worker")
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("LATCH_LOG", "info")
-                .env("LATCH_ADMIN_ADDR", format!("127.0.0.1:{port}"));
-            for (key, value) in &env {
-                command.env(key, value);
-            }
-            command
-        })
-        .await
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latch"));
+        command
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LATCH_LOG", "info")
+            .env("LATCH_ADMIN_ADDR", format!("127.0.0.1:{port}"));
+        for (key, value) in &env {
+            command.env(key, value);
+        }
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command
     }
 
-    /// Publishes events for `HOLDERS` holders, round robin, the way the relay does, at
+    /// Publishes events for `holders` holders, round robin, the way the relay does, at
     /// about `per_second`, until `stop`; remembers each holder's order.
     fn traffic(
         &self,
         per_second: u32,
+        holders: usize,
         stop: latch_core::shutdown::CancellationToken,
     ) -> tokio::task::JoinHandle<usize> {
         let (js, published) = (self.js.clone(), self.published.clone());
-        let holders: Vec<Uuid> = (0..HOLDERS).map(|_| Uuid::now_v7()).collect();
+        let count = holders;
+        let holders: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
             let mut n = 0usize;
             while !stop.is_cancelled() {
                 tick.tick().await;
-                let holder = holders[n % HOLDERS];
-                let kind = match (n / HOLDERS) % 3 {
+                let holder = holders[n % count];
+                let kind = match (n / count) % 3 {
                     0 => EventKind::CheckIn,
                     1 => EventKind::UnlockGranted,
                     _ => EventKind::CheckOut,
@@ -203,15 +226,45 @@ impl Stack {
 
     /// Whether the worker listening on `port` delivers to every sink (holds both pins).
     async fn active(&self, port: u16) -> bool {
+        self.held(port).await == Some((1, 1))
+    }
+
+    /// The consumers (partitions) whose pin the worker on `port` holds: (legacy, webhooks).
+    async fn held(&self, port: u16) -> Option<(i64, i64)> {
         let url = format!("http://127.0.0.1:{port}/metrics");
-        let Some(metrics) = get_text(&self.http, &url).await else {
-            return false;
-        };
-        ["legacy", "webhooks"].iter().all(|sink| {
+        let metrics = get_text(&self.http, &url).await?;
+        let of = |sink: &str| {
+            let prefix = format!("latch_worker_active{{sink=\"{sink}\"}} ");
             metrics
                 .lines()
-                .any(|l| l == format!("latch_worker_active{{sink=\"{sink}\"}} 1"))
-        })
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse().ok())
+        };
+        Some((of("legacy")?, of("webhooks")?))
+    }
+
+    /// Waits until the workers on `ports` share all `partitions` of both sinks, none
+    /// holding more than its share (within one); answers how long that took.
+    async fn shared(&self, ports: &[u16], partitions: i64) -> Duration {
+        let started = Instant::now();
+        let most = (partitions + ports.len() as i64 - 1) / ports.len() as i64;
+        wait_until(
+            &format!("{} workers to share {partitions} partitions", ports.len()),
+            DEADLINE,
+            || async {
+                let mut total = (0, 0);
+                for port in ports {
+                    let (legacy, webhooks) = self.held(*port).await?;
+                    if legacy > most || webhooks > most {
+                        return None;
+                    }
+                    total = (total.0 + legacy, total.1 + webhooks);
+                }
+                (total == (partitions, partitions)).then_some(())
+            },
+        )
+        .await;
+        started.elapsed()
     }
 
     /// Waits until the sinks have taken `more` effects beyond `from` in all.
@@ -237,7 +290,8 @@ async fn publish(js: &jetstream::Context, kind: EventKind, holder: Uuid, seq: i6
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", id.to_string());
     headers.insert("Latch-Event-Id", id.to_string());
-    js.publish_with_headers(kind.subject(), headers, envelope.to_string().into())
+    let subject = latch_core::nats::publish_subject(&kind.subject(), &holder.to_string());
+    js.publish_with_headers(subject, headers, envelope.to_string().into())
         .await
         .unwrap()
         .await
@@ -251,7 +305,7 @@ async fn a_worker_killed_again_and_again_keeps_holder_order_and_delivers_its_in_
     let stack = Stack::start().await;
     let mut worker = stack.worker("worker-0").await;
     let stop = latch_core::shutdown::CancellationToken::new();
-    let traffic = stack.traffic(TRAFFIC, stop.clone());
+    let traffic = stack.traffic(TRAFFIC, HOLDERS, stop.clone());
     let mut seen = stack.progressed(0, 50).await;
     for round in 1..=4 {
         worker.proc.kill();
@@ -284,7 +338,7 @@ async fn a_standby_worker_takes_over_when_the_active_one_dies() {
     let stack = Stack::start().await;
     let first = stack.worker("worker-a").await;
     let stop = latch_core::shutdown::CancellationToken::new();
-    let traffic = stack.traffic(TRAFFIC, stop.clone());
+    let traffic = stack.traffic(TRAFFIC, HOLDERS, stop.clone());
     wait_until("worker a to be active", DEADLINE, || async {
         stack.active(first.port).await.then_some(())
     })
@@ -317,5 +371,118 @@ async fn a_standby_worker_takes_over_when_the_active_one_dies() {
     assert!(
         takeover < TAKEOVER_AFTER + Duration::from_secs(5),
         "{takeover:?}"
+    );
+}
+
+#[tokio::test]
+async fn partitioned_workers_share_the_partitions_and_keep_holder_order_when_two_are_killed() {
+    const PARTITIONS: i64 = 8;
+    let stack = Stack::start().await;
+    let mut workers = Vec::new();
+    for name in ["worker-a", "worker-b", "worker-c"] {
+        workers.push(stack.worker_with(name, &PARTITIONED).await);
+    }
+    let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+    let stop = latch_core::shutdown::CancellationToken::new();
+    // Several events per holder, so that order is at stake.
+    let traffic = stack.traffic(8 * TRAFFIC, 1000, stop.clone());
+    // A worker learns it holds a partition from the first event it is sent there.
+    let spread = stack.shared(&ports, PARTITIONS).await;
+    let mut seen = stack.progressed(0, 1500).await;
+    let mut takeovers = Vec::new();
+    for _ in 0..2 {
+        let victim = workers.remove(0);
+        victim.proc.kill();
+        let killed = Instant::now();
+        let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+        stack.shared(&ports, PARTITIONS).await;
+        takeovers.push(killed.elapsed());
+        seen = stack.progressed(seen, 1500).await;
+    }
+    stop.cancel();
+    let published = traffic.await.unwrap();
+    let drain = stack.drained().await;
+    let (legacy, webhooks) = stack.inversions().await;
+    let stats = stack.sim.stats().await;
+    eprintln!(
+        "{published} events of 1000 holders on {PARTITIONS} partitions: 3 workers shared them \
+         {spread:?} after the traffic started; after each kill -9 the survivors held every partition \
+         {takeovers:?} later (lease 2s, takeover_after {TAKEOVER_AFTER:?}); drained {drain:?}; \
+         inversions legacy {legacy}, webhooks {webhooks}; duplicate calls legacy {}, webhooks {}",
+        stats.legacy.duplicates, stats.webhooks.duplicates
+    );
+    assert_eq!((legacy, webhooks), (0, 0), "a holder's events out of order");
+    assert_eq!(stack.effects().await, stack.expected(), "each event once");
+    for takeover in takeovers {
+        assert!(takeover < Duration::from_secs(15), "{takeover:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_moves_from_one_consumer_per_sink_to_partitions_without_a_second_delivery() {
+    let stack = Stack::start().await;
+    let single = stack.worker("single").await;
+    let stop = latch_core::shutdown::CancellationToken::new();
+    let traffic = stack.traffic(TRAFFIC, 200, stop.clone());
+    let seen = stack.progressed(0, 100).await;
+    // A partitioned worker refuses to start while the single consumer has a worker.
+    let early = Proc::spawn(
+        "too-early",
+        stack.command(0, &PARTITIONED),
+        stack.dir.path().join("too-early.log"),
+    );
+    wait_until(
+        "the early partitioned worker to give up",
+        DEADLINE,
+        || async { early.exited().then_some(()) },
+    )
+    .await;
+    assert!(
+        early.log_text().contains("still has an active worker"),
+        "{}",
+        early.tail()
+    );
+    single.proc.terminate();
+    wait_until("the single-layout worker to stop", DEADLINE, || async {
+        single.proc.exited().then_some(())
+    })
+    .await;
+    let a = stack.worker_with("partitioned-a", &PARTITIONED).await;
+    let b = stack.worker_with("partitioned-b", &PARTITIONED).await;
+    stack.shared(&[a.port, b.port], 8).await;
+    stack.progressed(seen, 100).await;
+    stop.cancel();
+    let published = traffic.await.unwrap();
+    stack.drained().await;
+    let (legacy, webhooks) = stack.inversions().await;
+    let stats = stack.sim.stats().await;
+    eprintln!(
+        "{published} events: moved to partitions under traffic; duplicate calls legacy {}, \
+         webhooks {}",
+        stats.legacy.duplicates, stats.webhooks.duplicates
+    );
+    assert_eq!((legacy, webhooks), (0, 0), "a holder's events out of order");
+    assert_eq!(stack.effects().await, stack.expected(), "each event once");
+    assert_eq!(
+        (stats.legacy.duplicates, stats.webhooks.duplicates),
+        (0, 0),
+        "an event the single consumer delivered was delivered again"
+    );
+    let consumers: Vec<String> = stack
+        .js
+        .get_stream(latch_core::nats::EVENTS_STREAM)
+        .await
+        .unwrap()
+        .consumer_names()
+        .map(|name| name.unwrap())
+        .collect()
+        .await;
+    assert!(
+        !consumers.contains(&"latch-legacy".to_owned()),
+        "{consumers:?}"
+    );
+    assert!(
+        consumers.contains(&"latch-legacy-p7".to_owned()),
+        "{consumers:?}"
     );
 }

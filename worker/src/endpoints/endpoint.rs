@@ -781,7 +781,7 @@ impl Runtime {
             },
         };
         let mut filter_subjects: Vec<String> = match &row.kinds {
-            Some(kinds) => kinds.iter().map(|k| k.subject()).collect(),
+            Some(kinds) => kinds.iter().flat_map(|k| k.filters()).collect(),
             None => vec![EVENTS_SUBJECTS.to_owned()],
         };
         filter_subjects.push(format!("{REPLAY_PREFIX}{}", row.id));
