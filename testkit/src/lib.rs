@@ -5,7 +5,8 @@
 //!   `deploy/local/test.sh` starts it and exports `LATCH_TEST_PG_URL` (a superuser URL).
 //! - [`NatsServer`]: a private nats-server per test (JetStream, `sync_interval: always`),
 //!   on a port the server picks itself, stopped when dropped. The binary comes from
-//!   `LATCH_NATS_SERVER`.
+//!   `LATCH_NATS_SERVER`. [`NatsCluster`]: three of them routed into one JetStream
+//!   cluster.
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes — the only way
 //!   tests wait for something to happen.
 //! - [`OtlpCollector`]: an OTLP/HTTP trace receiver that records the spans sent to it.
@@ -23,6 +24,6 @@ pub mod process;
 mod wait;
 
 pub use db::{APP_LOGIN, OPERATOR_LOGIN, RELAY_LOGIN, TestDb, WORKER_LOGIN};
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use wait::wait_until;

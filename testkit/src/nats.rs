@@ -131,6 +131,57 @@ fn wait_for_port(dir: &std::path::Path) -> u16 {
     }
 }
 
+/// A JetStream cluster of private nats-servers on loopback (`n0`, `n1`, …) joined by
+/// cluster routes, each with its own store; streams on it can keep 3 replicas.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other. The route ports are free ports picked
+    /// now (the client ports are picked by the servers themselves).
+    pub fn start(size: usize) -> NatsCluster {
+        let route_ports: Vec<u16> = (0..size)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let nodes = (0..size)
+            .map(|i| {
+                NatsServer::start_with(format!(
+                    "server_name: n{i}\ncluster {{ name: latch, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
+                    route_ports[i],
+                    routes.join(", ")
+                ))
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, separated by commas (what `LATCH_NATS_URL` takes).
+    pub fn url(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
+        urls.join(",")
+    }
+
+    /// The node named `name` (`n0`, …).
+    pub fn node(&mut self, name: &str) -> &mut NatsServer {
+        let index: usize = name
+            .strip_prefix('n')
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("no node {name}"));
+        &mut self.nodes[index]
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();

@@ -297,19 +297,43 @@ impl SinkWorker {
                     .inc();
             }
             pull.pin = pin;
+            pull.expected = None;
             pull.rewound_to = self.take_over(queues).await;
             if pull.rewound_to.is_some() {
                 // It comes again, in order, after the rewind.
                 return;
             }
         }
+        let sequence = message.info().ok().map(|info| info.consumer_sequence);
         if let Some(first) = pull.rewound_to {
-            match message.info() {
-                Ok(info) if info.consumer_sequence == first => pull.rewound_to = None,
+            match sequence {
+                Some(sequence) if sequence == first => pull.rewound_to = None,
                 // Delivered before the rewind took effect: it comes again after it.
                 _ => return,
             }
         }
+        if let (Some(sequence), Some(expected)) = (sequence, pull.expected)
+            && sequence > expected
+        {
+            // A delivery never arrived (the server that sent it failed, the consumer's
+            // leader moved): it would come back only after `ack_wait`, after later events
+            // of its holder. Rewind so that it comes again now, in order.
+            let sink = self.sink.name();
+            tracing::warn!(
+                sink,
+                expected,
+                received = sequence,
+                "a delivery went missing; rewinding to deliver it again in order"
+            );
+            self.metrics.rewinds.with_label_values(&[sink]).inc();
+            let forgotten: usize = queues.iter().map(|q| q.clear()).sum();
+            pull.expected = None;
+            pull.rewound_to = self.rewind(sink, forgotten).await;
+            if pull.rewound_to.is_some() {
+                return;
+            }
+        }
+        pull.expected = sequence.map(|s| s + 1);
         if let Some(cut) = self.until
             && message.info().is_ok_and(|info| info.stream_sequence > cut)
         {
@@ -333,6 +357,12 @@ impl SinkWorker {
         let sink = self.sink.name();
         let forgotten: usize = queues.iter().map(|q| q.clear()).sum();
         self.metrics.takeovers.with_label_values(&[sink]).inc();
+        self.rewind(sink, forgotten).await
+    }
+
+    /// Rewinds the consumer to its ack floor; answers the consumer sequence of the first
+    /// delivery after the rewind (`None` if it could not be rewound).
+    async fn rewind(&self, sink: &str, forgotten: usize) -> Option<u64> {
         match self.events.reset_consumer(self.consumer_name(), None).await {
             Ok(reset) => {
                 tracing::info!(
@@ -376,6 +406,7 @@ impl SinkWorker {
             self.metrics.active.with_label_values(&[sink]).dec();
             pull.pin = None;
             pull.rewound_to = None;
+            pull.expected = None;
         }
     }
 
@@ -433,6 +464,8 @@ struct Pull {
     pin: Option<String>,
     /// After a rewind: the consumer sequence of its first delivery.
     rewound_to: Option<u64>,
+    /// The consumer sequence the next delivery should have: one past the last received.
+    expected: Option<u64>,
     /// While standing by: the pinned client last seen in the consumer's state.
     seen_pinned: Option<Option<String>>,
     failing: bool,
@@ -481,6 +514,7 @@ impl Pull {
         self.messages = None;
         self.pin = None;
         self.rewound_to = None;
+        self.expected = None;
     }
 
     fn failed(&mut self, sink: &str, error: &pull::MessagesError) {

@@ -19,6 +19,8 @@ pub struct WorkerMetrics {
     /// 1 while this worker is the one delivering to the sink, 0 on standby.
     pub active: IntGaugeVec,
     pub takeovers: IntCounterVec,
+    /// Rewinds after a delivery went missing (a NATS server failed over).
+    pub rewinds: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -99,6 +101,17 @@ impl WorkerMetrics {
                     Opts::new(
                         "latch_worker_takeovers_total",
                         "Times this worker became the one delivering to the sink (at start, or from a worker that stopped pulling).",
+                    ),
+                    &["sink"],
+                )
+                .expect("valid counter"),
+            ),
+            rewinds: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "latch_worker_rewinds_total",
+                        "Rewinds of a sink's consumer because a delivery never arrived (a NATS server or the consumer's leader failed over): it is delivered again at once, in order.",
                     ),
                     &["sink"],
                 )

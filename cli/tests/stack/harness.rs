@@ -92,7 +92,7 @@ impl Stack {
     }
 
     /// The relay in this process, polling every 200 ms.
-    pub async fn relay(&self, nats: &NatsServer) {
+    pub async fn relay(&self, nats: &impl Nats) {
         let pool = latch_core::db::pool(&DatabaseConfig {
             pool_size: 2,
             ..DatabaseConfig::with_url(self.db.relay_url())
@@ -103,7 +103,7 @@ impl Stack {
                 poll_interval: Duration::from_millis(200),
                 ..RelayConfig::default()
             },
-            &NatsConfig::for_url(nats.url()),
+            &nats.config(),
             self.db.relay_url(),
             pool,
             &self.registry,
@@ -118,7 +118,7 @@ impl Stack {
     /// each sink's settings from their defaults.
     pub async fn worker(
         &self,
-        nats: &NatsServer,
+        nats: &impl Nats,
         sim: &Simulator,
         adjust: impl Fn(&mut SinkConfig),
         retry: RetryConfig,
@@ -129,7 +129,7 @@ impl Stack {
             config
         };
         let worker = Worker::build(
-            &NatsConfig::for_url(nats.url()),
+            &nats.config(),
             vec![
                 sink(
                     SinkKind::Legacy,
@@ -312,5 +312,26 @@ impl Api {
         let text = response.text().await.unwrap();
         assert_eq!(actual, status, "POST {path}: {text}");
         serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// A NATS server or cluster the roles connect to.
+pub trait Nats {
+    fn config(&self) -> NatsConfig;
+}
+
+impl Nats for NatsServer {
+    fn config(&self) -> NatsConfig {
+        NatsConfig::for_url(self.url())
+    }
+}
+
+impl Nats for latch_testkit::NatsCluster {
+    /// Every node's URL; streams with 3 replicas.
+    fn config(&self) -> NatsConfig {
+        NatsConfig {
+            replicas: 3,
+            ..NatsConfig::for_url(self.url())
+        }
     }
 }

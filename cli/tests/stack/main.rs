@@ -3,7 +3,8 @@
 //! end-to-end scenario; each test starts its own database, server and processes.
 //!
 //! - [`pipeline`]: reader requests through API, relay and worker to both sinks.
-//! - [`takeover`]: workers killed under traffic; a standby taking over.
+//! - [`takeover`]: workers killed under traffic; a standby taking over; partitioned workers.
+//! - [`cluster`]: a 3-node JetStream cluster losing a node, then the stream leader.
 //! - [`dlq`]: the operator verbs — `latch dlq`, `latch events republish`, `latch outbox status`.
 //! - [`site`]: `latch doors|holders|readers|grants` against a real API.
 //! - [`browser`]: the event stream in Debian's Chromium, through an API restart.
@@ -16,6 +17,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod browser;
+mod cluster;
 mod console;
 mod dlq;
 mod feed;
