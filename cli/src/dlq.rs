@@ -141,12 +141,7 @@ impl Filter {
 
 async fn jetstream(source: &Source) -> anyhow::Result<async_nats::jetstream::Context> {
     let nats = NatsConfig::from_source(source)?;
-    let client = async_nats::ConnectOptions::new()
-        .name("latch-cli")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&nats.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach NATS at {} (LATCH_NATS_URL): {e}", nats.url))?;
+    let client = latch_core::nats::connect_once(&nats, "latch-cli").await?;
     Ok(async_nats::jetstream::new(client))
 }
 

@@ -1,7 +1,5 @@
 //! `latch outbox status` and `latch events republish`.
 
-use std::time::Duration;
-
 use clap::Subcommand;
 use latch_core::config::{DatabaseConfig, Source};
 use latch_core::event::EventKind;
@@ -178,10 +176,7 @@ fn drain_seconds(consumer: &ConsumerStatus, rate: u64) -> f64 {
 }
 
 async fn stream_status(source: &Source, nats: &NatsConfig) -> anyhow::Result<StreamStatus> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&nats.url)
-        .await?;
+    let client = latch_core::nats::connect_once(nats, "latch-cli").await?;
     let js = async_nats::jetstream::new(client);
     let stream = pipeline::stream_status(&js, &nats.events_stream).await?;
     let rates = stream

@@ -264,6 +264,25 @@ pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_na
         .with_context(|| format!("cannot connect to NATS at {} (LATCH_NATS_URL)", config.url))
 }
 
+/// Connects once, for an operator command: fails within 5 s rather than retrying.
+pub async fn connect_once(config: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = config.servers()?;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(config.request_timeout));
+    if let Some(ca) = &config.ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if servers.iter().any(|s| s.as_url_str().starts_with("tls://")) {
+        options = options.require_tls(true);
+    }
+    options
+        .connect(servers)
+        .await
+        .with_context(|| format!("cannot reach NATS at {} (LATCH_NATS_URL)", config.url))
+}
+
 pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
     stream::Config {
         name: config.events_stream.clone(),

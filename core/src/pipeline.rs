@@ -2,10 +2,12 @@
 //! dead letters — what `latch outbox status` prints and `GET /v1/pipeline` answers.
 
 use async_nats::jetstream;
+use futures::TryStreamExt;
 
 use crate::nats::{DLQ_STREAM, stream_missing};
 
-/// The sinks with a durable consumer of their own (`latch-<sink>`).
+/// The sinks with a durable consumer of their own (`latch-<sink>`, or one per partition,
+/// `latch-<sink>-p<i>`).
 pub const SINKS: [&str; 2] = ["legacy", "webhooks"];
 
 /// What NATS holds: the event stream, each sink's backlog, the dead letters.
@@ -55,15 +57,32 @@ pub async fn stream_status(
         Err(error) => return Err(error.into()),
     };
     let info = stream.get_info().await?;
+    // A sink's consumer (`latch-<sink>`), or its partitions' (`latch-<sink>-p<i>`), summed.
+    let names: Vec<String> = stream.consumer_names().try_collect().await?;
     let mut consumers = Vec::new();
     for sink in SINKS {
-        if let Ok(consumer) = stream.consumer_info(format!("latch-{sink}")).await {
-            consumers.push(ConsumerStatus {
-                sink,
-                waiting: consumer.num_pending,
-                in_flight: consumer.num_ack_pending as u64,
-            });
+        let single = format!("latch-{sink}");
+        let partition = format!("{single}-p");
+        let mut status: Option<ConsumerStatus> = None;
+        for name in &names {
+            let of_sink = *name == single
+                || name
+                    .strip_prefix(partition.as_str())
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+            if !of_sink {
+                continue;
+            }
+            if let Ok(consumer) = stream.consumer_info(name).await {
+                let total = status.get_or_insert(ConsumerStatus {
+                    sink,
+                    waiting: 0,
+                    in_flight: 0,
+                });
+                total.waiting += consumer.num_pending;
+                total.in_flight += consumer.num_ack_pending as u64;
+            }
         }
+        consumers.extend(status);
     }
     let dead_letters = match js.get_stream(DLQ_STREAM).await {
         Ok(dlq) => dlq.get_info().await?.state.messages,

@@ -544,11 +544,84 @@ EOF
     die "nats-server could not bind free ports after 5 attempts; see $dir/nats.log"
 }
 
-# nats_stop: stop the nats-server that nats_start started (nothing else).
+# nats_stop: stop the nats-server(s) that nats_start or nats_cluster_start started (nothing else).
 nats_stop() {
+    local pid
+    for pid in "${LATCH_NATS_CLUSTER_PIDS[@]}"; do
+        stop_pid "$pid" nats-server 15
+        log "nats-server (pid $pid) stopped"
+    done
+    LATCH_NATS_CLUSTER_PIDS=()
     [[ -n ${LATCH_NATS_PID:-} ]] || return 0
     stop_pid "$LATCH_NATS_PID" nats-server 15
     rm -f -- "${LATCH_NATS_DIR:?}/nats.pid"
     log "nats-server (pid $LATCH_NATS_PID) stopped"
     LATCH_NATS_PID=
+}
+LATCH_NATS_CLUSTER_PIDS=()
+
+# nats_cluster_start DATA_DIR SIZE: start SIZE nats-servers routed into one JetStream cluster
+# on loopback, node i storing in DATA_DIR/n<i>/store. Exports LATCH_NATS_URL (every node,
+# separated by commas), LATCH_NATS_REPLICAS=3 and NATS_MONITOR_URL (node 0's); sets
+# LATCH_NATS_PID to node 0 and LATCH_NATS_CLUSTER_PIDS to the others (for nats_stop).
+nats_cluster_start() {
+    local dir=$1 size=$2 i pid
+    [[ -n ${NATS_SERVER_BIN:-} ]] || ensure_nats_server
+    mkdir -p -- "$dir"
+    dir=$(cd -P -- "$dir" && pwd)
+    # Servers left running on these stores by an earlier, crashed run: stop them.
+    for ((i = 0; i < size; i++)); do
+        if [[ -f $dir/n$i/nats.pid ]]; then
+            pid=$(cat -- "$dir/n$i/nats.pid")
+            if [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" &&
+                tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/n$i/nats.conf"; then
+                stop_pid "$pid" nats-server 15
+            fi
+            rm -f -- "$dir/n$i/nats.pid"
+        fi
+    done
+    local -a ports mons route_ports
+    local routes="" urls=""
+    for ((i = 0; i < size; i++)); do
+        ports[i]=$(free_port)
+        mons[i]=$(free_port)
+        route_ports[i]=$(free_port)
+        routes+="${routes:+, }\"nats-route://127.0.0.1:${route_ports[i]}\""
+        urls+="${urls:+,}nats://127.0.0.1:${ports[i]}"
+    done
+    for ((i = 0; i < size; i++)); do
+        mkdir -p -- "$dir/n$i/store"
+        cat >"$dir/n$i/nats.conf" <<EOF
+# Written by deploy/local/lib.sh on each start; edits are lost.
+server_name: latch-n$i
+listen: 127.0.0.1:${ports[i]}
+http: 127.0.0.1:${mons[i]}
+jetstream {
+  store_dir: "$dir/n$i/store"
+  sync_interval: always
+}
+cluster {
+  name: latch-local
+  listen: 127.0.0.1:${route_ports[i]}
+  routes: [$routes]
+}
+EOF
+        : >"$dir/n$i/nats.log"
+        setsid "$NATS_SERVER_BIN" -c "$dir/n$i/nats.conf" >>"$dir/n$i/nats.log" 2>&1 &
+        pid=$!
+        echo "$pid" >"$dir/n$i/nats.pid"
+        if ((i == 0)); then LATCH_NATS_PID=$pid; else LATCH_NATS_CLUSTER_PIDS+=("$pid"); fi
+    done
+    LATCH_NATS_DIR=$dir/n0
+    for ((i = 0; i < size; i++)); do
+        if ! wait_for 60 http_ok "http://127.0.0.1:${mons[i]}/healthz"; then
+            tail -n 20 -- "$dir/n$i/nats.log" >&2 || true
+            nats_stop
+            die "nats-server n$i did not become healthy within 60s (a port taken?); see $dir/n$i/nats.log"
+        fi
+    done
+    export LATCH_NATS_URL=$urls
+    export LATCH_NATS_REPLICAS=3
+    export NATS_MONITOR_URL="http://127.0.0.1:${mons[0]}"
+    log "a $size-node JetStream cluster is ready: $urls (stores under $dir)"
 }

@@ -12,6 +12,8 @@
 #                              installed if missing) on a free port, scraping the api, relay and
 #                              worker with the rules of deploy/prometheus/alerts.yml
 #   LATCH_TRAFFIC=0            skip the burst of simulated card-reader traffic
+#   LATCH_NATS_CLUSTER=3       run a 3-node JetStream cluster on loopback instead of one
+#                              nats-server (streams with 3 replicas; 3 to 9 nodes)
 #   LATCH_STACK_TLS=0          serve the API over plain HTTP instead of HTTPS with the stack's
 #                              private CA (.local/stack/tls/, made on the first run)
 set -euo pipefail
@@ -100,7 +102,11 @@ stop_leftovers
 
 PG_STARTED=1
 pg_start "$STACK/pg"
-nats_start "$STACK/nats"
+if [[ ${LATCH_NATS_CLUSTER:-1} =~ ^[3-9]$ ]]; then
+    nats_cluster_start "$STACK/nats-cluster" "$LATCH_NATS_CLUSTER"
+else
+    nats_start "$STACK/nats"
+fi
 
 psql_super() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" -U latch "$@"; }
 if [[ -z $(psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'latch'") ]]; then
