@@ -18,9 +18,26 @@ pub const WORKER_LOGIN: &str = "latch_worker";
 /// cluster belongs to the test run and is removed with it.
 pub struct TestDb {
     pub name: String,
-    host: String,
-    port: u16,
     superuser: String,
+    /// `host:port`, or several separated by commas.
+    hosts: String,
+    /// A URL's query (`?target_session_attrs=read-write`), or nothing.
+    query: String,
+}
+
+/// Migrates the database at `url`, making the tests' logins.
+async fn migrate(url: &Secret<String>) {
+    latch_core::db::migrate(
+        url,
+        &latch_core::db::Logins {
+            api: Some(APP_LOGIN.to_owned()),
+            relay: Some(RELAY_LOGIN.to_owned()),
+            operator: Some(OPERATOR_LOGIN.to_owned()),
+            worker: Some(WORKER_LOGIN.to_owned()),
+        },
+    )
+    .await
+    .expect("migrate the database");
 }
 
 impl TestDb {
@@ -40,9 +57,9 @@ impl TestDb {
         let superuser = config.get_user().unwrap_or("postgres").to_owned();
         let mut db = TestDb {
             name: String::new(),
-            host,
-            port,
+            hosts: format!("{host}:{port}"),
             superuser,
+            query: String::new(),
         };
         let template = db.ensure_template().await;
         db.name = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -97,17 +114,7 @@ impl TestDb {
                 .batch_execute(&format!("CREATE DATABASE {template}"))
                 .await
                 .unwrap();
-            latch_core::db::migrate(
-                &Secret::new(self.url_for(&self.superuser, &template)),
-                &latch_core::db::Logins {
-                    api: Some(APP_LOGIN.to_owned()),
-                    relay: Some(RELAY_LOGIN.to_owned()),
-                    operator: Some(OPERATOR_LOGIN.to_owned()),
-                    worker: Some(WORKER_LOGIN.to_owned()),
-                },
-            )
-            .await
-            .expect("migrate the template database");
+            migrate(&Secret::new(self.url_for(&self.superuser, &template))).await;
         }
         admin
             .execute("SELECT pg_advisory_unlock(7414)", &[])
@@ -116,8 +123,27 @@ impl TestDb {
         template
     }
 
+    /// Database `latch` on a cluster of its own reached through several servers
+    /// (`host:port,host:port`): roles connect with `target_session_attrs=read-write`, so
+    /// they find whichever is the primary. Created and migrated now, as `superuser`.
+    pub async fn migrated_on(hosts: &str, superuser: &str) -> TestDb {
+        let db = TestDb {
+            name: "latch".to_owned(),
+            superuser: superuser.to_owned(),
+            hosts: hosts.to_owned(),
+            query: "?target_session_attrs=read-write".to_owned(),
+        };
+        db.connect_as(superuser, "postgres")
+            .await
+            .batch_execute("CREATE DATABASE latch")
+            .await
+            .expect("create database latch");
+        migrate(&db.owner_url()).await;
+        db
+    }
+
     fn url_for(&self, user: &str, database: &str) -> String {
-        format!("postgres://{user}@{}:{}/{database}", self.host, self.port)
+        format!("postgres://{user}@{}/{database}{}", self.hosts, self.query)
     }
 
     /// The application login's URL (what `LATCH_DATABASE_URL` holds in production).

@@ -10,6 +10,8 @@
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes — the only way
 //!   tests wait for something to happen.
 //! - [`OtlpCollector`]: an OTLP/HTTP trace receiver that records the spans sent to it.
+//! - [`pgpair`]: a PostgreSQL primary with a synchronous standby of one test's own, for
+//!   failover.
 //! - [`pki`]: a private CA issuing server and client certificates for TLS tests.
 //! - [`process`]: `latch` processes for end-to-end tests — killed when dropped, servers
 //!   started on a free port and waited for.
@@ -19,6 +21,7 @@
 mod db;
 mod nats;
 mod otlp;
+pub mod pgpair;
 pub mod pki;
 pub mod process;
 mod wait;

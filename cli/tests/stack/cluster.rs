@@ -5,8 +5,6 @@
 //! once and takes effect once at each sink, each holder's in order; a restarted node
 //! catches up with the others.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -14,17 +12,10 @@ use latch_core::nats::EVENTS_STREAM;
 use latch_sim::{SimConfig, Simulator};
 use latch_testkit::{NatsCluster, wait_until};
 use latch_worker::config::RetryConfig;
-use serde_json::{Value, json};
 
-use crate::harness::{Nats, Stack, first_admin};
+use crate::harness::{Nats, Readers, Stack, first_admin};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-const CARDS: usize = 10;
-/// Between one card's requests: about `CARDS` × 20 requests per second in all.
-const PACE: Duration = Duration::from_millis(50);
-
-/// Per holder, the action ids the API answered, in order: (legacy's share, all).
-type Sent = HashMap<String, (Vec<String>, Vec<String>)>;
 
 /// The stream as the cluster reports it: its leader, and whether every replica has
 /// caught up with it.
@@ -76,69 +67,10 @@ async fn the_relay_and_worker_carry_on_when_a_node_and_then_the_stream_leader_ar
 
     let admin = first_admin(&stack.db, "cluster test").await;
     let (door, key) = api.door_with_reader(&admin, "hq", "Main").await;
-    let mut cards = Vec::new();
-    for n in 0..CARDS {
-        let card = format!("CARD-{n}");
-        let holder = api
-            .created(
-                &admin,
-                "/v1/holders",
-                json!({"card_id": card, "name": format!("Holder {n}")}),
-            )
-            .await;
-        api.created(
-            &admin,
-            "/v1/grants",
-            json!({"holder_id": holder["id"], "door_id": door["id"]}),
-        )
-        .await;
-        cards.push((card, holder["id"].as_str().unwrap().to_owned()));
-    }
-
-    // Readers: each card in sequence, the cards at once, until stopped. Every request must
-    // be answered whatever NATS is doing: the API commits to PostgreSQL only.
-    let stop = latch_core::shutdown::CancellationToken::new();
-    let sent: Arc<Mutex<Sent>> = Arc::default();
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let readers: Vec<_> = cards
-        .iter()
-        .cloned()
-        .map(|(card, holder)| {
-            let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
-            let (base, key) = (api.base.clone(), key.clone());
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut step = 0;
-                while !stop.is_cancelled() {
-                    let path = ["/v1/check-ins", "/v1/unlock", "/v1/check-outs"][step % 3];
-                    let response = http
-                        .post(format!("{base}{path}"))
-                        .bearer_auth(&key)
-                        .json(&json!({"card_id": card}))
-                        .send()
-                        .await
-                        .unwrap();
-                    if !response.status().is_success() {
-                        failures.lock().unwrap().push(response.status().as_u16());
-                        continue;
-                    }
-                    let body: Value = response.json().await.unwrap();
-                    let id = body["action_id"].as_str().unwrap().to_owned();
-                    {
-                        let mut sent = sent.lock().unwrap();
-                        let (punches, all) = sent.entry(holder.clone()).or_default();
-                        if path != "/v1/unlock" {
-                            punches.push(id.clone());
-                        }
-                        all.push(id);
-                    }
-                    step += 1;
-                    tokio::time::sleep(PACE).await;
-                }
-            })
-        })
-        .collect();
-
+    let cards = api.granted_holders(&admin, &door, 10).await;
+    // Every request must be answered whatever NATS is doing: the API commits to
+    // PostgreSQL only.
+    let readers = Readers::start(&api, &key, &cards, Duration::from_millis(50));
     let effects = || async {
         let stats = sim.stats().await;
         stats.legacy.effects + stats.webhooks.effects
@@ -176,15 +108,13 @@ async fn the_relay_and_worker_carry_on_when_a_node_and_then_the_stream_leader_ar
         cluster.node(&victim).restart();
         seen = progressed(seen).await;
     }
-    stop.cancel();
-    for reader in readers {
-        reader.await.unwrap();
-    }
+    let readers = readers.stop().await;
 
     // Everything committed reaches the stream once and each sink once, in holder order.
     let committed = stack.count("SELECT count(*) FROM actions").await as u64;
-    let sent = sent.lock().unwrap().clone();
-    let punches: u64 = sent.values().map(|(p, _)| p.len() as u64).sum();
+    let punches = stack
+        .count("SELECT count(*) FROM actions WHERE kind IN ('check_in', 'check_out')")
+        .await as u64;
     wait_until(
         "every event to take effect at both sinks",
         DEADLINE,
@@ -206,26 +136,15 @@ async fn the_relay_and_worker_carry_on_when_a_node_and_then_the_stream_leader_ar
     );
     assert_eq!(stack.count("SELECT count(*) FROM outbox").await, 0);
     let stats = sim.stats().await;
-    for (holder, (punches, all)) in &sent {
-        assert_eq!(
-            stats.legacy.order_of(holder),
-            punches.as_slice(),
-            "legacy order"
-        );
-        let delivered: Vec<&String> = stats
-            .webhooks
-            .order_of(holder)
-            .iter()
-            .filter(|id| all.contains(id))
-            .collect();
-        assert_eq!(delivered, all.iter().collect::<Vec<_>>(), "webhook order");
-    }
-    let failures = failures.lock().unwrap().clone();
+    readers.assert_holder_order(&stats);
+    let failures = &readers.refused;
     eprintln!(
         "{committed} actions; killed {outages:?} (each: the deliveries went on by 200 more \
          effects in that time); replicas current {caught_up:?} after the traffic stopped; \
-         duplicate calls legacy {}, webhooks {}; reader requests refused: {failures:?}",
-        stats.legacy.duplicates, stats.webhooks.duplicates
+         duplicate calls legacy {}, webhooks {}; reader requests refused: {}",
+        stats.legacy.duplicates,
+        stats.webhooks.duplicates,
+        failures.len()
     );
-    assert!(failures.is_empty(), "reader requests failed: {failures:?}");
+    assert!(failures.is_empty(), "reader requests refused: {failures:?}");
 }

@@ -7,7 +7,9 @@
 //! takeover) share [`first_admin`] and the [`Api`] client with those that run it in
 //! process.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use latch_core::config::{DatabaseConfig, HttpConfig};
 use latch_core::credentials::{self, CredentialKind};
@@ -15,7 +17,7 @@ use latch_core::nats::NatsConfig;
 use latch_core::shutdown::CancellationToken;
 use latch_relay::{Relay, RelayConfig};
 use latch_sim::Simulator;
-use latch_testkit::{NatsServer, TestDb};
+use latch_testkit::{NatsServer, TestDb, wait_until};
 use latch_worker::Worker;
 use latch_worker::config::{RetryConfig, SinkConfig, SinkKind};
 use serde_json::{Value, json};
@@ -36,11 +38,16 @@ impl Drop for Stack {
 
 impl Stack {
     pub async fn new() -> Stack {
+        Stack::on(TestDb::new().await)
+    }
+
+    /// A stack on this database.
+    pub fn on(db: TestDb) -> Stack {
         // reqwest is built without a default TLS provider; another test may have
         // installed it already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Stack {
-            db: TestDb::new().await,
+            db,
             stop: CancellationToken::new(),
             registry: prometheus::Registry::new(),
         }
@@ -333,5 +340,168 @@ impl Nats for latch_testkit::NatsCluster {
             replicas: 3,
             ..NatsConfig::for_url(self.url())
         }
+    }
+}
+
+impl Api {
+    /// `n` holders with cards `CARD-0`, `CARD-1`, …, each granted `door`: (card, holder id).
+    pub async fn granted_holders(
+        &self,
+        admin: &str,
+        door: &Value,
+        n: usize,
+    ) -> Vec<(String, String)> {
+        let mut cards = Vec::with_capacity(n);
+        for i in 0..n {
+            let card = format!("CARD-{i}");
+            let holder = self
+                .created(
+                    admin,
+                    "/v1/holders",
+                    json!({"card_id": card, "name": format!("Holder {i}")}),
+                )
+                .await;
+            self.created(
+                admin,
+                "/v1/grants",
+                json!({"holder_id": holder["id"], "door_id": door["id"]}),
+            )
+            .await;
+            cards.push((card, holder["id"].as_str().unwrap().to_owned()));
+        }
+        cards
+    }
+}
+
+/// What simulated readers saw: per holder the action ids the API acknowledged, in order
+/// (legacy's share, all); every refusal's status (0: no answer within 30 s) and when; the
+/// slowest answer.
+#[derive(Default, Clone)]
+pub struct Seen {
+    pub acknowledged: HashMap<String, (Vec<String>, Vec<String>)>,
+    pub refused: Vec<(u16, Instant)>,
+    pub slowest: Duration,
+}
+
+impl Seen {
+    /// Actions acknowledged in all.
+    pub fn count(&self) -> usize {
+        self.acknowledged.values().map(|(_, all)| all.len()).sum()
+    }
+
+    /// Asserts that each holder's acknowledged events reached each sink in the order the
+    /// API acknowledged them (other events of theirs, if any, left out).
+    pub fn assert_holder_order(&self, stats: &latch_sim::Stats) {
+        let only = |applied: &[String], wanted: &[String]| -> Vec<String> {
+            applied
+                .iter()
+                .filter(|id| wanted.contains(id))
+                .cloned()
+                .collect()
+        };
+        for (holder, (punches, all)) in &self.acknowledged {
+            assert_eq!(
+                &only(stats.legacy.order_of(holder), punches),
+                punches,
+                "legacy order"
+            );
+            assert_eq!(
+                &only(stats.webhooks.order_of(holder), all),
+                all,
+                "webhook order"
+            );
+        }
+    }
+}
+
+/// Readers at one door: for each card in turn a check-in, an unlock and a check-out, one
+/// request per `pace`, the cards at once, until [`Readers::stop`].
+pub struct Readers {
+    seen: Arc<Mutex<Seen>>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Readers {
+    pub fn start(api: &Api, key: &str, cards: &[(String, String)], pace: Duration) -> Readers {
+        let stop = CancellationToken::new();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let tasks = cards
+            .iter()
+            .cloned()
+            .map(|(card, holder)| {
+                let (stop, seen) = (stop.clone(), seen.clone());
+                let (base, key) = (api.base.clone(), key.to_owned());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut step = 0;
+                    while !stop.is_cancelled() {
+                        let path = ["/v1/check-ins", "/v1/unlock", "/v1/check-outs"][step % 3];
+                        let sent = Instant::now();
+                        let response = http
+                            .post(format!("{base}{path}"))
+                            .bearer_auth(&key)
+                            .json(&json!({"card_id": card}))
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                        let took = sent.elapsed();
+                        let answer = match response {
+                            Ok(response) if response.status().is_success() => {
+                                let body: Value = response.json().await.unwrap();
+                                Ok(body["action_id"].as_str().unwrap().to_owned())
+                            }
+                            Ok(response) => Err(response.status().as_u16()),
+                            Err(_) => Err(0),
+                        };
+                        {
+                            let mut seen = seen.lock().unwrap();
+                            seen.slowest = seen.slowest.max(took);
+                            match answer {
+                                Ok(id) => {
+                                    let (punches, all) =
+                                        seen.acknowledged.entry(holder.clone()).or_default();
+                                    if path != "/v1/unlock" {
+                                        punches.push(id.clone());
+                                    }
+                                    all.push(id);
+                                    step += 1;
+                                }
+                                Err(status) => seen.refused.push((status, Instant::now())),
+                            }
+                        }
+                        tokio::time::sleep(pace).await;
+                    }
+                })
+            })
+            .collect();
+        Readers { seen, stop, tasks }
+    }
+
+    pub fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `more` actions beyond `from` were acknowledged; answers the count.
+    pub async fn progressed(&self, from: usize, more: usize) -> usize {
+        wait_until(
+            "readers to be answered",
+            Duration::from_secs(90),
+            || async {
+                let now = self.seen().count();
+                (now >= from + more).then_some(now)
+            },
+        )
+        .await
+    }
+
+    /// Stops the readers; answers what they saw.
+    pub async fn stop(self) -> Seen {
+        self.stop.cancel();
+        let seen = self.seen.clone();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        seen.lock().unwrap().clone()
     }
 }

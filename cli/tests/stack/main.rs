@@ -4,6 +4,7 @@
 //!
 //! - [`pipeline`]: reader requests through API, relay and worker to both sinks.
 //! - [`takeover`]: workers killed under traffic; a standby taking over; partitioned workers.
+//! - [`failover`]: PostgreSQL's primary lost under traffic, its synchronous standby promoted.
 //! - [`cluster`]: a 3-node JetStream cluster losing a node, then the stream leader.
 //! - [`dlq`]: the operator verbs — `latch dlq`, `latch events republish`, `latch outbox status`.
 //! - [`site`]: `latch doors|holders|readers|grants` against a real API.
@@ -20,6 +21,7 @@ mod browser;
 mod cluster;
 mod console;
 mod dlq;
+mod failover;
 mod feed;
 mod harness;
 mod observability;
