@@ -514,6 +514,43 @@ def cmd_cpu_use(args):
     print(json.dumps(result))
 
 
+# --- delivery-rate ----------------------------------------------------------------------
+
+
+def cmd_delivery_rate(args):
+    """Polls the simulator's /stats until both sinks have taken `--expect` effects in all;
+    the rate is taken between 10% and 90% of them (leaving out the workers' start and the
+    last stragglers)."""
+    import time
+
+    samples = []
+    deadline = time.monotonic() + args.timeout
+    while True:
+        with urllib.request.urlopen(args.stats, timeout=5) as answer:
+            stats = json.load(answer)
+        effects = stats["legacy"]["effects"] + stats["webhooks"]["effects"]
+        now = time.monotonic()
+        samples.append((now, effects))
+        if effects >= args.expect:
+            break
+        if now > deadline:
+            print(f"only {effects} of {args.expect} effects within {args.timeout} s", file=sys.stderr)
+            sys.exit(1)
+        time.sleep(0.1)
+
+    def first_at(share):
+        return next(s for s in samples if s[1] >= share * args.expect)
+
+    (t10, e10), (t90, e90) = first_at(0.1), first_at(0.9)
+    duplicates = stats["legacy"]["duplicates"] + stats["webhooks"]["duplicates"]
+    print(json.dumps({
+        "deliveries_per_s": round((e90 - e10) / (t90 - t10), 1) if t90 > t10 else None,
+        "total_s": round(samples[-1][0] - samples[0][0], 3),
+        "effects": effects,
+        "duplicates": duplicates,
+    }))
+
+
 # --- prom-value -------------------------------------------------------------------------
 
 
@@ -832,6 +869,56 @@ def p99_target(t, case, name, stage, baseline, most):
         f"{fmt_num(got99, 3)} ms vs {fmt_num(base99, 3)} ms: {ratio_text(ratio)}×",
         verdict(None if ratio is None else ratio <= most),
     )
+
+
+def scale_section(t, add, machine):
+    """Section 8: a backlog delivered by 1, 2 and 4 partitioned workers (stage `scale`), and
+    the relay's drain into a 3-node cluster with 3 replicas against one server (stage
+    `replication`)."""
+    if t.cases("scale"):
+        add("## 8a. Partitioned workers: a backlog delivered by 1, 2 and 4 workers")
+        add("")
+        add(
+            "`latch-load backlog` puts check-ins and check-outs of many holders into a fresh "
+            "stream of 8 partitions; both sinks of `latch-sim legacy` answer after 5 ms; W "
+            "workers with `LATCH_WORKER_PARTITIONED=true` share the partitions (16 lanes per "
+            "partition and sink, rate limits lifted). Deliveries/s between 10% and 90% of the "
+            "deliveries (both sinks), median [min–max]; CPU per delivery of the workers and of "
+            f"the whole stack; {machine.get('cores', '?')} cores shared by everything."
+        )
+        add("")
+        add("| workers | deliveries/s | vs 1 worker | worker µs/delivery | stack µs/delivery | stack cores busy | duplicates |")
+        add("|---|---|---|---|---|---|---|")
+        one = t.median("scale", "w1", "rate.deliveries_per_s")
+        for case in t.cases("scale"):
+            got = t.median("scale", case, "rate.deliveries_per_s")
+            ratio = got / one if got is not None and one else None
+            add(
+                f"| {case.lstrip('w')} | {t.cell('scale', case, 'rate.deliveries_per_s')} | {ratio_text(ratio)} "
+                f"| {t.cell('scale', case, 'cpu.per_count_us.worker', 1)} "
+                f"| {t.cell('scale', case, 'cpu.per_count_us.total', 1)} "
+                f"| {t.cell('scale', case, 'cpu.cores.total', 2)} "
+                f"| {t.cell('scale', case, 'rate.duplicates')} |"
+            )
+        add("")
+    if t.cases("replication"):
+        add("## 8b. The price of replication: the relay into a 3-node cluster (R3)")
+        add("")
+        add(
+            "The relay draining a pre-filled outbox into one nats-server, then into three "
+            "routed over loopback with `LATCH_NATS_REPLICAS=3` (every message stored on three "
+            "servers, each `sync_interval: always`, all on the same machine and disk)."
+        )
+        add("")
+        add("| NATS | rows/s | vs one server |")
+        add("|---|---|---|")
+        single = t.median("replication", "single", "rows_per_s")
+        for case in t.cases("replication"):
+            got = t.median("replication", case, "rows_per_s")
+            ratio = got / single if got is not None and single else None
+            label = {"single": "one server", "r3": "3 nodes, R3"}.get(case, case)
+            add(f"| {label} | {t.cell('replication', case, 'rows_per_s')} | {ratio_text(ratio)} |")
+        add("")
 
 
 def webhook_section(t, add, targets, machine):
@@ -1495,9 +1582,12 @@ def cmd_report(args):
     # 7: webhook endpoints.
     webhook_section(t, add, targets, machine)
 
-    # 8: memory.
+    # 8: partitioned workers and replication.
+    scale_section(t, add, machine)
+
+    # 9: memory.
     if t.cases("memory"):
-        add("## 8. Memory: peak RSS (VmHWM) of each latch process")
+        add("## 9. Memory: peak RSS (VmHWM) of each latch process")
         add("")
         add("| process | peak RSS MB |")
         add("|---|---|")
@@ -1602,6 +1692,12 @@ def main():
     p.add_argument("--after", required=True)
     p.add_argument("--count", type=int, help="units of work done meanwhile (per-unit figures)")
     p.set_defaults(func=cmd_cpu_use)
+
+    p = sub.add_parser("delivery-rate")
+    p.add_argument("--stats", required=True, help="the simulator's /stats URL")
+    p.add_argument("--expect", type=int, required=True, help="effects at both sinks in all")
+    p.add_argument("--timeout", type=float, default=600)
+    p.set_defaults(func=cmd_delivery_rate)
 
     p = sub.add_parser("prom-value")
     p.add_argument("--file", required=True)

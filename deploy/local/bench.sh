@@ -28,7 +28,10 @@
 #      10 of them on a closed port (the healthy ones' figures against the first run's), both
 #      again at 50/s (below the worker's capacity), and
 #      10,000 idle endpoints against none (startup to rest, RSS and CPU at rest);
-#   8. the peak RSS of every latch process.
+#   8. partitioned workers: a backlog delivered to both sinks answering after 5 ms by 1, 2 and
+#      4 workers sharing 8 partitions; and the relay draining the outbox into a 3-node
+#      JetStream cluster with 3 replicas against the single server (the price of replication);
+#   9. the peak RSS of every latch process.
 # Writes bench-results/<UTC timestamp>/: results.md (BENCHMARKS.md-ready tables, targets
 # met or missed), plots/*.png, results.jsonl (every run), machine.json, raw/, logs/.
 # Numbers are never asserted; any stage that fails makes the script exit non-zero. Ctrl-C
@@ -38,7 +41,7 @@
 #   --smoke          tiny sizes, a few seconds per stage, 1 repetition
 #   --reps N         repetitions of every measurement (default 3; smoke 1)
 #   --duration S     seconds of each measured run (default 10; smoke 2)
-#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay,feed,webhooks
+#   --only LIST      run only these stages, comma-separated: write,limits,jetstream,pipeline,relay,feed,webhooks,scale,replication
 #   --no-build       use the binaries already in target/
 #   --dev            build and use debug binaries: quicker to build, meaningless numbers
 #                    (for --smoke in CI, to check that the harness still works)
@@ -83,6 +86,7 @@ if ((SMOKE)); then
     PIPE_SHARES=(25)
     FEED_CLIENTS=20 FEED_RATE=50 FEED_ROWS=2000
     WH_ENDPOINTS=10 WH_DOWN=1 WH_RATE=20 WH_LOW_RATE=10 WH_IDLE=100 WH_DRAIN_MAX=120 WH_START_MAX=120
+    SCALE_EVENTS=400 SCALE_HOLDERS=100
 else
     MODE=full
     CONCURRENCIES=(1 4 16 64)
@@ -95,6 +99,7 @@ else
     PIPE_SHARES=(25 50 75)
     FEED_CLIENTS=1000 FEED_RATE=200 FEED_ROWS=100000
     WH_ENDPOINTS=100 WH_DOWN=10 WH_RATE=200 WH_LOW_RATE=50 WH_IDLE=10000 WH_DRAIN_MAX=600 WH_START_MAX=600
+    SCALE_EVENTS=20000 SCALE_HOLDERS=1000
 fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive whole number"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
@@ -107,7 +112,7 @@ API_POOL=16
 
 want() { [[ -z $ONLY || ,$ONLY, == *,"$1",* ]]; }
 for stage in ${ONLY//,/ }; do
-    case $stage in write | limits | jetstream | pipeline | relay | feed | webhooks) ;; *) die "--only: unknown stage $stage" ;; esac
+    case $stage in write | limits | jetstream | pipeline | relay | feed | webhooks | scale | replication) ;; *) die "--only: unknown stage $stage" ;; esac
 done
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install a Rust toolchain (https://rustup.rs)"
@@ -162,6 +167,7 @@ chmod 0755 "$RUN_DIR"
 
 # What this script started, so that cleanup stops exactly that.
 API_PID='' RELAY_PID='' WORKER_PID='' SIM_PID='' LOAD_PID='' LIMITED_PID=''
+SCALE_PIDS=() SINGLE_NATS_PID=''
 PG_STARTED=0
 STAGE=setup
 
@@ -175,10 +181,11 @@ cleanup() {
         printf '\nerror: the benchmark failed during stage "%s" (exit %s); logs in %s\n' "$STAGE" "$rc" "$LOGS" >&2
     fi
     log "stopping what this script started"
-    for pid in "$LOAD_PID" "$WORKER_PID" "$RELAY_PID" "$SIM_PID" "$API_PID" "${LIMITED_PID:-}"; do
+    for pid in "$LOAD_PID" "$WORKER_PID" "${SCALE_PIDS[@]}" "$RELAY_PID" "$SIM_PID" "$API_PID" "${LIMITED_PID:-}"; do
         [[ -n $pid ]] && stop_pid "$pid" "pid $pid" 20
     done
     nats_stop || true
+    [[ -z $SINGLE_NATS_PID ]] || stop_pid "$SINGLE_NATS_PID" nats-server 15
     if ((PG_STARTED)); then pg_stop "$RUN_DIR/pg" || true; fi
     if [[ ${LATCH_PG_DATA:-} == /var/tmp/latch-*/bench-run-*/pg ]]; then
         rm -rf -- "$LATCH_PG_DATA"
@@ -442,12 +449,12 @@ pgbench_statement() {
 }
 
 # CPU time (clock ticks) of one process, 0 when it is gone.
-proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+proc_ticks() { if [[ -n $1 ]]; then awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; else echo 0; fi; }
 
 # cpu_snapshot FILE: the CPU time used so far by every process of the stack (PostgreSQL:
 # the postmaster and its backends), and by this script's children (the load generator).
 cpu_snapshot() {
-    local postmaster pg child
+    local postmaster pg child workers=0 pid
     postmaster=$(head -n 1 "$LATCH_PG_DATA/postmaster.pid")
     pg=$(proc_ticks "$postmaster")
     for child in $(pgrep -P "$postmaster"); do pg=$((pg + $(proc_ticks "$child"))); done
@@ -458,7 +465,10 @@ cpu_snapshot() {
         echo "postgres $pg"
         echo "relay $(proc_ticks "$RELAY_PID")"
         echo "nats $(proc_ticks "$LATCH_NATS_PID")"
-        echo "worker $(proc_ticks "$WORKER_PID")"
+        for pid in "$WORKER_PID" "${SCALE_PIDS[@]}"; do
+            [[ -z $pid ]] || workers=$((workers + $(proc_ticks "$pid")))
+        done
+        echo "worker $workers"
         echo "sim $(proc_ticks "$SIM_PID")"
         # `times` in this shell (not in a pipeline's subshell, which has no children yet).
         times >"$1.times"
@@ -1154,7 +1164,90 @@ if want webhooks; then
     end_stage
 fi
 
-# --- 8: memory, report, plots --------------------------------------------------------------
+# --- 8: partitioned workers, and the price of replication --------------------------------------
+# Delivery of a backlog (SCALE_EVENTS check-ins and check-outs of SCALE_HOLDERS holders, put in
+# a fresh stream of 8 partitions by `latch-load backlog`) to both sinks answering after 5 ms,
+# by 1, 2 and 4 partitioned workers; the rate is taken between 10% and 90% of the deliveries.
+if want scale; then
+    begin_stage "partitioned workers"
+    start_sim
+    faults='{"legacy": {"latency": {"kind": "fixed", "ms": 5}}, "webhooks": {"latency": {"kind": "fixed", "ms": 5}}}'
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for workers in 1 2 4; do
+            name="scale_w${workers}_r${rep}"
+            "$LOAD_BIN" backlog --url "$LATCH_NATS_URL" --events "$SCALE_EVENTS" --holders "$SCALE_HOLDERS" \
+                >"$RAW/$name.backlog.json" 2>"$LOGS/$name.backlog.log" || die "latch-load backlog failed (see $LOGS/$name.backlog.log)"
+            curl -sf --noproxy '*' -X POST "http://$SIM_ADMIN/admin/reset" >/dev/null || die "cannot reset the simulator"
+            sim_faults "$faults"
+            cpu_snapshot "$RAW/$name.cpu.before"
+            SCALE_PIDS=()
+            for ((w = 1; w <= workers; w++)); do
+                spawn "$LOGS/$name.worker$w.log" env LATCH_ADMIN_ADDR="127.0.0.1:$(free_port)" \
+                    LATCH_WORKER_PARTITIONED=true LATCH_WORKER_LEASE=2s \
+                    LATCH_SINKS_LEGACY_URL="http://$SIM_ADDR/tna/v2/punches" LATCH_SINKS_LEGACY_SECRET=bench-tna-key \
+                    LATCH_SINKS_WEBHOOKS_URL="http://$SIM_ADDR/webhooks/latch" LATCH_SINKS_WEBHOOKS_SECRET="$BENCH_WEBHOOK_SECRET" \
+                    LATCH_SINKS_LEGACY_RATE=100000 LATCH_SINKS_WEBHOOKS_RATE=100000 \
+                    "$LATCH_BIN" worker
+                SCALE_PIDS+=("$SPAWNED")
+            done
+            "${BENCH_PY[@]}" delivery-rate --stats "http://$SIM_ADMIN/stats" --expect "$((2 * SCALE_EVENTS))" \
+                --timeout 600 >"$RAW/$name.rate.json" || die "the workers did not deliver the backlog (see $LOGS/$name.worker*.log)"
+            cpu_snapshot "$RAW/$name.cpu.after"
+            for pid in "${SCALE_PIDS[@]}"; do stop_pid "$pid" "latch worker" 20; done
+            SCALE_PIDS=()
+            "${BENCH_PY[@]}" cpu-use --before "$RAW/$name.cpu.before" --after "$RAW/$name.cpu.after" \
+                --count "$((2 * SCALE_EVENTS))" >"$RAW/$name.cpu.json"
+            "${BENCH_PY[@]}" record --results "$RESULTS" --stage scale --case "w$workers" --rep "$rep" \
+                --json "rate=$RAW/$name.rate.json" --json "cpu=$RAW/$name.cpu.json" \
+                "workers=$workers" "events=$SCALE_EVENTS" "holders=$SCALE_HOLDERS" "partitions=8" "sink_ms=5"
+            printf '  %s worker(s) rep %s: %s\n' "$workers" "$rep" "$(cat "$RAW/$name.rate.json")" >&2
+        done
+    done
+    stop_pid "$SIM_PID" "latch-sim legacy" 20
+    SIM_PID=
+    end_stage
+fi
+
+# The relay draining RELAY_ROWS rows into a 3-node JetStream cluster with 3 replicas, against
+# the same drain into the single server (stage relay, or measured here if it was skipped).
+if want replication; then
+    begin_stage "replication (relay into a 3-node cluster, R3)"
+    relay_drain() {
+        local case=$1 rep=$2 t_ready t_empty rate
+        reset_tables
+        psql_su -v rows="$RELAY_ROWS" -f bench/fill_outbox.sql >/dev/null
+        psql_su -c 'VACUUM ANALYZE outbox' -c 'CHECKPOINT' >/dev/null
+        start_relay
+        t_ready=$(now)
+        local deadline=$((SECONDS + 600))
+        until [[ $(psql_su -tAc 'SELECT count(*) FROM outbox') == 0 ]]; do
+            ((SECONDS < deadline)) || die "the relay did not drain $RELAY_ROWS rows within 600 s ($case)"
+            pid_alive "$RELAY_PID" || die "latch relay exited while draining (see $LOGS/relay.log)"
+            sleep 0.05
+        done
+        t_empty=$(now)
+        stop_relay
+        rate=$(calc "$RELAY_ROWS / ($t_empty - $t_ready)")
+        "${BENCH_PY[@]}" record --results "$RESULTS" --stage replication --case "$case" --rep "$rep" \
+            "rows=$RELAY_ROWS" "rows_per_s=$rate" "drain_s=$(calc "$t_empty - $t_ready")"
+        printf '  relay into %s rep %s: %s rows/s\n' "$case" "$rep" "$rate" >&2
+    }
+    for ((rep = 1; rep <= REPS; rep++)); do relay_drain single "$rep"; done
+    SINGLE_NATS=("$LATCH_NATS_URL" "$LATCH_NATS_PID" "$NATS_MONITOR_URL" "$LATCH_NATS_DIR")
+    SINGLE_NATS_PID=$LATCH_NATS_PID
+    LATCH_NATS_PID=''
+    nats_cluster_start "$RUN_DIR/nats-r3" 3
+    for ((rep = 1; rep <= REPS; rep++)); do relay_drain r3 "$rep"; done
+    nats_stop
+    LATCH_NATS_URL=${SINGLE_NATS[0]} LATCH_NATS_PID=${SINGLE_NATS[1]}
+    NATS_MONITOR_URL=${SINGLE_NATS[2]} LATCH_NATS_DIR=${SINGLE_NATS[3]}
+    SINGLE_NATS_PID=''
+    export LATCH_NATS_URL NATS_MONITOR_URL
+    unset LATCH_NATS_REPLICAS
+    end_stage
+fi
+
+# --- 9: memory, report, plots --------------------------------------------------------------
 begin_stage "report"
 record_memory api "$API_PID"
 stop_pid "$API_PID" "latch api" 20

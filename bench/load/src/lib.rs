@@ -15,6 +15,7 @@
 //! It is not the simulator (`latch-sim`, the systems latch delivers to): it loads latch
 //! and measures; it checks nothing of what latch sends.
 
+pub mod backlog;
 pub mod feed;
 pub mod jetstream;
 pub mod readers;

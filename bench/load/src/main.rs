@@ -29,6 +29,8 @@ enum Command {
     Readers(latch_load::readers::ReadersArgs),
     Jetstream(latch_load::jetstream::JetstreamArgs),
     Feed(latch_load::feed::FeedArgs),
+    /// A fresh event stream holding a backlog of events (for the delivery benchmark).
+    Backlog(latch_load::backlog::BacklogArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,7 +40,9 @@ fn main() -> ExitCode {
     // thread (about a tenth less CPU per request, measured against the API on two cores).
     let runtime = match cli.command {
         Command::Readers(_) => tokio::runtime::Builder::new_current_thread(),
-        Command::Jetstream(_) | Command::Feed(_) => tokio::runtime::Builder::new_multi_thread(),
+        Command::Jetstream(_) | Command::Feed(_) | Command::Backlog(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+        }
     }
     .enable_all()
     .build();
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             Command::Readers(args) => latch_load::readers::run_readers(args).await,
             Command::Jetstream(args) => latch_load::jetstream::run_jetstream(args).await,
             Command::Feed(args) => latch_load::feed::run(args).await,
+            Command::Backlog(args) => latch_load::backlog::run(args).await,
         }
     });
     match result {
