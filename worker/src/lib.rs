@@ -161,9 +161,18 @@ impl Worker {
         }
         let partitioned = match layout.partitioned {
             Some(lease) => {
-                let membership =
-                    partitions::Membership::join(&js, &nats.events_stream, nats.replicas, lease)
-                        .await?;
+                let names = partitioned
+                    .iter()
+                    .map(|s: &partitions::PartitionedSink| s.template.sink.name())
+                    .collect();
+                let membership = partitions::Membership::join(
+                    &js,
+                    &nats.events_stream,
+                    names,
+                    nats.replicas,
+                    lease,
+                )
+                .await?;
                 tracing::info!(
                     worker = membership.id,
                     partitions = nats.partitions,

@@ -8,9 +8,10 @@
 //! rewinds it to its ack floor first — so each holder's events reach the sink in order.
 //!
 //! **Who takes which partition.** Workers announce themselves in a NATS key-value bucket
-//! (`<stream>_WORKERS`, one key per running worker, renewed every second, expiring after
-//! `worker.lease`). Every worker reads the same list, sorts it, and pulls partition `i`
-//! if it is the `i mod W`-th: `P` partitions spread over `W` workers within one. A worker
+//! (`<stream>_WORKERS`, one key per running worker and sink it delivers to, renewed every
+//! second, expiring after `worker.lease`). Every worker reads the same list, sorts a
+//! sink's workers, and pulls the sink's partition `i` if it is the `i mod W`-th: `P`
+//! partitions spread over the `W` workers of the sink within one. A worker
 //! pulls only the partitions it is given; a partition it is no longer given (a worker
 //! joined) it stops pulling: its lanes finish what they hold and it releases the pin at
 //! once, so the new owner takes over without waiting. A worker that dies (SIGKILL, lost
@@ -65,11 +66,14 @@ pub fn assigned(members: &[String], me: &str, partitions: u32) -> Vec<u32> {
         .collect()
 }
 
-/// This worker's presence in the bucket of workers.
+/// This worker's presence in the bucket of workers: one key per sink it delivers to
+/// (`<sink>.<id>`), so that the partitions of a sink are shared among the workers that
+/// deliver to that sink.
 pub struct Membership {
     bucket: kv::Store,
-    /// This worker's key: unique per process.
+    /// This worker's id: unique per process.
     pub id: String,
+    sinks: Vec<&'static str>,
 }
 
 impl Membership {
@@ -77,6 +81,7 @@ impl Membership {
     pub async fn join(
         js: &jetstream::Context,
         stream: &str,
+        sinks: Vec<&'static str>,
         replicas: usize,
         lease: Duration,
     ) -> anyhow::Result<Membership> {
@@ -105,37 +110,46 @@ impl Membership {
             .take(40)
             .collect();
         let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
-        let membership = Membership { bucket, id };
+        let membership = Membership { bucket, id, sinks };
         membership.renew().await?;
         Ok(membership)
     }
 
     pub async fn renew(&self) -> anyhow::Result<()> {
-        self.bucket
-            .put(&self.id, bytes::Bytes::new())
-            .await
-            .context("cannot renew this worker's presence")?;
+        for sink in &self.sinks {
+            self.bucket
+                .put(format!("{sink}.{}", self.id), bytes::Bytes::new())
+                .await
+                .context("cannot renew this worker's presence")?;
+        }
         Ok(())
     }
 
-    /// The workers present (whose presence has not expired).
-    pub async fn members(&self) -> anyhow::Result<Vec<String>> {
+    /// Per sink, the workers present (whose presence has not expired).
+    pub async fn members(&self) -> anyhow::Result<Vec<Vec<String>>> {
         let mut keys = self
             .bucket
             .keys()
             .await
             .context("cannot list the workers")?;
-        let mut members = Vec::new();
+        let mut members = vec![Vec::new(); self.sinks.len()];
         while let Some(key) = keys.next().await {
-            members.push(key.context("cannot list the workers")?);
+            let key = key.context("cannot list the workers")?;
+            if let Some((sink, id)) = key.split_once('.')
+                && let Some(index) = self.sinks.iter().position(|s| *s == sink)
+            {
+                members[index].push(id.to_owned());
+            }
         }
         Ok(members)
     }
 
     /// Leaves at once (the others need not wait for the lease).
     pub async fn leave(&self) {
-        if let Err(error) = self.bucket.purge(&self.id).await {
-            tracing::warn!(%error, "cannot withdraw this worker's presence; it expires with its lease");
+        for sink in &self.sinks {
+            if let Err(error) = self.bucket.purge(format!("{sink}.{}", self.id)).await {
+                tracing::warn!(%error, "cannot withdraw this worker's presence; it expires with its lease");
+            }
         }
     }
 }
@@ -320,7 +334,8 @@ pub async fn run(
         BTreeMap::new();
     // Deliveries given up (their lanes finishing), awaited before leaving.
     let mut released: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    let mut mine: Vec<u32> = Vec::new();
+    // Per sink, the partitions this worker is given.
+    let mut mine: Vec<Vec<u32>> = vec![Vec::new(); sinks.len()];
     let mut failing = false;
     // Partitions start once the single consumers being retired are drained: a holder's
     // events up to the cut must reach the sink before its later ones.
@@ -355,19 +370,24 @@ pub async fn run(
                 continue;
             }
         };
-        let wanted = assigned(&members, &membership.id, partitions);
-        if wanted != mine {
-            tracing::info!(
-                workers = members.len(),
-                partitions = ?wanted,
-                "this worker's share of the partitions"
-            );
-            mine = wanted;
+        for (index, present) in members.iter().enumerate() {
+            let wanted = assigned(present, &membership.id, partitions);
+            if wanted != mine[index] {
+                tracing::info!(
+                    sink = sinks[index].template.sink.name(),
+                    workers = present.len(),
+                    partitions = ?wanted,
+                    "this worker's share of the sink's partitions"
+                );
+                mine[index] = wanted;
+            }
         }
         // Stop what is no longer ours: its lanes finish, and the pin goes at once.
         let gone: Vec<(usize, u32)> = running
             .iter()
-            .filter(|((_, partition), (_, task))| !mine.contains(partition) || task.is_finished())
+            .filter(|((index, partition), (_, task))| {
+                !mine[*index].contains(partition) || task.is_finished()
+            })
             .map(|(key, _)| *key)
             .collect();
         for key in gone {
@@ -378,7 +398,7 @@ pub async fn run(
         }
         released.retain(|task| !task.is_finished());
         for (index, sink) in sinks.iter().enumerate() {
-            for partition in &mine {
+            for partition in &mine[index] {
                 running.entry((index, *partition)).or_insert_with(|| {
                     let stop = shutdown.child_token();
                     let worker = sink

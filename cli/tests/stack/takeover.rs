@@ -130,8 +130,13 @@ impl Stack {
         for (key, value) in &env {
             command.env(key, value);
         }
+        // An empty value removes the setting (a worker without that sink).
         for (key, value) in extra {
-            command.env(key, value);
+            if value.is_empty() {
+                command.env_remove(key);
+            } else {
+                command.env(key, value);
+            }
         }
         command
     }
@@ -229,7 +234,8 @@ impl Stack {
         self.held(port).await == Some((1, 1))
     }
 
-    /// The consumers (partitions) whose pin the worker on `port` holds: (legacy, webhooks).
+    /// The consumers (partitions) whose pin the worker on `port` holds: (legacy, webhooks);
+    /// 0 for a sink it does not deliver to.
     async fn held(&self, port: u16) -> Option<(i64, i64)> {
         let url = format!("http://127.0.0.1:{port}/metrics");
         let metrics = get_text(&self.http, &url).await?;
@@ -239,8 +245,9 @@ impl Stack {
                 .lines()
                 .find_map(|l| l.strip_prefix(prefix.as_str()))
                 .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
-        Some((of("legacy")?, of("webhooks")?))
+        Some((of("legacy"), of("webhooks")))
     }
 
     /// Waits until the workers on `ports` share all `partitions` of both sinks, none
@@ -485,4 +492,43 @@ async fn a_deployment_moves_from_one_consumer_per_sink_to_partitions_without_a_s
         consumers.contains(&"latch-legacy-p7".to_owned()),
         "{consumers:?}"
     );
+}
+
+#[tokio::test]
+async fn partitioned_workers_of_different_sinks_each_take_all_of_their_sinks_partitions() {
+    let stack = Stack::start().await;
+    let without = |sink: &'static str| {
+        let mut env = PARTITIONED.to_vec();
+        env.push((sink, ""));
+        env
+    };
+    let legacy = stack
+        .worker_with("legacy-only", &without("LATCH_SINKS_WEBHOOKS_URL"))
+        .await;
+    let webhooks = stack
+        .worker_with("webhooks-only", &without("LATCH_SINKS_LEGACY_URL"))
+        .await;
+    let stop = latch_core::shutdown::CancellationToken::new();
+    let traffic = stack.traffic(2 * TRAFFIC, 200, stop.clone());
+    wait_until(
+        "each worker to hold all of its sink's partitions",
+        DEADLINE,
+        || async {
+            let both = (
+                stack.held(legacy.port).await?,
+                stack.held(webhooks.port).await?,
+            );
+            (both == ((8, 0), (0, 8))).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    traffic.await.unwrap();
+    stack.drained().await;
+    assert_eq!(
+        stack.inversions().await,
+        (0, 0),
+        "a holder's events out of order"
+    );
+    assert_eq!(stack.effects().await, stack.expected(), "each event once");
 }
