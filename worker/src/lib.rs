@@ -124,6 +124,13 @@ impl Worker {
                     made.partitions
                 }
                 None => {
+                    let sink = config.kind.name();
+                    anyhow::ensure!(
+                        !partitions::in_use(&stream, sink).await?,
+                        "sink {sink} is delivered through partition consumers \
+                         ({}...): start this worker with LATCH_WORKER_PARTITIONED=true",
+                        partitions::consumer_name(sink, 0)
+                    );
                     let name = consumer_name(config.kind);
                     let single = settings(
                         name.clone(),

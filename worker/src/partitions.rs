@@ -302,6 +302,15 @@ async fn retire(
     let _ = drain.await;
 }
 
+/// Whether the sink already delivers through partition consumers: a worker of one consumer
+/// per sink must not start then (its consumer, made anew, would deliver the whole stream
+/// again).
+pub async fn in_use(stream: &jetstream::stream::Stream, sink: &str) -> anyhow::Result<bool> {
+    Ok(consumer_state(stream, &consumer_name(sink, 0))
+        .await?
+        .is_some())
+}
+
 async fn consumer_state(
     stream: &jetstream::stream::Stream,
     name: &str,

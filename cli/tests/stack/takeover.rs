@@ -492,6 +492,29 @@ async fn a_deployment_moves_from_one_consumer_per_sink_to_partitions_without_a_s
         consumers.contains(&"latch-legacy-p7".to_owned()),
         "{consumers:?}"
     );
+
+    // A worker of one consumer per sink started by mistake now refuses: its consumer,
+    // made anew, would deliver the whole stream again.
+    let late = Proc::spawn(
+        "too-late",
+        stack.command(0, &[]),
+        stack.dir.path().join("too-late.log"),
+    );
+    wait_until("the single-layout worker to refuse", DEADLINE, || async {
+        late.exited().then_some(())
+    })
+    .await;
+    assert!(
+        late.log_text()
+            .contains("start this worker with LATCH_WORKER_PARTITIONED=true"),
+        "{}",
+        late.tail()
+    );
+    assert_eq!(
+        stack.effects().await,
+        stack.expected(),
+        "nothing delivered again"
+    );
 }
 
 #[tokio::test]
