@@ -44,11 +44,12 @@ enum Command {
     ///
     /// A sink is enabled by its URL (LATCH_SINKS_LEGACY_URL, LATCH_SINKS_WEBHOOKS_URL).
     /// Run several: one delivers to each sink, the others stand by and take over when it
-    /// stops pulling (LATCH_SINKS_<SINK>_TAKEOVER_AFTER).
+    /// stops pulling (LATCH_SINKS_<SINK>_TAKEOVER_AFTER). With LATCH_WORKER_PARTITIONED=true
+    /// they share the stream's partitions instead, each holder's events still in order.
     ///
     /// With LATCH_DATABASE_URL (a login in `latch_deliverer`, see `latch migrate
-    /// --worker-login`) it also delivers to the webhook endpoints; give it to one worker
-    /// only.
+    /// --worker-login`) it also delivers to the webhook endpoints; several may have it:
+    /// one delivers (a PostgreSQL advisory lock), the others take over when it stops.
     ///
     /// Example: LATCH_SINKS_WEBHOOKS_URL=https://hooks.example/latch LATCH_SINKS_WEBHOOKS_SECRET=whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= latch worker
     Worker,

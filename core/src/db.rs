@@ -114,7 +114,10 @@ fn tls_connector(root_cert: Option<&str>) -> anyhow::Result<MakeRustlsConnect> {
 pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
     let (mut pg, tls) = parse_url(config.url.expose())
         .context("LATCH_DATABASE_URL is not a valid PostgreSQL URL")?;
-    pg.connect_timeout(config.connect_timeout);
+    // Each server of a multi-host URL is tried in turn within the one connect timeout, so
+    // that a silent first server (a lost primary) leaves time to reach the next.
+    let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    pg.connect_timeout((config.connect_timeout / hosts).max(Duration::from_millis(500)));
     pg.application_name("latch");
     // Appended to whatever options the URL carries; the server enforces it.
     let statement_timeout = format!(

@@ -142,6 +142,11 @@ impl TestDb {
         db
     }
 
+    /// The server(s) as `host:port[,host:port]`.
+    pub fn hosts(&self) -> &str {
+        &self.hosts
+    }
+
     fn url_for(&self, user: &str, database: &str) -> String {
         format!("postgres://{user}@{}/{database}{}", self.hosts, self.query)
     }

@@ -111,3 +111,48 @@ async fn the_roles_reconnect_to_a_promoted_standby_and_no_acknowledged_action_is
     );
     assert!(seen.slowest < NO_HANG, "an answer took {:?}", seen.slowest);
 }
+
+#[tokio::test]
+async fn a_silent_first_server_in_the_url_leaves_time_to_reach_the_next() {
+    // A server that vanished from the network: connecting to it is neither refused nor
+    // answered. Made here by a listener that never accepts, whose accept queue is full, so
+    // that the kernel drops further connection attempts unanswered.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = socket.listen(1).unwrap();
+    let mut queued = Vec::new();
+    while let Ok(Ok(stream)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(silent.local_addr().unwrap()),
+    )
+    .await
+    {
+        queued.push(stream);
+        assert!(queued.len() < 100, "the accept queue never filled");
+    }
+    let db = TestDb::new().await;
+    let url = format!(
+        "postgres://{}@{},{}/{}?target_session_attrs=read-write",
+        latch_testkit::APP_LOGIN,
+        silent.local_addr().unwrap(),
+        db.hosts(),
+        db.name
+    );
+    let pool = latch_core::db::pool(&latch_core::config::DatabaseConfig {
+        connect_timeout: Duration::from_secs(4),
+        ..latch_core::config::DatabaseConfig::with_url(latch_core::config::Secret::new(url))
+    })
+    .unwrap();
+    let started = Instant::now();
+    let client = pool
+        .get()
+        .await
+        .expect("a connection through the second server");
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
