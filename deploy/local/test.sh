@@ -115,6 +115,9 @@ step() {
 step "formatting" cargo fmt --all -- --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "alert rules and dashboards" deploy/prometheus/check.sh
+# The Dockerfile, compose and Kubernetes files, offline (no container engine here); the
+# self-test also breaks copies of them and expects each to be caught.
+step "deployment files" deploy/check-deploy.sh --self-test
 # Every member by default (the root manifest is a virtual workspace), or what the arguments
 # select: --workspace would override a -p given to narrow the run.
 step "tests" cargo test --locked "$@"
