@@ -346,7 +346,14 @@ pub async fn from_source(
     let worker = Worker::build_with(&nats, sinks, retry, layout, registry).await?;
     match database {
         Some(database) => {
-            let config = endpoints::EndpointsConfig::from_source(source, retry)?;
+            let config = endpoints::EndpointsConfig {
+                sharding: layout.partitioned.map(|lease| endpoints::shards::Sharding {
+                    shards: nats.partitions,
+                    lease,
+                    replicas: nats.replicas,
+                }),
+                ..endpoints::EndpointsConfig::from_source(source, retry)?
+            };
             worker
                 .with_endpoints(&nats, &database, config, registry)
                 .await

@@ -159,11 +159,12 @@ impl Stack {
 
     /// A worker in this process that delivers to the webhook endpoints only (from the
     /// database, as the worker's login), with `config`.
+    /// Answers what stops it and its metrics.
     pub async fn endpoint_worker(
         &self,
         nats: &NatsServer,
         config: latch_worker::endpoints::EndpointsConfig,
-    ) -> CancellationToken {
+    ) -> (CancellationToken, prometheus::Registry) {
         let nats = NatsConfig::for_url(nats.url());
         // A registry of its own: a test may run two of them, as two processes would.
         let registry = prometheus::Registry::new();
@@ -184,7 +185,7 @@ impl Stack {
         // Its own token, so that a test can stop this worker alone (the stack's stops it too).
         let stop = self.stop.child_token();
         tokio::spawn(worker.run(stop.clone()));
-        stop
+        (stop, registry)
     }
 
     /// Stops what this stack started (API, relay, worker), as a shutdown would.

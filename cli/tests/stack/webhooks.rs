@@ -28,6 +28,24 @@ struct Hooks {
     worker: latch_core::shutdown::CancellationToken,
     /// Reader keys by site.
     readers: HashMap<&'static str, String>,
+    /// The first worker's metrics.
+    worker_metrics: prometheus::Registry,
+}
+
+/// The endpoints a worker delivers to (delivering or catching up), from its metrics.
+fn serving(metrics: &prometheus::Registry) -> i64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&metrics.gather())
+        .unwrap();
+    ["delivering", "catching_up"]
+        .iter()
+        .filter_map(|state| {
+            let prefix = format!("latch_webhook_endpoints{{state=\"{state}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse::<i64>().ok())
+        })
+        .sum()
 }
 
 impl Hooks {
@@ -43,7 +61,7 @@ impl Hooks {
             api.nats = Some(latch_core::nats::NatsConfig::for_url(nats.url()));
         });
         stack.relay(&nats).await;
-        let worker = stack.endpoint_worker(&nats, config).await;
+        let (worker, worker_metrics) = stack.endpoint_worker(&nats, config).await;
         let admin = first_admin(&stack.db, "webhooks test").await;
         let mut hooks = Hooks {
             stack,
@@ -52,6 +70,7 @@ impl Hooks {
             api,
             admin,
             worker,
+            worker_metrics,
             readers: HashMap::new(),
         };
         for site in ["hq", "lab"] {
@@ -755,4 +774,66 @@ async fn one_worker_delivers_to_the_endpoints_and_another_takes_over_when_it_sto
     );
     assert_eq!(stats.order_violations, 0, "{stats:?}");
     assert_eq!(stats.rejected_signature, 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn partitioned_workers_share_the_endpoints_and_one_takes_them_all_when_the_other_stops() {
+    const ENDPOINTS: i64 = 16;
+    let sharded = || EndpointsConfig {
+        sharding: Some(latch_worker::endpoints::shards::Sharding {
+            shards: 8,
+            lease: Duration::from_secs(2),
+            replicas: 1,
+        }),
+        ..Hooks::local()
+    };
+    let h = Hooks::start(sharded()).await;
+    h.holder("ADA").await;
+    let names: Vec<String> = (0..ENDPOINTS).map(|i| format!("shard-{i}")).collect();
+    for name in &names {
+        h.endpoint(
+            name,
+            json!({"kinds": ["check_in", "unlock_granted", "check_out"]}),
+        )
+        .await;
+    }
+    let (_second, second) = h.stack.endpoint_worker(&h.nats, sharded()).await;
+    // Both deliver, each to the endpoints of its shards, every endpoint by one of them.
+    // (16 endpoints on 8 shards: that all of them fall in one worker's shards is a chance
+    // of 2 in 65,536.)
+    wait_until(
+        "the two workers to share the endpoints",
+        DEADLINE,
+        || async {
+            let (a, b) = (serving(&h.worker_metrics), serving(&second));
+            (a > 0 && b > 0 && a + b == ENDPOINTS).then_some(())
+        },
+    )
+    .await;
+    let shared = h.traffic("hq", "ADA", 3).await;
+    for name in &names {
+        h.delivered(name, &shared).await;
+    }
+    // The first stops: the second takes its shards over, from the cursors it saved.
+    h.worker.cancel();
+    wait_until(
+        "the second worker to take every endpoint",
+        DEADLINE,
+        || async { (serving(&second) == ENDPOINTS).then_some(()) },
+    )
+    .await;
+    let after = h.traffic("hq", "ADA", 3).await;
+    for name in &names {
+        h.delivered(name, &after).await;
+        let stats = h.sim.subscriber_stats(name).unwrap().counters;
+        assert_eq!(
+            stats.applied,
+            (shared.len() + after.len()) as u64,
+            "{name}: {stats:?}"
+        );
+        assert_eq!(stats.order_violations, 0, "{name}: {stats:?}");
+        assert_eq!(stats.rejected_signature, 0, "{name}: {stats:?}");
+        // One deliverer per endpoint at any time: nothing reached it twice.
+        assert_eq!(stats.duplicates, 0, "{name}: {stats:?}");
+    }
 }

@@ -51,11 +51,14 @@
 //! call is recorded in `webhook_attempts`, kept for
 //! [`attempts_retention`](EndpointsConfig::attempts_retention).
 //!
-//! Only one worker may deliver to endpoints at a time (each endpoint's position is saved
-//! by the worker that delivers to it): run the others without `LATCH_DATABASE_URL`.
+//! One worker delivers to all the endpoints at a time (each endpoint's position is saved
+//! by the worker that delivers to it), holding an advisory lock; the others stand by.
+//! Partitioned workers (`LATCH_WORKER_PARTITIONED`) share the endpoints instead, a shard
+//! each, with a lock per shard ([`shards`]).
 
 pub mod call;
 pub mod endpoint;
+pub mod shards;
 pub mod store;
 pub mod tail;
 
@@ -108,6 +111,8 @@ pub struct EndpointsConfig {
     pub breaker_open: Duration,
     pub retry: RetryConfig,
     pub policy: Policy,
+    /// Shared among partitioned workers by shard; `None`: one deliverer for all.
+    pub sharding: Option<shards::Sharding>,
 }
 
 const fn setting(key: &'static str, default: &'static str, meaning: &'static str) -> Setting {
@@ -174,6 +179,7 @@ impl EndpointsConfig {
             breaker_open: Duration::from_secs(5),
             retry,
             policy: Policy::from_source(source)?,
+            sharding: None,
         })
     }
 
@@ -293,6 +299,12 @@ impl Endpoints {
             self.attempts,
             writer_stop.clone(),
         ));
+        if let Some(sharding) = shared.config.sharding {
+            run_sharded(&shared, &self.metrics, sharding, &shutdown).await;
+            writer_stop.cancel();
+            let _ = writer.await;
+            return Ok(());
+        }
         while let Some(lock) = DelivererLock::acquire(&shared, &shutdown).await {
             let session = shutdown.child_token();
             let watch = {
@@ -304,7 +316,7 @@ impl Endpoints {
                     }
                 })
             };
-            deliver(&shared, &self.metrics, &session).await;
+            deliver(&shared, &self.metrics, None, &session).await;
             session.cancel();
             let _ = watch.await;
             drop(lock);
@@ -330,7 +342,7 @@ struct DelivererLock {
     lost: CancellationToken,
 }
 
-/// The lock's key (`latchwh` in ASCII).
+/// The lock's key (`latchwh` in ASCII); the shards' locks follow it.
 const DELIVERER_LOCK: i64 = 0x6c_61_74_63_68_77_68;
 
 impl DelivererLock {
@@ -365,21 +377,7 @@ impl DelivererLock {
     }
 
     async fn try_acquire(shared: &Shared) -> anyhow::Result<Option<DelivererLock>> {
-        let (client, mut messages) =
-            latch_core::db::connect_listening(&shared.database_url).await?;
-        let lost = CancellationToken::new();
-        {
-            let lost = lost.clone();
-            tokio::spawn(async move {
-                use futures::StreamExt;
-                while let Some(message) = messages.next().await {
-                    if message.is_err() {
-                        break;
-                    }
-                }
-                lost.cancel();
-            });
-        }
+        let (client, lost) = lock_connection(shared).await?;
         let acquired: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&DELIVERER_LOCK])
             .await?
@@ -391,8 +389,103 @@ impl DelivererLock {
     }
 }
 
-/// Delivers to the endpoints until `stop`.
-async fn deliver(shared: &Arc<Shared>, metrics: &EndpointMetrics, stop: &CancellationToken) {
+/// A connection of its own for advisory locks, and what tells when it is gone (the locks
+/// with it).
+async fn lock_connection(
+    shared: &Shared,
+) -> anyhow::Result<(tokio_postgres::Client, CancellationToken)> {
+    let (client, mut messages) = latch_core::db::connect_listening(&shared.database_url).await?;
+    let lost = CancellationToken::new();
+    {
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(message) = messages.next().await {
+                if message.is_err() {
+                    break;
+                }
+            }
+            lost.cancel();
+        });
+    }
+    Ok((client, lost))
+}
+
+/// Partitioned: delivers to the shards of endpoints given to this worker until `shutdown`,
+/// joining again whenever its lock connection is lost.
+async fn run_sharded(
+    shared: &Arc<Shared>,
+    metrics: &EndpointMetrics,
+    sharding: shards::Sharding,
+    shutdown: &CancellationToken,
+) {
+    let stream = shared.stream.cached_info().config.name.clone();
+    let mut said = false;
+    while !shutdown.is_cancelled() {
+        let joined = async {
+            let (client, lost) = lock_connection(shared).await?;
+            let membership = crate::partitions::Membership::join(
+                &shared.js,
+                &stream,
+                vec!["endpoints"],
+                sharding.replicas,
+                sharding.lease,
+            )
+            .await?;
+            anyhow::Ok((
+                shards::Shards::new(sharding.shards, membership, client),
+                lost,
+            ))
+        }
+        .await;
+        let (mut shards, lost) = match joined {
+            Ok(joined) => joined,
+            Err(error) => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot join the endpoints' deliverers; retrying"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(shared.config.refresh) => continue,
+                }
+            }
+        };
+        said = false;
+        tracing::info!(
+            shards = sharding.shards,
+            "sharing the webhook endpoints with the workers present"
+        );
+        let session = shutdown.child_token();
+        let watch = {
+            let session = session.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = lost.cancelled() => session.cancel(),
+                    _ = session.cancelled() => {}
+                }
+            })
+        };
+        deliver(shared, metrics, Some(&mut shards), &session).await;
+        session.cancel();
+        let _ = watch.await;
+        shards.leave().await;
+        if !shutdown.is_cancelled() {
+            tracing::warn!("lost the connection holding the endpoints' shards; joining again");
+        }
+    }
+}
+
+/// Delivers to the endpoints (those of the shards this worker holds, when sharing) until
+/// `stop`.
+async fn deliver(
+    shared: &Arc<Shared>,
+    metrics: &EndpointMetrics,
+    mut shards: Option<&mut shards::Shards>,
+    stop: &CancellationToken,
+) {
     let routing: Routing = Arc::default();
     // The tail's start is fixed before any endpoint reads its first page, so that a page
     // read to the stream's end meets the events the tail offers.
@@ -428,7 +521,23 @@ async fn deliver(shared: &Arc<Shared>, metrics: &EndpointMetrics, stop: &Cancell
                 if std::mem::take(&mut failing) {
                     tracing::info!("reading the webhook endpoints again");
                 }
-                endpoints.follow(shared, &routing, &known.rows, stop);
+                let served;
+                let rows = match shards.as_deref_mut() {
+                    Some(shards) => {
+                        let active = endpoints.running.keys().copied().chain(
+                            endpoints
+                                .retiring
+                                .iter()
+                                .filter(|(_, runtime)| !runtime.finished())
+                                .map(|(id, _)| *id),
+                        );
+                        shards.update(active).await;
+                        served = shards.serving(&known.rows);
+                        &served
+                    }
+                    None => &known.rows,
+                };
+                endpoints.follow(shared, &routing, rows, stop);
             }
             Err(error) => {
                 if !std::mem::replace(&mut failing, true) {
