@@ -43,11 +43,16 @@ pub fn replay_subject(sink: &str) -> String {
     format!("latch.replay.{sink}")
 }
 
-/// The subject the relay publishes an event on: its kind's subject (`latch.events.<kind>`)
-/// and its ordering key as one more token, which the stream's partitioning reads. A key is
-/// a UUID; anything outside `[A-Za-z0-9_-]` is replaced so that it stays one token (the
-/// same key always gives the same token, so the same partition).
+/// The subject the relay publishes an outbox row on. An event's (`latch.events.<kind>`)
+/// gets its ordering key as one more token, which the stream's partitioning reads; a key is
+/// a UUID, and anything outside `[A-Za-z0-9_-]` is replaced so that it stays one token (the
+/// same key always gives the same token, so the same partition). Other subjects (a
+/// republish to one sink, `latch.replay.<sink>`) are kept as they are: replays are not
+/// partitioned.
 pub fn publish_subject(kind_subject: &str, ordering_key: &str) -> String {
+    if !kind_subject.starts_with(crate::event::SUBJECT_PREFIX) {
+        return kind_subject.to_owned();
+    }
     let token: String = ordering_key
         .chars()
         .map(|c| {
@@ -352,4 +357,29 @@ pub async fn ensure_events_stream(
     js.create_or_update_stream(events_stream_config(config))
         .await
         .with_context(|| format!("cannot create or update stream {}", config.events_stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_published_with_their_key_and_replays_as_they_are() {
+        assert_eq!(
+            publish_subject("latch.events.check_in", "0190-ab"),
+            "latch.events.check_in.0190-ab"
+        );
+        assert_eq!(
+            publish_subject("latch.events.check_in", "a.b c*>"),
+            "latch.events.check_in.a_b_c__"
+        );
+        assert_eq!(
+            publish_subject("latch.events.check_in", ""),
+            "latch.events.check_in._"
+        );
+        assert_eq!(
+            publish_subject("latch.replay.legacy", "0190-ab"),
+            "latch.replay.legacy"
+        );
+    }
 }
