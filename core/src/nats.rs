@@ -288,6 +288,76 @@ pub async fn connect_once(config: &NatsConfig, name: &str) -> anyhow::Result<asy
         .with_context(|| format!("cannot reach NATS at {} (LATCH_NATS_URL)", config.url))
 }
 
+/// Whether `error` says JetStream is not answering yet (a cluster electing its leaders, a
+/// server starting or recovering its streams) rather than refusing.
+pub fn unavailable(error: &anyhow::Error) -> bool {
+    use jetstream::context::{CreateStreamError, CreateStreamErrorKind, GetStreamError};
+    use jetstream::stream::{ConsumerError, ConsumerErrorKind};
+    let temporary = |e: &jetstream::Error| {
+        e.code() == 503
+            || [
+                jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE,
+                jetstream::ErrorCode::CLUSTER_NOT_ACTIVE,
+                jetstream::ErrorCode::CLUSTER_NOT_LEADER,
+            ]
+            .contains(&e.error_code())
+    };
+    error.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<CreateStreamError>() {
+            return match e.kind() {
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
+                    true
+                }
+                CreateStreamErrorKind::JetStream(e) => temporary(&e),
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<GetStreamError>() {
+            return match e.kind() {
+                jetstream::context::GetStreamErrorKind::Request => true,
+                jetstream::context::GetStreamErrorKind::JetStream(e) => temporary(&e),
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ConsumerError>() {
+            return match e.kind() {
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+                ConsumerErrorKind::JetStream(e) => temporary(&e),
+                _ => false,
+            };
+        }
+        false
+    })
+}
+
+/// Runs `attempt` until it succeeds or fails otherwise than by JetStream not answering yet
+/// (see [`unavailable`]), waiting a little longer each time (up to 5 s): a role started
+/// while its NATS cluster is still electing leaders waits for it instead of exiting.
+pub async fn until_available<T, F, Fut>(what: &str, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut wait = Duration::from_millis(200);
+    let mut said = false;
+    loop {
+        match attempt().await {
+            Err(error) if unavailable(&error) => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        what,
+                        error = format!("{error:#}"),
+                        "JetStream is not answering yet; retrying"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
     stream::Config {
         name: config.events_stream.clone(),

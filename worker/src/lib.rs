@@ -87,14 +87,17 @@ impl Worker {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = latch_core::nats::connect(nats, "latch-worker").await?;
         let js = jetstream::new(client);
-        let events = latch_core::nats::ensure_events_stream(&js, nats).await?;
-        js.create_or_update_stream(latch_core::nats::dlq_stream_config(nats))
-            .await
-            .context("cannot create or update the dead-letter stream")?;
-        let stream = js
-            .get_stream(&events.config.name)
-            .await
-            .context("cannot open the event stream")?;
+        // A cluster still electing its leaders is waited for, not taken for a refusal.
+        let stream = latch_core::nats::until_available("the worker's streams", || async {
+            let events = latch_core::nats::ensure_events_stream(&js, nats).await?;
+            js.create_or_update_stream(latch_core::nats::dlq_stream_config(nats))
+                .await
+                .context("cannot create or update the dead-letter stream")?;
+            js.get_stream(&events.config.name)
+                .await
+                .context("cannot open the event stream")
+        })
+        .await?;
         let metrics = WorkerMetrics::new(registry);
         let mut workers = Vec::with_capacity(sinks.len());
         let mut partitioned = Vec::new();
@@ -118,8 +121,10 @@ impl Worker {
             let mut retiring = None;
             let mut consumers = match layout.partitioned {
                 Some(_) => {
-                    let made =
-                        partitions::consumers(&stream, &config, nats.partitions, settings).await?;
+                    let made = latch_core::nats::until_available("the sink's consumers", || {
+                        partitions::consumers(&stream, &config, nats.partitions, &settings)
+                    })
+                    .await?;
                     retiring = made.retiring;
                     made.partitions
                 }
@@ -138,10 +143,13 @@ impl Worker {
                         consumer::DeliverPolicy::All,
                     );
                     vec![
-                        stream
-                            .create_consumer(single)
-                            .await
-                            .with_context(|| format!("cannot create or update consumer {name}"))?,
+                        latch_core::nats::until_available("the sink's consumer", || async {
+                            stream
+                                .create_consumer(single.clone())
+                                .await
+                                .with_context(|| format!("cannot create or update consumer {name}"))
+                        })
+                        .await?,
                     ]
                 }
             };
@@ -168,18 +176,22 @@ impl Worker {
         }
         let partitioned = match layout.partitioned {
             Some(lease) => {
-                let names = partitioned
+                let names: Vec<&str> = partitioned
                     .iter()
                     .map(|s: &partitions::PartitionedSink| s.template.sink.name())
                     .collect();
-                let membership = partitions::Membership::join(
-                    &js,
-                    &nats.events_stream,
-                    names,
-                    nats.replicas,
-                    lease,
-                )
-                .await?;
+                let membership =
+                    latch_core::nats::until_available("the workers' bucket", || async {
+                        partitions::Membership::join(
+                            &js,
+                            &nats.events_stream,
+                            names.clone(),
+                            nats.replicas,
+                            lease,
+                        )
+                        .await
+                    })
+                    .await?;
                 tracing::info!(
                     worker = membership.id,
                     partitions = nats.partitions,

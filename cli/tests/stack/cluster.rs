@@ -148,3 +148,39 @@ async fn the_relay_and_worker_carry_on_when_a_node_and_then_the_stream_leader_ar
     );
     assert!(failures.is_empty(), "reader requests refused: {failures:?}");
 }
+
+#[tokio::test]
+async fn a_worker_started_while_the_cluster_has_no_quorum_waits_for_it() {
+    let mut cluster = NatsCluster::start(3);
+    cluster.node("n1").kill();
+    cluster.node("n2").kill();
+    let config = latch_core::nats::NatsConfig {
+        request_timeout: Duration::from_secs(1),
+        ..cluster.config()
+    };
+    let mut building = tokio::spawn(async move {
+        latch_worker::Worker::build(
+            &config,
+            Vec::new(),
+            RetryConfig::default(),
+            &prometheus::Registry::new(),
+        )
+        .await
+        .map(|_| ())
+    });
+    // One server of three: JetStream cannot answer. The worker keeps trying, it does not
+    // give up (nor pretend to be ready).
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut building)
+            .await
+            .is_err(),
+        "the worker finished starting without a JetStream quorum"
+    );
+    cluster.node("n1").restart();
+    cluster.node("n2").restart();
+    tokio::time::timeout(DEADLINE, building)
+        .await
+        .expect("the worker to start once the cluster has a quorum")
+        .unwrap()
+        .expect("started");
+}
