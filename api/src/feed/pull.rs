@@ -72,7 +72,7 @@ pub fn configured(feed: Option<web::Data<Feed>>) -> Result<web::Data<Feed>, ApiE
         (status = 400, description = "Invalid filter, limit or cursor", body = ErrorBody),
         (status = 401, description = "No or unknown token or session", body = ErrorBody),
         (status = 403, description = "A reader key, a token without `events:read`, or a site outside the token's", body = ErrorBody),
-        (status = 410, description = "The cursor is older than the stream's retention (`cursor_expired`, with `oldest_cursor`)", body = ErrorBody),
+        (status = 410, description = "The cursor is older than the stream's retention, or ahead of a stream that was reset since it was issued (`cursor_expired`, with `oldest_cursor`)", body = ErrorBody),
         (status = 503, description = "The event stream cannot be read now", body = ErrorBody),
     ),
     security(("admin_token" = []), ("session" = []))

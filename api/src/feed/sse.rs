@@ -73,7 +73,7 @@ pub struct StreamQuery {
         (status = 400, description = "Invalid filter or cursor", body = ErrorBody),
         (status = 401, description = "No or unknown token or session", body = ErrorBody),
         (status = 403, description = "A reader key, a token without `events:read`, or a site outside the token's", body = ErrorBody),
-        (status = 410, description = "The cursor is older than the stream's retention (`cursor_expired`, with `oldest_cursor`)", body = ErrorBody),
+        (status = 410, description = "The cursor is older than the stream's retention, or ahead of a stream that was reset since it was issued (`cursor_expired`, with `oldest_cursor`)", body = ErrorBody),
     ),
     security(("admin_token" = []), ("session" = []))
 )]
