@@ -404,11 +404,9 @@ pub async fn ensure_events_stream(
     config: &NatsConfig,
 ) -> anyhow::Result<stream::Info> {
     match js.get_stream(&config.events_stream).await {
-        Ok(mut existing) => {
-            let info = existing.info().await.with_context(|| {
-                format!("cannot read the configuration of {}", config.events_stream)
-            })?;
-            if let Some(partitions) = stream_partitions(&info.config) {
+        Ok(existing) => {
+            // The lookup answers the stream's configuration: no second request.
+            if let Some(partitions) = stream_partitions(&existing.cached_info().config) {
                 anyhow::ensure!(
                     partitions == config.partitions,
                     "stream {} has {partitions} partitions but LATCH_NATS_PARTITIONS is {}: \

@@ -785,3 +785,29 @@ async fn a_relay_that_cannot_arm_falls_back_to_its_poll() {
     assert_once_and_in_holder_order(&setup.messages().await);
     token.cancel();
 }
+
+#[tokio::test]
+async fn a_role_set_to_another_partition_count_refuses_the_stream_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let config = NatsConfig::for_url(nats.url());
+    latch_core::nats::ensure_events_stream(&js, &config)
+        .await
+        .unwrap();
+    let other = NatsConfig {
+        partitions: 16,
+        ..config.clone()
+    };
+    let error = latch_core::nats::ensure_events_stream(&js, &other)
+        .await
+        .expect_err("another partition count");
+    assert!(
+        format!("{error:#}").contains("LATCH_NATS_PARTITIONS"),
+        "{error:#}"
+    );
+    let stream = js.get_stream(&config.events_stream).await.unwrap();
+    assert_eq!(
+        latch_core::nats::stream_partitions(&stream.cached_info().config),
+        Some(8)
+    );
+}

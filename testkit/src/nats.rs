@@ -141,15 +141,7 @@ impl NatsCluster {
     /// Starts `size` servers routed to each other. The route ports are free ports picked
     /// now (the client ports are picked by the servers themselves).
     pub fn start(size: usize) -> NatsCluster {
-        let route_ports: Vec<u16> = (0..size)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-            })
-            .collect();
+        let route_ports: Vec<u16> = (0..size).map(|_| crate::process::free_port()).collect();
         let routes: Vec<String> = route_ports
             .iter()
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))

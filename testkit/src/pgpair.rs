@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::process::free_port;
+
 /// The OS user PostgreSQL runs as when the tests run as root (it refuses root).
 fn os_user() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
@@ -29,14 +31,6 @@ fn os_user() -> Option<String> {
         }
         .to_owned(),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub struct PgPair {

@@ -92,6 +92,16 @@ impl Drop for Proc {
     }
 }
 
+/// A port free on loopback now (for a server that must be told its port; one that picks
+/// its own is better).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A started server and the port it listens on.
 pub struct Server {
     pub proc: Proc,
@@ -109,11 +119,7 @@ pub async fn start_listening(
     make: impl Fn(u16) -> Command,
 ) -> Server {
     for attempt in 1..=START_ATTEMPTS {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let proc = Proc::spawn(name, make(port), dir.join(format!("{name}-{attempt}.log")));
         let url = format!("http://127.0.0.1:{port}{ready_path}");
         let ready = {

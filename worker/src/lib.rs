@@ -119,7 +119,7 @@ impl Worker {
                 ..Default::default()
             };
             let mut retiring = None;
-            let mut consumers = match layout.partitioned {
+            let consumers = match layout.partitioned {
                 Some(_) => {
                     let made = latch_core::nats::until_available("the sink's consumers", || {
                         partitions::consumers(&stream, &config, nats.partitions, &settings)
@@ -154,17 +154,15 @@ impl Worker {
                 }
             };
             let sink = Sink::new(config)?;
-            let first = consumers.remove(0);
             let worker = SinkWorker::new(
                 sink,
                 retry,
                 js.clone(),
                 stream.clone(),
-                first.clone(),
+                consumers[0].clone(),
                 metrics.clone(),
             );
             if layout.partitioned.is_some() {
-                consumers.insert(0, first);
                 partitioned.push(partitions::PartitionedSink {
                     template: worker,
                     consumers,

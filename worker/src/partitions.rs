@@ -179,7 +179,10 @@ pub async fn consumers(
 ) -> anyhow::Result<Consumers> {
     let sink = config.kind.name();
     let single = crate::consumer_name(config.kind);
-    let first = consumer_state(stream, &consumer_name(sink, 0)).await?;
+    // Where partition 0's consumer started, if it exists (all of them start alike).
+    let first = consumer_state(stream, &consumer_name(sink, 0))
+        .await?
+        .map(|info| info.config.deliver_policy);
     let (start, retiring) = match consumer_state(stream, &single).await? {
         None => (consumer::DeliverPolicy::All, None),
         Some(info) => {
@@ -196,7 +199,7 @@ pub async fn consumers(
                  partitioned (SIGTERM), then start the partitioned ones"
             );
             // The cut: where another partitioned worker put it, or the stream's end now.
-            let cut = match first.map(|f| f.config.deliver_policy) {
+            let cut = match first {
                 Some(consumer::DeliverPolicy::ByStartSequence { start_sequence }) => {
                     start_sequence - 1
                 }
@@ -232,10 +235,13 @@ pub async fn consumers(
     for partition in 0..partitions {
         let name = consumer_name(sink, partition);
         // An existing partition consumer keeps where it started (that cannot change).
-        let policy = match consumer_state(stream, &name).await? {
-            Some(info) => info.config.deliver_policy,
-            None => start,
+        let existing = match partition {
+            0 => first,
+            _ => consumer_state(stream, &name)
+                .await?
+                .map(|info| info.config.deliver_policy),
         };
+        let policy = existing.unwrap_or(start);
         let consumer: PullConsumer = stream
             .create_consumer(settings(
                 name.clone(),

@@ -46,11 +46,7 @@ async fn the_relay_and_worker_carry_on_when_a_node_and_then_the_stream_leader_ar
     )
     .await;
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let api = stack.api(2);
-    stack.relay(&cluster).await;
-    stack
-        .worker(&cluster, &sim, |_| {}, RetryConfig::default())
-        .await;
+    let api = stack.pipeline(&cluster, &sim).await;
     let (leader, _, _) = wait_until("the stream to have a leader", DEADLINE, || {
         stream_state(&js)
     })

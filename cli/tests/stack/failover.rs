@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use latch_sim::{SimConfig, Simulator};
 use latch_testkit::pgpair::{PgPair, SUPERUSER};
 use latch_testkit::{NatsServer, TestDb, wait_until};
-use latch_worker::config::RetryConfig;
 
 use crate::harness::{Readers, Stack, first_admin};
 
@@ -30,11 +29,7 @@ async fn the_roles_reconnect_to_a_promoted_standby_and_no_acknowledged_action_is
     let stack = Stack::on(db);
     let nats = NatsServer::start();
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let api = stack.api(2);
-    stack.relay(&nats).await;
-    stack
-        .worker(&nats, &sim, |_| {}, RetryConfig::default())
-        .await;
+    let api = stack.pipeline(&nats, &sim).await;
     let admin = first_admin(&stack.db, "failover test").await;
     let (door, key) = api.door_with_reader(&admin, "hq", "Main").await;
     let cards = api.granted_holders(&admin, &door, 8).await;

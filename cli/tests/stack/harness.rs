@@ -121,6 +121,15 @@ impl Stack {
         tokio::spawn(relay.run(self.stop.clone()));
     }
 
+    /// The whole pipeline in this process: the API (2 HTTP workers), the relay, and a worker
+    /// delivering to both of `sim`'s sinks with the default settings.
+    pub async fn pipeline(&self, nats: &impl Nats, sim: &Simulator) -> Api {
+        let api = self.api(2);
+        self.relay(nats).await;
+        self.worker(nats, sim, |_| {}, RetryConfig::default()).await;
+        api
+    }
+
     /// The worker in this process, delivering to both of `sim`'s sinks; `adjust` changes
     /// each sink's settings from their defaults.
     pub async fn worker(

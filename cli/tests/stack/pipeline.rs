@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use latch_sim::{SimConfig, Simulator};
 use latch_testkit::{NatsServer, wait_until};
-use latch_worker::config::RetryConfig;
 use serde_json::{Value, json};
 
 use crate::harness::{Api, Stack, first_admin, stream_messages};
@@ -27,11 +26,7 @@ impl Pipeline {
         let stack = Stack::new().await;
         let nats = NatsServer::start();
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
-        let api = stack.api(2);
-        stack.relay(&nats).await;
-        stack
-            .worker(&nats, &sim, |_| {}, RetryConfig::default())
-            .await;
+        let api = stack.pipeline(&nats, &sim).await;
         let admin_token = first_admin(&stack.db, "pipeline test").await;
         Pipeline {
             stack,
